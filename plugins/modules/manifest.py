@@ -1,0 +1,96 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: manifest
+short_description: Load and validate a SwiftDeploy manifest
+version_added: 0.1.0
+description:
+  - Reads a SwiftDeploy manifest (YAML) on the controller, validates every field and returns it
+    with all defaults filled in.
+  - Each problem is reported as one sentence naming the field path, the bad value and the fix.
+    All problems are reported at once. Unknown keys get a "did you mean" suggestion.
+  - Duplicate keys, which plain YAML silently overwrites, are rejected.
+  - This is an action plugin; the manifest is read on the controller, never on the managed host.
+author:
+  - SwiftDeploy contributors
+options:
+  path:
+    description:
+      - Path of the manifest on the controller. A relative path is resolved against the current
+        working directory, as the original SwiftDeploy CLI did.
+    type: str
+    required: true
+  overrides:
+    description:
+      - Values merged over the manifest before validation, for example C({opa: {mode: embedded}})
+        to choose the policy engine on the command line. They are validated like the file.
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
+  idempotent:
+    support: full
+notes:
+  - See C(docs/manifest.md) in the collection for every key and its default.
+"""
+
+EXAMPLES = r"""
+- name: Load the manifest
+  swiftdeploy.stack.manifest:
+    path: manifest.yml
+  register: swiftdeploy_loaded
+
+- name: Choose the embedded policy engine regardless of the file
+  swiftdeploy.stack.manifest:
+    path: manifest.yml
+    overrides:
+      opa:
+        mode: embedded
+"""
+
+RETURN = r"""
+valid:
+  description: Whether the manifest is valid.
+  returned: always
+  type: bool
+  sample: true
+stage:
+  description:
+    - How far loading got. V(read) the file could not be read, V(parse) it is not YAML,
+      V(schema) a field is wrong, V(valid) all is well.
+  returned: always
+  type: str
+  sample: valid
+errors:
+  description: Every problem found, one sentence each.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "manifest field 'nginx.port': 80800 is out of range; use a TCP port number from 1 to 65535."
+path:
+  description: The absolute path that was read.
+  returned: always
+  type: str
+  sample: /home/ops/stack/manifest.yml
+manifest:
+  description: The manifest with every default filled in.
+  returned: when valid
+  type: dict
+  sample:
+    stack: swiftdeploy
+    contact: ops@swiftdeploy.local
+    services: {image: "swift-deploy-1-node:latest", port: 3000, mode: stable, version: "1.0.0"}
+"""

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh Debian bookworm machine with no registry access:
+# Docker engine + Compose v2, the virtualenv, the collections Ansible needs (from PyPI's
+# `ansible` package, since Galaxy is unreachable), ansible-test's offline bootstrap, and the
+# locally built images. A second run changes nothing and takes a few seconds.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=$root/.venv
+collections=$root/.collections/ansible_collections
+ansible_pkg_version=12.3.0
+
+log() { printf '[setup] %s\n' "$*"; }
+
+bash scripts/setup-host.sh
+
+req_hash=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
+  log "creating the virtualenv in .venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
+  "$venv/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+  echo "$req_hash" > "$venv/.requirements.sha256"
+else
+  log "virtualenv up to date"
+fi
+
+marker=$root/.collections/.ansible-$ansible_pkg_version
+if [ ! -f "$marker" ]; then
+  log "extracting community.docker, community.library_inventory_filtering_v1, ansible.posix and awx.awx from ansible==$ansible_pkg_version"
+  dl=$(mktemp -d)
+  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$dl" "ansible==$ansible_pkg_version"
+  rm -rf "$root/.collections"
+  mkdir -p "$collections"
+  "$venv/bin/python" - "$dl"/ansible-*.whl "$collections" <<'PY'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+wanted = ("community/docker/", "community/library_inventory_filtering_v1/", "ansible/posix/", "awx/awx/")
+prefix = "ansible_collections/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        rel = name[len(prefix):] if name.startswith(prefix) else None
+        if rel and rel.startswith(wanted):
+            zf.extract(name, dest + "/..")
+PY
+  rm -rf "$dl"
+  touch "$marker"
+else
+  log "collections present"
+fi
+# The collection itself, so playbooks resolve swiftdeploy.stack.* from this checkout.
+mkdir -p "$collections/swiftdeploy"
+ln -sfn "$root" "$collections/swiftdeploy/stack"
+
+# ansible-test fetches a pip bootstrap script from the internet; give it an offline one.
+bash scripts/setup-ansible-test.sh "$venv"
+
+bash scripts/build-images.sh
+log "done"
