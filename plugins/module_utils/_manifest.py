@@ -256,7 +256,7 @@ def _validate_dict(path, schema, data, errors):
         if key not in data or (data[key] is None and not field.required and field.kind == "dict"):
             if field.required:
                 fix = field.fix or ("add a '%s:' section" % key if field.kind == "dict" else "add it")
-                errors.append("manifest field '%s': required but missing; %s." % (sub, fix))
+                errors.append("manifest field '%s': required but missing; add it (%s)." % (sub, fix))
                 continue
             if field.kind == "dict":
                 result[key] = _validate_dict(sub, field.children, {}, errors)
