@@ -1,0 +1,44 @@
+# SwiftDeploy developer entry points. `make demo` and `make test` are the two commands a
+# newcomer runs on a fresh machine; both run the idempotent set-up first.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export ANSIBLE_FORCE_COLOR := 0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit integration lint sanity molecule bench-app clean
+
+setup:
+	bash scripts/setup.sh
+
+# The main job: render, validate and (from the deploy issue on) deploy the example stack locally.
+demo: setup
+	ansible-playbook playbooks/init.yml
+	ansible-playbook playbooks/validate.yml
+
+# The whole test suite.
+test: setup
+	bash scripts/test.sh
+
+unit: setup
+	pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	pytest -q tests/integration $(PYTEST_ARGS)
+
+lint: setup
+	bash scripts/lint.sh
+
+sanity: setup
+	bash scripts/sanity.sh
+
+molecule: setup
+	cd $(CURDIR) && molecule test -s default
+
+bench-app: setup
+	python scripts/bench_app.py
+
+clean:
+	rm -rf .pytest_cache tests/output reports
