@@ -8,15 +8,18 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration lint sanity molecule bench-app clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app clean
 
 setup:
 	bash scripts/setup.sh
 
-# The main job: render, validate and (from the deploy issue on) deploy the example stack locally.
+# The main job: validate and deploy the example stack on this machine, then print its URL.
 demo: setup
-	ansible-playbook playbooks/init.yml
 	ansible-playbook playbooks/validate.yml
+	ansible-playbook playbooks/deploy.yml
+
+teardown: setup
+	ansible-playbook playbooks/teardown.yml
 
 # The whole test suite.
 test: setup

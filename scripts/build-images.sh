@@ -18,22 +18,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { printf '[build-images] %s\n' "$*"; }
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
-if ! have "$base_image"; then
-  command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
-  rootfs=$(mktemp -d /var/tmp/swiftdeploy-rootfs.XXXXXX)
-  trap 'rm -rf "$rootfs"' EXIT
-  log "debootstrapping $base_image (about 40 s)"
-  debootstrap --variant=minbase --include=python3,ca-certificates bookworm "$rootfs" "$mirror" >/var/log/swiftdeploy-debootstrap.log 2>&1 \
-    || { tail -20 /var/log/swiftdeploy-debootstrap.log; exit 1; }
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["/bin/bash"]' - "$base_image" >/dev/null
-  rm -rf "$rootfs"; trap - EXIT
-else
-  log "$base_image present"
-fi
+bash "$root/images/build-base-image.sh" "$base_image" "$mirror" | sed "s/^/[build-images] /"
 
 if ! have "$app_image"; then
   log "building $app_image from app/"

@@ -1,0 +1,98 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: host_resources
+short_description: Measure the host figures the infrastructure policy checks
+version_added: 0.1.0
+description:
+  - Reports free disk space on the filesystem that holds O(path) (give the Docker data root, where
+    images and containers land), the 1-minute load average and the percentage of memory
+    available, as the original SwiftDeploy CLI printed before a deploy.
+  - Runs on the managed host, so the figures are the Docker host's, never the controller's.
+author:
+  - SwiftDeploy contributors
+options:
+  path:
+    description: A path on the filesystem to measure, normally the Docker data root.
+    type: path
+    default: /var/lib/docker
+attributes:
+  check_mode:
+    support: full
+    description: Only reads; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+  idempotent:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Measure the Docker data root's filesystem, load and memory
+  swiftdeploy.stack.host_resources:
+    path: /var/lib/docker
+  register: swiftdeploy_host
+"""
+
+RETURN = r"""
+resources:
+  description: The figures.
+  returned: success
+  type: dict
+  contains:
+    disk_free_gb:
+      description: Free space for unprivileged writers, in GB (10^9 bytes).
+      type: float
+      sample: 81.52
+    disk_path:
+      description: The path measured.
+      type: str
+      sample: /var/lib/docker
+    cpu_load_1m:
+      description: The 1-minute load average.
+      type: float
+      sample: 0.42
+    cpu_count:
+      description: Number of CPUs, to read the load against.
+      type: int
+      sample: 2
+    mem_free_percent:
+      description: Memory available to new workloads (MemAvailable), as a percentage of the total.
+      type: float
+      sample: 93.1
+    mem_total_mb:
+      description: Total memory in MiB.
+      type: float
+      sample: 24033.6
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import collect
+
+
+def main():
+    module = AnsibleModule(argument_spec={"path": {"type": "path", "default": "/var/lib/docker"}},
+                           supports_check_mode=True)
+    path = module.params["path"]
+    if not os.path.exists(path):
+        module.fail_json(msg="path: %s does not exist on this host; give the Docker data root "
+                             "(docker info --format '{{.DockerRootDir}}')." % path)
+    try:
+        resources = collect(path)
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg="cannot measure host resources: %s" % exc)
+    module.exit_json(changed=False, resources=resources)
+
+
+if __name__ == "__main__":
+    main()
