@@ -18,6 +18,7 @@ import math
 import os
 import random
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -32,6 +33,8 @@ CHAOS_CODES = {"none": 0, "slow": 1, "error": 2}
 MAX_SLOW_SECONDS = 30
 MAX_BODY_BYTES = 4096
 SOCKET_TIMEOUT_SECONDS = 5.0
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 1024 * 1024
 
 KNOWN_PATHS = ("/", "/healthz", "/metrics", "/chaos")
 KNOWN_METHODS = ("GET", "POST", "HEAD")
@@ -313,7 +316,30 @@ class RequestHandler(BaseHTTPRequestHandler):
     def setup(self):
         # A client that announces a body and then stalls must only cost its own thread.
         self.timeout = self.server.config.socket_timeout
+        self._linger = False
         super().setup()
+
+    def finish(self):
+        super().finish()
+        if self._linger:
+            self._discard_unread_input()
+
+    def _discard_unread_input(self):
+        # Closing a socket that still has unread input makes the kernel send a reset, which
+        # can destroy the response just sent before the client (or nginx) has read it. Half-close,
+        # then discard what the client still sends, for a bounded time and amount.
+        deadline = time.monotonic() + LINGER_SECONDS
+        discarded = 0
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while discarded < LINGER_MAX_BYTES and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                discarded += len(chunk)
+        except OSError:
+            pass
 
     def handle_one_request(self):
         # Keep-alive reuses this object; reset what belongs to the previous request.
@@ -335,6 +361,10 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def send_error(self, code, message=None, explain=None):
         # The base class sends an HTML page without our headers; keep errors JSON everywhere.
+        # A request line that failed to parse leaves the version at HTTP/0.9, which would
+        # suppress the status line and headers; nothing speaks 0.9 any more, so answer in 1.x.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         self.close_connection = True
         self._send_json(code, {"error": message or self.responses.get(code, ("Error",))[0]})
 
@@ -458,6 +488,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         if self._body_pending:
             # Unread body bytes would be parsed as the next request on this connection.
             self.close_connection = True
+            self._linger = True
+        # Recorded before writing so that a client which has its answer always finds the
+        # request in /metrics and in the log; the latency therefore excludes the socket write.
+        self._record(status, len(body))
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -476,7 +510,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         except OSError as exc:
             self.close_connection = True
             self.server.logger.warning("%s client went away: %s", self.client_address[0], exc)
-        self._record(status, len(body))
 
     def _record(self, status, size):
         seconds = time.perf_counter() - self._started if self._started else 0.0
