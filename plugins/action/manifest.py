@@ -97,6 +97,7 @@ class ActionModule(ActionBase):
             result.update(valid=True, manifest=manifest, errors=[], stage="valid")
             return result
         stage, errors = problem
+        headline = "cannot read the SwiftDeploy manifest" if stage == "read" else "%s is not a valid SwiftDeploy manifest" % path
         result.update(valid=False, failed=True, errors=errors, stage=stage,
-                      msg="%s is not a valid SwiftDeploy manifest:\n- %s" % (path, "\n- ".join(errors)))
+                      msg="%s:\n- %s" % (headline, "\n- ".join(errors)))
         return result
