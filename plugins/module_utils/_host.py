@@ -20,7 +20,7 @@ def parse_meminfo(text):
     """
     values = {}
     for line in text.splitlines():
-        name, _, rest = line.partition(":")
+        name, _sep, rest = line.partition(":")
         parts = rest.split()
         if parts and parts[0].isdigit():
             values[name.strip()] = int(parts[0])

@@ -16,22 +16,19 @@ description:
     available, as the original SwiftDeploy CLI printed before a deploy.
   - Runs on the managed host, so the figures are the Docker host's, never the controller's.
 author:
-  - SwiftDeploy contributors
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.attributes.info_module
 options:
   path:
     description: A path on the filesystem to measure, normally the Docker data root.
     type: path
     default: /var/lib/docker
 attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
   platform:
-    platforms: linux
-  idempotent:
     support: full
+    platforms: linux
 """
 
 EXAMPLES = r"""

@@ -18,7 +18,11 @@ description:
   - Duplicate keys, which plain YAML silently overwrites, are rejected.
   - This is an action plugin; the manifest is read on the controller, never on the managed host.
 author:
-  - SwiftDeploy contributors
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.attributes.info_module
+  - swiftdeploy.stack.attributes.controller_action
 options:
   path:
     description:
@@ -28,20 +32,11 @@ options:
     required: true
   overrides:
     description:
-      - Values merged over the manifest before validation, for example C({opa: {mode: embedded}})
+      - >-
+        Values merged over the manifest before validation, for example V({"opa": {"mode": "embedded"}})
         to choose the policy engine on the command line. They are validated like the file.
     type: dict
     default: {}
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: all
-  idempotent:
-    support: full
 notes:
   - See C(docs/manifest.md) in the collection for every key and its default.
 """

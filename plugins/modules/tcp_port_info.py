@@ -16,7 +16,10 @@ description:
   - Used by the validate playbook for the "nginx port free" check, so the check runs where the
     stack will run, never on the controller.
 author:
-  - SwiftDeploy contributors
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.attributes.info_module
 options:
   port:
     description: The TCP port to test.
@@ -27,15 +30,9 @@ options:
     type: str
     default: 0.0.0.0
 attributes:
-  check_mode:
-    support: full
-    description: Only probes; runs the same in check mode.
-  diff_mode:
-    support: none
   platform:
-    platforms: posix
-  idempotent:
     support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
