@@ -18,7 +18,11 @@ cat > "$cache.tmp" <<'PY'
 import subprocess
 import sys
 
+# get-pip.py understands --no-setuptools / --no-wheel; pip itself does not.
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 subprocess.check_call([sys.executable, "-m", "ensurepip", "--default-pip"])
-subprocess.check_call([sys.executable, "-m", "pip", "install", *sys.argv[1:]])
+subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
+if "--no-setuptools" in sys.argv[1:]:
+    subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", "setuptools"])
 PY
 if ! cmp -s "$cache.tmp" "$cache"; then mv "$cache.tmp" "$cache"; else rm -f "$cache.tmp"; fi

@@ -9,7 +9,7 @@ log() { printf '[setup-host] %s\n' "$*"; }
 compose_ok() { docker compose version >/dev/null 2>&1; }
 engine_ok() { docker info >/dev/null 2>&1; }
 
-packages=(docker.io iptables ca-certificates debootstrap openssh-server wrk iproute2 procps)
+packages=(docker.io iptables ca-certificates debootstrap openssh-server wrk iproute2 procps shellcheck rsync)
 
 missing_packages() {
   local p
