@@ -1,0 +1,554 @@
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The stack's history: an append-only JSON Lines file whose records form a hash chain.
+
+This is a private module_utils file: its API may change without notice. It has no Ansible
+imports so that the unit tests can exercise every rule directly.
+
+Each record carries `prev`, the hash of the record before it (64 zeros for the first), and
+`hash`, the SHA-256 of its own canonical JSON without `hash`. Editing, removing, inserting or
+reordering lines therefore breaks the chain, and `verify` names the first line where it breaks.
+Removing lines from the end cannot be seen from the file alone: compare with a hash kept
+elsewhere (an anchor), which every append returns.
+
+Writers serialise on an exclusive `flock` of a sidecar file `<history>.lock`, read only the
+tail of the history to find the previous record, and add one line with one `write` on an
+`O_APPEND` descriptor followed by `fsync`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import re
+
+GENESIS = "0" * 64
+EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+# Every record has these keys; `stack`, `mode` and `version` may be null.
+RECORD_FIELDS = ("seq", "timestamp", "event", "stack", "host", "actor", "mode", "version",
+                 "details", "prev", "hash")
+# What a caller of append_event provides; the rest is computed under the lock.
+CALLER_FIELDS = ("event", "stack", "host", "actor", "mode", "version", "details")
+PROBLEMS = ("edited", "removed", "inserted", "reordered", "malformed", "truncated")
+
+HISTORY_MODE = 0o640
+LOCK_MODE = 0o600
+_TAIL_CHUNK = 64 * 1024
+
+
+class HistoryError(ValueError):
+    """A record that cannot be written, or a history that cannot be appended to."""
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def utc_timestamp(now=None):
+    """RFC 3339 UTC with milliseconds, e.g. 2026-05-05T20:34:51.123Z."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now.astimezone(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
+
+
+def canonical_json(record):
+    """The bytes that are hashed: sorted keys, no spaces, ASCII only."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def record_hash(record):
+    """SHA-256 hex of the record's canonical JSON, `hash` excluded."""
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def serialize(record):
+    """One line of the history file: compact sorted JSON in UTF-8 with its newline."""
+    return (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                       allow_nan=False) + "\n").encode("utf-8")
+
+
+def _optional_str(fields, name):
+    value = fields.get(name)
+    if value is not None and not isinstance(value, str):
+        raise HistoryError("%s must be a string or null, not %r." % (name, value))
+    return value
+
+
+def build_record(fields, seq, prev, now=None):
+    """Return the complete record (with `hash`) for caller fields at position seq after prev.
+
+    The record goes through a JSON round trip before hashing, so what verify later parses
+    from the file hashes to exactly the same value (tuples, non-string keys and the like are
+    normalised here, not discovered later as a false "edited").
+    """
+    unknown = sorted(set(fields) - set(CALLER_FIELDS))
+    if unknown:
+        raise HistoryError("unknown record field(s) %s; the fields are %s."
+                           % (", ".join(unknown), ", ".join(CALLER_FIELDS)))
+    event = fields.get("event")
+    if not isinstance(event, str) or not EVENT_RE.match(event):
+        raise HistoryError("event %r is not an event name; use lower-case letters, digits and _, "
+                           "starting with a letter, at most 64 characters (e.g. deploy)." % (event,))
+    host = fields.get("host")
+    if not isinstance(host, str) or not host:
+        raise HistoryError("host must be a non-empty string, not %r." % (host,))
+    actor = fields.get("actor")
+    if not isinstance(actor, dict):
+        raise HistoryError("actor must be a dict with at least user, not %r." % (actor,))
+    actor = {key: value for key, value in actor.items() if value is not None}
+    if not isinstance(actor.get("user"), str) or not actor["user"]:
+        raise HistoryError("actor.user must be a non-empty string, not %r." % (actor.get("user"),))
+    details = fields.get("details")
+    if details is None:
+        details = {}
+    if not isinstance(details, dict):
+        raise HistoryError("details must be a dict, not %s." % type(details).__name__)
+    record = {
+        "seq": seq,
+        "timestamp": utc_timestamp(now),
+        "event": event,
+        "stack": _optional_str(fields, "stack"),
+        "host": host,
+        "actor": actor,
+        "mode": _optional_str(fields, "mode"),
+        "version": _optional_str(fields, "version"),
+        "details": details,
+        "prev": prev,
+    }
+    try:
+        record = json.loads(json.dumps(record, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise HistoryError("the record cannot be stored as JSON (%s); keep details to strings, "
+                           "numbers, booleans, null, lists and dicts." % exc)
+    record["hash"] = record_hash(record)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing one line
+# --------------------------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("it repeats the key %r" % key)
+        result[key] = value
+    return result
+
+
+def _no_constants(name):
+    raise ValueError("it contains %s, which JSON does not allow" % name)
+
+
+def _shape_problem(record):
+    """Return why a parsed JSON object is not a history record, or None."""
+    missing = [name for name in RECORD_FIELDS if name not in record]
+    if missing:
+        return "it lacks the field%s %s" % ("s" if len(missing) > 1 else "", ", ".join(missing))
+    seq = record["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "its seq %r is not a positive integer" % (seq,)
+    if not isinstance(record["event"], str) or not EVENT_RE.match(record["event"]):
+        return "its event %r is not an event name" % (record["event"],)
+    for name in ("prev", "hash"):
+        if not isinstance(record[name], str) or not HASH_RE.match(record[name]):
+            return "its %s %r is not 64 lower-case hex digits" % (name, record[name])
+    for name in ("timestamp", "host"):
+        if not isinstance(record[name], str):
+            return "its %s %r is not a string" % (name, record[name])
+    for name in ("actor", "details"):
+        if not isinstance(record[name], dict):
+            return "its %s is not an object" % name
+    return None
+
+
+def parse_line(raw):
+    """Return (record, error) for one line's bytes without its newline; exactly one is None."""
+    if not raw.strip():
+        return None, "it is empty"
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                           parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        return None, "it is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, "it is not valid JSON (%s, column %d)" % (exc.msg, exc.colno)
+    except ValueError as exc:
+        return None, str(exc)
+    except RecursionError:
+        return None, "it nests too deeply"
+    if not isinstance(value, dict):
+        return None, "it is a JSON %s, not a record object" % type(value).__name__
+    problem = _shape_problem(value)
+    if problem:
+        return value, problem
+    return value, None
+
+
+# --------------------------------------------------------------------------------------------
+# Appending
+# --------------------------------------------------------------------------------------------
+
+
+def _backwards(fd, size):
+    """Yield the file's lines from last to first, without newlines.
+
+    The first item is what follows the last newline: b"" when the file ends with a newline,
+    otherwise a torn line. Reads fixed-size blocks from the end, so appending to a long history
+    costs the same as to a short one.
+    """
+    pos, carry = size, b""
+    while pos > 0:
+        start = max(0, pos - _TAIL_CHUNK)
+        block = os.pread(fd, pos - start, start) + carry
+        pos = start
+        pieces = block.split(b"\n")
+        carry = pieces[0]
+        yield from reversed(pieces[1:])
+    if size:
+        yield carry
+
+
+def _tail(fd, path):
+    """Return (seq, hash, torn) of the last record; (0, GENESIS, False) for an empty file.
+
+    Lines that are not records (a torn write, garbage) are stepped over: they stay in the file
+    for verify to report, and the new record chains to the last real one.
+    """
+    size = os.fstat(fd).st_size
+    lines = _backwards(fd, size)
+    torn = next(lines, b"") != b""
+    for raw in lines:
+        record, error = parse_line(raw)
+        if error is None:
+            return record["seq"], record["hash"], torn
+    if size:
+        raise HistoryError("%s holds no history record; it is not a SwiftDeploy history. Move it "
+                           "aside to start a new history." % path)
+    return 0, GENESIS, False
+
+
+def _fsync_dir(path):
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_event(path, record_fields, now=None):
+    """Append one event to the history at path and return the record written.
+
+    record_fields holds event, host, actor and optionally stack, mode, version and details;
+    seq, timestamp, prev and hash are computed here, under the lock. The directory must exist.
+    """
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_MODE)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        created = False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         HISTORY_MODE)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            if created:
+                os.fchmod(fd, HISTORY_MODE)  # the umask must not decide who reads the history
+            seq, prev, torn = _tail(fd, path)
+            record = build_record(record_fields, seq + 1, prev, now)
+            # A torn line is closed first, so it stays one malformed line and ours stays whole.
+            data = (b"\n" if torn else b"") + serialize(record)
+            written = os.write(fd, data)
+            if written != len(data):
+                raise HistoryError("only %d of %d bytes reached %s (is the disk full?); run "
+                                   "audit_verify: the line is torn." % (written, len(data), path))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(path)
+        return record
+    finally:
+        os.close(lock_fd)  # closing releases the flock
+
+
+def preview_event(path, record_fields, now=None):
+    """Return the record append_event would write now, writing nothing (for check mode).
+
+    Takes the writers' lock shared when its file exists, never creating it.
+    """
+    lock_fd = None
+    try:
+        lock_fd = os.open(path + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(lock_fd, fcntl.LOCK_SH)
+    except FileNotFoundError:
+        pass
+    try:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return build_record(record_fields, 1, GENESIS, now)
+        try:
+            seq, prev, _torn = _tail(fd, path)
+        finally:
+            os.close(fd)
+        return build_record(record_fields, seq + 1, prev, now)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and verifying
+# --------------------------------------------------------------------------------------------
+
+
+def iter_events(path):
+    """Yield every record of the history in file order; a missing file yields nothing.
+
+    Lines that are not records are skipped: deciding whether the history can be trusted is
+    verify's job, this is for readers such as the audit report.
+    """
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        for raw in handle:
+            record, error = parse_line(raw.rstrip(b"\n"))
+            if error is None:
+                yield record
+
+
+class _Line:
+    __slots__ = ("number", "record", "error", "complete")
+
+    def __init__(self, number, raw):
+        self.number = number
+        self.complete = raw.endswith(b"\n")
+        self.record, self.error = parse_line(raw[:-1] if self.complete else raw)
+
+    # A malformed line still names its seq and event when they can be read, to help find it.
+    @property
+    def seq(self):
+        seq = self.record.get("seq") if isinstance(self.record, dict) else None
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    @property
+    def event(self):
+        event = self.record.get("event") if isinstance(self.record, dict) else None
+        return event if isinstance(event, str) and EVENT_RE.match(event) else None
+
+
+class _Start:
+    """The virtual line 0 the first record chains to."""
+
+    number = 0
+    seq = 0
+    event = None
+    record = {"seq": 0, "hash": GENESIS, "prev": None}
+
+
+def _header(line):
+    known = []
+    if line.seq is not None:
+        known.append("seq %d" % line.seq)
+    if line.event is not None:
+        known.append("event %s" % line.event)
+    if known:
+        return "line %d (%s)" % (line.number, ", ".join(known))
+    return "line %d" % line.number
+
+
+def _problem(line, kind, reason):
+    return {"line": line.number, "seq": line.seq, "event": line.event, "problem": kind,
+            "message": "%s: %s" % (_header(line), reason)}
+
+
+def _seq_range(first, last):
+    if first == last:
+        return "seq %d is" % first
+    return "seq %d to %d are" % (first, last)
+
+
+class _Verifier:
+    """One pass over the file; constant memory however long the history is."""
+
+    def __init__(self, handle):
+        self._raw = iter(handle)
+        self.count = 0
+
+    def next_line(self):
+        raw = next(self._raw, None)
+        if raw is None:
+            return None
+        self.count += 1
+        return _Line(self.count, raw)
+
+    def drain(self):
+        for _raw in self._raw:
+            self.count += 1
+
+    def run(self, anchor):
+        last = _Start
+        anchor_seen = anchor is None
+        while True:
+            line = self.next_line()
+            if line is None:
+                break
+            problem = self._check(line, last)
+            if problem:
+                self.drain()
+                return problem, last
+            if anchor is not None and line.seq == anchor["seq"]:
+                if line.record["hash"] != anchor["hash"]:
+                    self.drain()
+                    return _problem(line, "edited", "the anchor says seq %d has hash %s..., this "
+                                    "line has %s...: the history was rewritten from here or "
+                                    "before" % (anchor["seq"], anchor["hash"][:12],
+                                                line.record["hash"][:12])), last
+                anchor_seen = True
+            last = line
+        if not anchor_seen:
+            return {"line": self.count + 1, "seq": anchor["seq"], "event": None,
+                    "problem": "truncated",
+                    "message": "line %d: the anchor seq %d (hash %s...) is missing; the history "
+                               "ends at seq %d: lines were removed from the end"
+                               % (self.count + 1, anchor["seq"], anchor["hash"][:12],
+                                  last.seq)}, last
+        return None, last
+
+    def _check(self, line, last):
+        if line.error is not None:
+            if not line.complete:  # only the last line of a file can lack its newline
+                return _problem(line, "malformed", "%s and it has no newline at the end of the "
+                                "file: a write was interrupted" % line.error)
+            return _problem(line, "malformed", "%s: the line is malformed" % line.error)
+        record = line.record
+        try:
+            actual = record_hash(record)
+        except ValueError:
+            return _problem(line, "malformed", "it cannot be hashed: the line is malformed")
+        if actual != record["hash"]:
+            return _problem(line, "edited", "its hash does not match its content: the line was "
+                                            "edited")
+        expected = last.seq + 1
+        linked = record["prev"] == last.record["hash"]
+        if record["seq"] == expected and linked:
+            return None
+        if linked:
+            return _problem(line, "inserted", "it chains to %s but carries seq %d instead of %d: "
+                            "the line was inserted" % (_previous(last), record["seq"], expected))
+        if record["seq"] == expected:
+            if last is _Start:
+                return _problem(line, "edited", "its prev is not 64 zeros although it is the "
+                                "first record: the line was edited and its hash recomputed")
+            return _problem(last, "edited", "line %d (seq %d) was chained to different content: "
+                            "the line was edited and its hash recomputed"
+                            % (line.number, line.seq))
+        if record["seq"] == last.seq and record["prev"] == last.record["prev"]:
+            return self._fork(line, last)
+        if record["seq"] < expected:
+            return _problem(line, "inserted", "seq %d already appeared before it, expected seq %d: "
+                            "the line was inserted" % (record["seq"], expected))
+        return self._gap(line, last, expected)
+
+    def _fork(self, line, last):
+        """Two neighbouring records claim the same seq after the same predecessor."""
+        if line.record["hash"] == last.record["hash"]:
+            return _problem(line, "inserted", "it repeats line %d exactly: the line was inserted"
+                            % last.number)
+        following = self.next_line()
+        if following is None:
+            return _problem(line, "inserted", "line %d carries the same seq and prev and nothing "
+                            "follows to tell which is genuine: one of the two lines was inserted"
+                            % last.number)
+        if following.error is None and following.record["prev"] == line.record["hash"]:
+            return _problem(last, "inserted", "line %d carries the same seq and prev, and the "
+                            "history continues from line %d: the line was inserted"
+                            % (line.number, line.number))
+        return _problem(line, "inserted", "line %d already carries seq %d after the same line: "
+                        "the line was inserted" % (last.number, line.seq))
+
+    def _gap(self, line, last, expected):
+        """seq jumps forward and prev does not link: lines removed, moved, or one put early."""
+        seq = line.seq
+        found_expected = repeated = None
+        while True:
+            later = self.next_line()
+            if later is None:
+                break
+            if later.error is not None:
+                continue
+            if later.seq == seq and repeated is None:
+                repeated = later.number
+            if later.seq == expected and found_expected is None:
+                found_expected = later.number
+        if repeated is not None:
+            return _problem(line, "inserted", "expected seq %d; seq %d appears again at line %d: "
+                            "the line was inserted" % (expected, seq, repeated))
+        if found_expected is not None:
+            return _problem(line, "reordered", "expected seq %d here, which appears later at line "
+                            "%d: lines were reordered" % (expected, found_expected))
+        missing = seq - expected
+        return _problem(line, "removed", "%s missing before it: %d line%s removed"
+                        % (_seq_range(expected, seq - 1), missing,
+                           " was" if missing == 1 else "s were"))
+
+
+def _previous(last):
+    return "the start of the history" if last is _Start else "line %d" % last.number
+
+
+def verify(path, anchor=None):
+    """Check the hash chain of the history at path, reading it once, line by line.
+
+    Returns {"ok", "lines", "first_problem", "last_seq", "last_hash"}. first_problem is None or
+    {"line", "seq", "event", "problem", "message"} for the first line where the chain breaks;
+    problem is one of edited, removed, inserted, reordered, malformed, and truncated (only with
+    an anchor). last_seq and last_hash describe the last record before any problem: keep them
+    elsewhere and pass them back as anchor={"seq": ..., "hash": ...} to detect a cut tail.
+    A missing file is an empty history.
+    """
+    if anchor is not None:
+        if (not isinstance(anchor, dict) or isinstance(anchor.get("seq"), bool)
+                or not isinstance(anchor.get("seq"), int) or anchor["seq"] < 1
+                or not isinstance(anchor.get("hash"), str) or not HASH_RE.match(anchor["hash"])):
+            raise HistoryError("anchor must be {seq: positive integer, hash: 64 lower-case hex "
+                               "digits} as returned by audit_event, not %r." % (anchor,))
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        handle = None
+    if handle is None:
+        verifier, problem, last = None, None, _Start
+        if anchor is not None:
+            problem = {"line": 1, "seq": anchor["seq"], "event": None, "problem": "truncated",
+                       "message": "line 1: the anchor seq %d (hash %s...) is missing; the history "
+                                  "is empty: lines were removed from the end"
+                                  % (anchor["seq"], anchor["hash"][:12])}
+        lines = 0
+    else:
+        with handle:
+            verifier = _Verifier(handle)
+            problem, last = verifier.run(anchor)
+            lines = verifier.count
+    return {
+        "ok": problem is None,
+        "lines": lines,
+        "first_problem": problem,
+        "last_seq": last.seq,
+        "last_hash": last.record["hash"],
+    }

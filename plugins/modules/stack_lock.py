@@ -1,0 +1,231 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: stack_lock
+short_description: Take or release the lock that keeps two runs off one stack
+version_added: 0.1.0
+description:
+  - A lock file on the managed host (for example C(<project>/.swiftdeploy.lock)) whose existence
+    means that one run owns the stack. O(state=acquired) creates it atomically
+    (C(O_CREAT|O_EXCL)) and returns a fresh RV(token); O(state=released) removes it, but only for
+    the run that presents that token.
+  - When another run holds the lock, O(state=acquired) waits up to O(wait) seconds, then fails
+    with a message naming the holder (user, playbook, AWX job, host, since when).
+  - A lock older than O(ttl) seconds is stale (its run died without releasing it) and is broken;
+    its holder is returned in RV(broken_stale) so that the playbook can record it. Breaking is
+    race-free; two runs breaking the same stale lock cannot remove each other's fresh one.
+  - The directory of O(path) is created (mode C(0750)) when missing.
+author:
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+options:
+  path:
+    description: The lock file, for example C(<project>/.swiftdeploy.lock).
+    type: path
+    required: true
+  state:
+    description:
+      - V(acquired) takes the lock, V(released) gives it back.
+    type: str
+    choices: [acquired, released]
+    default: acquired
+  holder:
+    description:
+      - Who takes the lock, written into the lock file and shown to a run that finds it taken.
+        Keys C(user) (by default the remote user), C(playbook) and C(awx_job_id) are shown in
+        messages; other keys with string or number values are kept. Null values are dropped.
+      - The module adds C(host), C(pid) and C(since). The pid is the module's own process, gone
+        once the task ends; it only helps to match logs.
+      - Only used with O(state=acquired).
+    type: dict
+    default: {}
+  wait:
+    description:
+      - Seconds to wait for another run's lock to be released before failing; V(0) fails at once.
+      - Only used with O(state=acquired).
+    type: int
+    default: 0
+  ttl:
+    description:
+      - Age in seconds after which a lock is stale and may be broken. Keep it longer than the
+        longest run.
+      - Only used with O(state=acquired).
+    type: int
+    default: 3600
+  token:
+    description:
+      - With O(state=released), the RV(token) that O(state=acquired) returned; required to
+        release a lock. A wrong or missing token fails and leaves the lock in place.
+      - With O(state=acquired), the token of a lock this run already holds, to confirm it
+        without waiting (C(changed) is false); when the token does not match, it is ignored.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Takes and releases nothing, but reports whether the lock is free. A lock held by another
+        run still fails (after O(wait)), so a check run tells the truth about a real run.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - O(state=released) is idempotent. O(state=acquired) changes once; it is idempotent when the
+        run passes its own O(token) back.
+  platform:
+    support: full
+    platforms: posix
+notes:
+  - Needs a local filesystem on the managed host; C(O_EXCL) and C(flock) are not reliable over NFS.
+  - To clear the lock of a run that is certainly dead, remove the file named in the message.
+  - See C(docs/audit-trail.md) in the collection for the lock file's format.
+"""
+
+EXAMPLES = r"""
+- name: Take the stack lock
+  swiftdeploy.stack.stack_lock:
+    path: "{{ swiftdeploy_project_path }}/.swiftdeploy.lock"
+    holder:
+      user: "{{ lookup('ansible.builtin.env', 'USER') }}"
+      playbook: deploy.yml
+      awx_job_id: "{{ awx_job_id | default(none) }}"
+    wait: "{{ swiftdeploy_lock_wait | default(0) }}"
+  register: swiftdeploy_lock
+
+- name: Deploy while holding the lock
+  block:
+    - name: Record how long this run waited for the lock
+      swiftdeploy.stack.audit_event:
+        path: "{{ swiftdeploy_project_path }}/history.jsonl"
+        event: lock_wait
+        details:
+          waited_seconds: "{{ swiftdeploy_lock.waited_seconds }}"
+      when: swiftdeploy_lock.waited_seconds > 0
+  always:
+    - name: Release the stack lock
+      swiftdeploy.stack.stack_lock:
+        path: "{{ swiftdeploy_project_path }}/.swiftdeploy.lock"
+        state: released
+        token: "{{ swiftdeploy_lock.token }}"
+"""
+
+RETURN = r"""
+token:
+  description:
+    - The secret that releases the lock; register it and pass it to O(state=released). In check
+      mode a token that matches nothing.
+  returned: when O(state=acquired)
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015
+holder:
+  description:
+    - With O(state=acquired), what this run wrote into the lock file (or would write, in check
+      mode). With O(state=released), the holder of the lock that was released; null when there
+      was no lock.
+  returned: always
+  type: dict
+  sample:
+    user: deploy
+    playbook: deploy.yml
+    awx_job_id: "42"
+    host: web1
+    pid: 4242
+    since: "2026-11-27T03:00:00Z"
+free:
+  description: Whether the lock could be taken (no lock, a stale one, or this run's own).
+  returned: when O(state=acquired)
+  type: bool
+  sample: true
+waited_seconds:
+  description: How long this run waited for another run's lock; 0 when it was free.
+  returned: when O(state=acquired)
+  type: float
+  sample: 12.5
+broken_stale:
+  description:
+    - The holder of a stale lock that was broken (in check mode, that would be broken), with
+      C(age_seconds); null when none was.
+  returned: when O(state=acquired)
+  type: dict
+  sample:
+    user: deploy
+    playbook: deploy.yml
+    host: web1
+    pid: 4242
+    since: "2026-11-27T01:00:00Z"
+    age_seconds: 7260
+"""
+
+import getpass
+import os
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
+    LockError,
+    acquire,
+    release,
+)
+
+
+def current_user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry, as in some containers
+        return str(os.getuid())
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "state": {"type": "str", "choices": ["acquired", "released"], "default": "acquired"},
+            "holder": {"type": "dict", "default": {}},
+            "wait": {"type": "int", "default": 0},
+            "ttl": {"type": "int", "default": 3600},
+            # Not a credential: the token only stops one run from releasing another's lock, and
+            # it must stay readable in the registered result.
+            "token": {"type": "str", "no_log": False},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    path = params["path"]
+    if params["wait"] < 0:
+        module.fail_json(msg="wait: %d is negative; use 0 to fail at once or a number of seconds."
+                             % params["wait"])
+    if params["ttl"] < 1:
+        module.fail_json(msg="ttl: %d is too small; use the age in seconds after which a lock is "
+                             "stale (default 3600)." % params["ttl"])
+    try:
+        if params["state"] == "acquired":
+            holder = dict(params["holder"])
+            if holder.get("user") is None:
+                holder["user"] = current_user()
+            result = acquire(path, holder, host=socket.gethostname(), pid=os.getpid(),
+                             wait=params["wait"], ttl=params["ttl"], token=params["token"],
+                             check_mode=module.check_mode)
+        else:
+            result = release(path, params["token"], check_mode=module.check_mode)
+    except LockError as exc:
+        extra = {"holder": exc.holder}
+        if params["state"] == "acquired":
+            extra["waited_seconds"] = exc.waited_seconds
+        module.fail_json(msg=str(exc), **extra)
+    except OSError as exc:
+        module.fail_json(msg="cannot %s the lock %s: %s; check that its directory is writable by "
+                             "the remote user." % ("take" if params["state"] == "acquired"
+                                                   else "release", path, exc.strerror or exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""The stack lock: atomic acquire, waiting, stale locks, tokens, check mode, exact messages."""
+
+import datetime
+import json
+import multiprocessing
+import os
+import stat
+
+import pytest
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _lock as lock
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
+    LockError,
+    LockHeldError,
+    acquire,
+    release,
+)
+
+T0 = datetime.datetime(2026, 11, 27, 3, 0, 0, tzinfo=datetime.timezone.utc).timestamp()
+HOLDER = {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42}
+
+
+class FakeTime:
+    """A wall clock and a monotonic clock that only move when the code sleeps."""
+
+    def __init__(self, now=T0):
+        self.now = now
+        self.sleeps = []
+        self.on_sleep = None
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.sleeps))
+
+    def kwargs(self):
+        return {"clock": self.clock, "monotonic": self.clock, "sleep": self.sleep}
+
+
+@pytest.fixture
+def fake():
+    return FakeTime()
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "project" / ".swiftdeploy.lock")
+
+
+def take(path, fake, holder=None, host="web1", pid=4242, **options):
+    return acquire(path, HOLDER if holder is None else holder, host=host, pid=pid, **fake.kwargs(),
+                   **options)
+
+
+def held_message(path, holder_text, extra=""):
+    return ("stack is locked by %s%s; wait for it to finish, run again with "
+            "-e swiftdeploy_lock_wait=SECONDS, or remove %s if that run is dead"
+            % (holder_text, extra, path))
+
+
+# --------------------------------------------------------------------------------------------
+# Acquire and release
+# --------------------------------------------------------------------------------------------
+
+
+def test_acquire_writes_the_holder_and_returns_a_token(path, fake):
+    result = take(path, fake)
+    expected_holder = {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42, "host": "web1",
+                       "pid": 4242, "since": "2026-11-27T03:00:00Z"}
+    assert result == {"changed": True, "free": True, "token": result["token"],
+                      "holder": expected_holder, "waited_seconds": 0.0, "broken_stale": None}
+    assert len(result["token"]) == 32
+    with open(path) as handle:
+        content = json.loads(handle.read())
+    assert content == dict(expected_holder, token_sha256=lock.token_digest(result["token"]))
+    assert result["token"] not in open(path).read()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o750
+
+
+def test_a_held_lock_fails_at_once_naming_the_holder(path, fake):
+    take(path, fake)
+    fake.now += 12
+    with pytest.raises(LockHeldError) as info:
+        take(path, fake, holder={"user": "alice"})
+    assert str(info.value) == held_message(
+        path, "root (playbook deploy.yml, AWX job 42) on host web1 since 2026-11-27T03:00:00Z "
+              "(12 s ago)")
+    assert info.value.holder["user"] == "root" and "token_sha256" not in info.value.holder
+    assert info.value.waited_seconds == 0.0
+    assert fake.sleeps == []
+
+
+@pytest.mark.parametrize("holder, age, text", [
+    ({"user": "bob"}, 5, "bob on host web1 since 2026-11-27T03:00:00Z (5 s ago)"),
+    ({"user": "bob", "playbook": "promote.yml"}, 600,
+     "bob (playbook promote.yml) on host web1 since 2026-11-27T03:00:00Z (10 min ago)"),
+    ({"user": "awx", "awx_job_id": "7"}, 3 * 3600 - 1,
+     "awx (AWX job 7) on host web1 since 2026-11-27T03:00:00Z (2 h ago)"),
+])
+def test_holder_descriptions(path, fake, holder, age, text):
+    take(path, fake, holder=holder)
+    fake.now += age
+    with pytest.raises(LockHeldError, match="^stack is locked by (.*?); wait") as info:
+        take(path, fake, holder={"user": "alice"}, ttl=4 * 3600)
+    assert str(info.value) == held_message(path, text)
+
+
+def test_waiting_for_a_release(path, fake):
+    first = take(path, fake)
+    fake.on_sleep = lambda count: count == 8 and release(path, first["token"])
+    second = take(path, fake, holder={"user": "alice"}, wait=10)
+    assert second["changed"] and second["holder"]["user"] == "alice"
+    assert second["waited_seconds"] == 2.0  # eight polls of 0.25 s
+    assert second["token"] != first["token"]
+
+
+def test_waiting_in_vain(path, fake):
+    take(path, fake)
+    with pytest.raises(LockHeldError) as info:
+        take(path, fake, holder={"user": "alice"}, wait=3)
+    assert str(info.value) == held_message(
+        path, "root (playbook deploy.yml, AWX job 42) on host web1 since 2026-11-27T03:00:00Z "
+              "(3 s ago)", ", still after waiting 3 s")
+    assert info.value.waited_seconds == 3.0
+    assert sum(fake.sleeps) == 3.0
+
+
+def test_release_removes_only_with_the_token(path, fake):
+    token = take(path, fake)["token"]
+    with pytest.raises(LockError) as info:
+        release(path, "0" * 32, clock=fake.clock)
+    assert str(info.value) == (
+        "%s is held by root (playbook deploy.yml, AWX job 42) on host web1 since "
+        "2026-11-27T03:00:00Z (0 s ago), and the token given is not the one that run got: only the "
+        "run that acquired the lock can release it; remove %s by hand if that run is dead."
+        % (path, path))
+    with pytest.raises(LockError) as info:
+        release(path, None, clock=fake.clock)
+    assert str(info.value) == (
+        "a token is needed to release %s, held by root (playbook deploy.yml, AWX job 42) on host "
+        "web1 since 2026-11-27T03:00:00Z (0 s ago): pass the token that state=acquired returned "
+        "(register that task), or remove %s by hand if that run is dead." % (path, path))
+    assert os.path.exists(path)
+    result = release(path, token, clock=fake.clock)
+    assert result["changed"] and result["holder"]["user"] == "root"
+    assert not os.path.exists(path)
+    assert release(path, token) == {"changed": False, "holder": None}
+    assert release(path, None) == {"changed": False, "holder": None}
+
+
+def test_acquire_with_the_current_token_confirms_the_lock(path, fake):
+    token = take(path, fake)["token"]
+    again = take(path, fake, token=token)
+    assert (again["changed"], again["token"], again["holder"]["user"]) == (False, token, "root")
+    with pytest.raises(LockHeldError):
+        take(path, fake, token="f" * 32)
+
+
+# --------------------------------------------------------------------------------------------
+# Stale locks
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_stale_lock_is_broken_and_reported(path, fake):
+    take(path, fake)
+    fake.now += 3601
+    result = take(path, fake, holder={"user": "alice"})
+    assert result["changed"] and result["holder"]["user"] == "alice"
+    assert result["broken_stale"] == {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42,
+                                      "host": "web1", "pid": 4242, "since": "2026-11-27T03:00:00Z",
+                                      "age_seconds": 3601}
+    assert json.load(open(path))["user"] == "alice"
+
+
+def test_ttl_is_the_limit(path, fake):
+    take(path, fake)
+    fake.now += 60
+    with pytest.raises(LockHeldError):
+        take(path, fake, holder={"user": "alice"}, ttl=60)
+    fake.now += 1
+    assert take(path, fake, holder={"user": "alice"}, ttl=60)["broken_stale"]["age_seconds"] == 61
+
+
+def test_an_empty_lock_file_is_judged_by_its_age(path, fake):
+    """An empty file is a run between create and write, or one that died there."""
+    os.makedirs(os.path.dirname(path))
+    open(path, "w").close()
+    os.utime(path, (T0, T0))
+    fake.now += 5
+    with pytest.raises(LockHeldError) as info:
+        take(path, fake)
+    assert str(info.value) == held_message(
+        path, "an unknown run (the lock file is empty or not JSON) since 2026-11-27T03:00:00Z "
+              "(5 s ago)")
+    fake.now += 3600
+    result = take(path, fake)
+    assert result["broken_stale"] == {"since": "2026-11-27T03:00:00Z", "age_seconds": 3605}
+
+
+def test_breaking_rechecks_under_the_guard(path, fake):
+    """A run that judged the lock stale must not remove the fresh lock another run took since."""
+    take(path, fake)
+    fake.now += 4000
+    stale_seen = lock.read_lock(path, fake.clock())
+    assert stale_seen.age > 3600
+    fresh = take(path, fake, holder={"user": "quick"})  # another run broke it first and took it
+    assert fresh["broken_stale"]
+    assert lock._break_stale(path, 3600, fake.clock) is None
+    assert json.load(open(path))["user"] == "quick"
+
+
+def _race_for_stale(path, barrier, results):
+    barrier.wait()
+    try:
+        result = acquire(path, {"user": "racer%d" % os.getpid()}, host="h", pid=os.getpid())
+        results.put(("acquired", bool(result["broken_stale"])))
+    except LockHeldError:
+        results.put(("held", False))
+
+
+def test_many_runs_breaking_one_stale_lock_leave_one_holder(path):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        json.dump({"user": "dead", "host": "h", "pid": 1, "since": "2020-01-01T00:00:00Z"}, handle)
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(8), context.Queue()
+    workers = [context.Process(target=_race_for_stale, args=(path, barrier, results))
+               for number in range(8)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for worker in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(kind for kind, broke in outcomes) == ["acquired"] + ["held"] * 7
+    assert json.load(open(path))["user"].startswith("racer")
+
+
+# --------------------------------------------------------------------------------------------
+# Check mode
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_mode_on_a_free_lock_writes_nothing(tmp_path, path, fake):
+    result = take(path, fake, check_mode=True)
+    assert result["changed"] and result["free"] and result["token"]
+    assert not os.path.exists(os.path.dirname(path))
+
+
+def test_check_mode_tells_the_truth_about_a_held_lock(path, fake):
+    take(path, fake)
+    with pytest.raises(LockHeldError, match="^stack is locked by root"):
+        take(path, fake, holder={"user": "alice"}, check_mode=True)
+
+
+def test_check_mode_reports_a_stale_lock_without_breaking_it(path, fake):
+    take(path, fake)
+    fake.now += 7200
+    result = take(path, fake, holder={"user": "alice"}, check_mode=True)
+    assert result["broken_stale"]["user"] == "root"
+    assert json.load(open(path))["user"] == "root"
+
+
+def test_check_mode_release_keeps_the_lock(path, fake):
+    token = take(path, fake)["token"]
+    assert release(path, token, check_mode=True)["changed"] is True
+    assert os.path.exists(path)
+    with pytest.raises(LockError, match="the token given is not the one that run got"):
+        release(path, "nope", check_mode=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and small helpers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("holder, message", [
+    ({"user": "u", "host": "x"}, "holder.host is filled in by the lock itself; leave it out."),
+    ({"user": "u", "token_sha256": "x"}, "holder.token_sha256 is filled in by the lock itself"),
+    ({"playbook": "deploy.yml"}, "holder.user must be a non-empty string, not None."),
+    ({"user": "u", "extra": {"a": 1}}, "holder.extra must be a string or a number, not dict."),
+    ("root", "holder must be a dict such as {user: ..., playbook: ...}, not 'root'."),
+])
+def test_bad_holders_are_refused(path, fake, holder, message):
+    with pytest.raises(LockError) as info:
+        take(path, fake, holder=holder)
+    assert str(info.value).startswith(message)
+    assert not os.path.exists(path)
+
+
+def test_null_holder_values_are_dropped(path, fake):
+    result = take(path, fake, holder={"user": "u", "awx_job_id": None})
+    assert "awx_job_id" not in result["holder"]
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (119, "119 s"), (120, "2 min"),
+                                           (7199, "119 min"), (7200, "2 h"), (90000, "25 h")])
+def test_human_age(seconds, text):
+    assert lock.human_age(seconds) == text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-11-27T03:00:00Z", T0), ("2026-11-27T03:00:00.500Z", T0 + 0.5),
+    ("2026-11-27T03:00:00", None), ("yesterday", None), (None, None), (17, None),
+])
+def test_parse_rfc3339(text, expected):
+    assert lock.parse_rfc3339(text) == expected
+
+
+def test_rfc3339_round_trip():
+    assert lock.rfc3339(T0 + 0.9) == "2026-11-27T03:00:00Z"
+    assert lock.parse_rfc3339(lock.rfc3339(T0)) == T0
