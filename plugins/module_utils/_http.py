@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The one small HTTP client SwiftDeploy uses to talk to OPA and to scrape metrics.
+
+This is a private module_utils file: its API may change without notice. It has no Ansible
+imports and needs only the standard library (urllib), so it runs on any managed host.
+
+Every failure is raised as HttpError with a kind a caller can branch on and a message a user
+can act on:
+
+  unreachable   no connection (refused, unknown host name, no route, reset before an answer)
+  timeout       no answer within the timeout
+  http_status   an answer with a status other than 2xx (the message carries up to 200
+                characters of the body)
+  bad_json      post_json got an answer that is not a JSON object
+  bad_url       the URL is not an http(s) URL
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+
+# An answer larger than this is not something OPA or a metrics endpoint would send us.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+BODY_EXCERPT_CHARS = 200
+
+_LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+class HttpError(Exception):
+    """An HTTP exchange failed; `kind` says how, `message` says what to do about it."""
+
+    def __init__(self, kind, message, status=None):
+        super(HttpError, self).__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+
+
+def post_json(url, payload, timeout, service="the server"):
+    """POST `payload` as JSON to `url`; return the JSON object the server answers with."""
+    try:
+        data = json.dumps(payload, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError("post_json: the payload cannot be sent as JSON (%s)" % exc)
+    request = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    })
+    body = _exchange(request, url, timeout, service)
+    text = body.decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except ValueError as exc:
+        raise HttpError("bad_json", "%s answered with invalid JSON (%s): %s"
+                        % (url, exc, _excerpt(text) or "an empty body"))
+    if not isinstance(answer, dict):
+        raise HttpError("bad_json", "%s answered with JSON that is not an object: %s"
+                        % (url, _excerpt(text)))
+    return answer
+
+
+def get_text(url, timeout, service="the server"):
+    """GET `url` and return the body as text (UTF-8, undecodable bytes replaced)."""
+    request = urllib.request.Request(url, method="GET")
+    return _exchange(request, url, timeout, service).decode("utf-8", "replace")
+
+
+def _exchange(request, url, timeout, service):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HttpError("bad_url", "%r is not an http(s) URL; use one such as http://127.0.0.1:8181" % (url,))
+    try:
+        with _opener(parts.hostname).open(request, timeout=timeout) as response:
+            return _read(response)
+    except urllib.error.HTTPError as exc:
+        body = _read_error_body(exc)
+        raise HttpError("http_status", "%s answered HTTP %d %s: %s"
+                        % (url, exc.code, exc.reason, _excerpt(body) or "(empty body)"), status=exc.code)
+    except urllib.error.URLError as exc:
+        raise _connection_error(url, exc.reason, timeout, service)
+    except (socket.timeout, OSError) as exc:
+        # A timeout or reset while reading the status line or the body is raised as is, not
+        # wrapped in URLError.
+        raise _connection_error(url, exc, timeout, service)
+    except http.client.HTTPException as exc:
+        raise HttpError("unreachable", "%s did not answer with valid HTTP (%s: %s); is it really %s?"
+                        % (url, type(exc).__name__, exc, service))
+
+
+def _opener(hostname):
+    # OPA on the managed host listens on loopback only: a proxy from the environment could
+    # never reach it, so loopback addresses always go direct.
+    if hostname in _LOOPBACK_NAMES or hostname.startswith("127.") or hostname == "::1":
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()
+
+
+def _read(response):
+    body = response.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise HttpError("http_status", "%s answered with more than %d bytes; that is not an answer we expect"
+                        % (response.geturl(), MAX_BODY_BYTES), status=response.status)
+    return body
+
+
+def _read_error_body(exc):
+    try:
+        return exc.read(BODY_EXCERPT_CHARS * 4).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):  # the status alone is still worth reporting
+        return ""
+
+
+def _connection_error(url, reason, timeout, service):
+    if isinstance(reason, socket.timeout) or "timed out" in str(reason):
+        return HttpError("timeout", "no answer from %s within %g s; is %s overloaded or hung?"
+                         % (url, timeout, service))
+    if isinstance(reason, socket.gaierror):
+        return HttpError("unreachable", "cannot connect to %s: the host name %r does not resolve (%s); check the URL"
+                         % (url, urllib.parse.urlsplit(url).hostname, reason.strerror or reason))
+    if isinstance(reason, ConnectionRefusedError):
+        return HttpError("unreachable", "cannot connect to %s: connection refused; is %s running?" % (url, service))
+    if isinstance(reason, ssl.SSLError):
+        return HttpError("unreachable", "cannot connect to %s: TLS failed (%s); check the certificate and the URL's scheme"
+                         % (url, getattr(reason, "reason", None) or reason))
+    if isinstance(reason, (ConnectionResetError, ConnectionAbortedError)) or type(reason).__name__ == "RemoteDisconnected":
+        return HttpError("unreachable", "cannot connect to %s: the connection was closed before an answer; is %s healthy?"
+                         % (url, service))
+    code = getattr(reason, "errno", None)
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return HttpError("unreachable", "cannot connect to %s: no route to host; check the address and the network"
+                         % url)
+    return HttpError("unreachable", "cannot connect to %s: %s; is %s running?"
+                     % (url, getattr(reason, "strerror", None) or reason, service))
+
+
+def _excerpt(text):
+    text = " ".join(text.split())
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[:BODY_EXCERPT_CHARS] + "..."
+    return text

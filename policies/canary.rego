@@ -1,0 +1,152 @@
+# Canary gate: may the canary be promoted, given what it served in the observation window?
+#
+# Query data.swiftdeploy.canary.decision with
+#   input.metrics     {"requests": n, "error_rate_percent": n or null,
+#                      "p99_latency_ms": n or null, "window_seconds": n}
+#                     (a rate or a quantile is null when there were no requests to compute it)
+#   input.thresholds  any of min_requests, max_error_rate_percent, max_p99_latency_ms; a key
+#                     that is absent falls back to data.swiftdeploy.thresholds (policies/data.json)
+# A figure equal to its threshold passes. Too few requests, a missing figure, or a null rate or
+# quantile although requests were served, denies: the gate never allows on incomplete data.
+# See docs/policies.md.
+#
+# The helpers at the end are repeated from infrastructure.rego so that each policy stands alone;
+# the notes there on writing Rego that OPA and regopy evaluate alike apply here too.
+package swiftdeploy.canary
+
+import rego.v1
+
+_figures := ["requests", "error_rate_percent", "p99_latency_ms", "window_seconds"]
+
+_threshold_names := ["min_requests", "max_error_rate_percent", "max_p99_latency_ms"]
+
+_metrics := input.metrics if {
+	is_object(input.metrics)
+} else := {}
+
+_given := input.thresholds if {
+	is_object(input.thresholds)
+} else := {}
+
+_defaults := data.swiftdeploy.thresholds if {
+	is_object(data.swiftdeploy.thresholds)
+} else := {}
+
+# The thresholds in force: the caller's, key by key over the defaults.
+thresholds := object.union(_defaults, _given)
+
+reasons contains concat("", ["input metrics.", name, " is missing or not a number"]) if {
+	some name in ["requests", "window_seconds"]
+	not is_number(_metrics[name])
+}
+
+reasons contains concat("", ["input metrics.", name, " is missing or neither a number nor null"]) if {
+	some name in ["error_rate_percent", "p99_latency_ms"]
+	not _number_or_null_value(_metrics[name])
+}
+
+reasons contains concat("", ["threshold ", name, " is missing or not a number"]) if {
+	some name in _threshold_names
+	not is_number(thresholds[name])
+}
+
+reasons contains msg if {
+	requests := _metrics.requests
+	needed := thresholds.min_requests
+	is_number(requests)
+	is_number(needed)
+	requests < needed
+	msg := concat("", [
+		"only ", _count(requests), " requests in ", _window, ", fewer than the ",
+		_count(needed), " needed for a decision: not enough data",
+	])
+}
+
+reasons contains msg if {
+	rate := _metrics.error_rate_percent
+	maximum := thresholds.max_error_rate_percent
+	is_number(rate)
+	is_number(maximum)
+	rate > maximum
+	msg := concat("", ["error rate ", _fmt2(rate), "% exceeds the maximum ", _fmt2(maximum), "%"])
+}
+
+reasons contains msg if {
+	p99 := _metrics.p99_latency_ms
+	maximum := thresholds.max_p99_latency_ms
+	is_number(p99)
+	is_number(maximum)
+	p99 > maximum
+	msg := concat("", ["p99 latency ", _fmt2(p99), " ms exceeds the maximum ", _fmt2(maximum), " ms"])
+}
+
+reasons contains msg if {
+	_metrics.error_rate_percent == null
+	is_number(_metrics.requests)
+	_metrics.requests > 0
+	msg := concat("", [
+		"error rate is unknown although there were ", _count(_metrics.requests),
+		" requests: no error data",
+	])
+}
+
+reasons contains msg if {
+	_metrics.p99_latency_ms == null
+	is_number(_metrics.requests)
+	_metrics.requests > 0
+	msg := concat("", [
+		"p99 latency is unknown although there were ", _count(_metrics.requests),
+		" requests: no latency data",
+	])
+}
+
+allow := count(reasons) == 0
+
+# The figures the decision rests on; null where one is missing or not a number, so that no
+# input text is echoed back.
+checked := object.union(
+	{name: _number_or_null(_metrics, name) | some name in _figures},
+	{name: _number_or_null(thresholds, name) | some name in _threshold_names},
+)
+
+decision := {
+	"allow": allow,
+	"reasons": sort([reason | some reason in reasons]),
+	"domain": "canary",
+	"checked": checked,
+}
+
+_window := concat("", ["the ", _count(_metrics.window_seconds), " s window"]) if {
+	is_number(_metrics.window_seconds)
+} else := "the window"
+
+_number_or_null_value(x) if is_number(x)
+
+_number_or_null_value(x) if x == null
+
+# A count such as a number of requests: whole numbers without decimals.
+_count(x) := format_int(x, 10) if {
+	x == floor(x)
+	abs(x) < 1000000000000000
+} else := _fmt2(x)
+
+# x with two decimals, rounded half away from zero; huge numbers fall back to %v.
+_fmt2(x) := text if {
+	cents := round(abs(x) * 100)
+	whole := floor(cents / 100)
+	frac := cents - (whole * 100)
+	text := concat("", [_sign(x, cents), format_int(whole, 10), ".", _pad2(frac), format_int(frac, 10)])
+} else := sprintf("%v", [x])
+
+_sign(x, cents) := "-" if {
+	x < 0
+	cents > 0
+} else := ""
+
+_pad2(n) := "0" if {
+	n < 10
+} else := ""
+
+_number_or_null(obj, key) := obj[key] if {
+	is_number(obj[key])
+} else := null
