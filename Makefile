@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy clean
 
 setup:
 	bash scripts/setup.sh
@@ -42,6 +42,9 @@ molecule: setup
 
 bench-app: setup
 	python scripts/bench_app.py
+
+bench-deploy: setup
+	python scripts/bench_deploy.py
 
 clean:
 	rm -rf .pytest_cache tests/output reports

@@ -20,11 +20,16 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 bash "$root/images/build-base-image.sh" "$base_image" "$mirror" | sed "s/^/[build-images] /"
 
-if ! have "$app_image"; then
+# The app image is rebuilt whenever app/ changes: its label records the hash of the sources.
+app_hash=$(cd "$root/app" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z \
+  | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+built_hash=$(docker image inspect -f '{{ index .Config.Labels "org.swiftdeploy.source-hash" }}' "$app_image" 2>/dev/null || true)
+if [ "$built_hash" != "$app_hash" ]; then
   log "building $app_image from app/"
-  docker build -q --build-arg "BASE_IMAGE=$base_image" -t "$app_image" "$root/app" >/dev/null
+  docker build -q --build-arg "BASE_IMAGE=$base_image" --label "org.swiftdeploy.source-hash=$app_hash" \
+    -t "$app_image" "$root/app" >/dev/null 2>&1 || docker build --build-arg "BASE_IMAGE=$base_image" -t "$app_image" "$root/app"
 else
-  log "$app_image present"
+  log "$app_image present and up to date with app/"
 fi
 
 if have "$nginx_image"; then

@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""Benchmark the SwiftDeploy app through nginx on this machine (`make bench-app`).
+
+Deploys a throw-away stack named `sdbench` (public port 18980, admin port 18982) with
+playbooks/deploy.yml, measures it, and always tears it down with playbooks/teardown.yml:
+
+1. Throughput and latency of GET / at 1, 16 and 64 connections (wrk), with non-2xx counts.
+2. Isolation from slow chaos: the stack is redeployed in canary mode, slow chaos (1 s) is
+   switched on, 4 GET / are kept in flight, and meanwhile GET /healthz (not subject to chaos)
+   is timed through the public port and compared with its latency on an idle stack.
+3. /metrics size and the app process's RSS before and after 20,000 requests to distinct
+   random paths (metrics labels must not grow with the number of distinct paths).
+
+It ends with a "figure | value | target | PASS/FAIL" table. It is a benchmark, not a test:
+the exit status is 0 whatever the figures, 2 when the stack cannot be deployed or a required
+tool is missing, 130 when interrupted.
+
+Standard library only, plus PyYAML from the project's venv (Ansible already needs it).
+"""
+
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = "sdbench"
+HOST = "127.0.0.1"
+PUBLIC_PORT = 18980
+ADMIN_PORT = 18982
+
+WRK_CONNECTIONS = (1, 16, 64)
+WRK_SECONDS = 10
+WARMUP_SECONDS = 2
+
+SLOW_IN_FLIGHT = 4
+SLOW_SECONDS = 1
+PROBES = 30
+PROBE_INTERVAL = 0.05
+
+FLOOD_REQUESTS = 20_000
+FLOOD_WORKERS = 32
+
+TARGET_P99_MS = 50.0
+TARGET_NORMAL_MS = 50.0
+TARGET_METRICS_BYTES = 20 * 1024
+TARGET_RSS_GROWTH_KB = 5 * 1024
+
+
+class DeployError(Exception):
+    """The stack could not be brought up; the benchmark cannot run."""
+
+
+# ---------------------------------------------------------------------------
+# The stack: a temporary manifest and project directory, deployed with Ansible
+# ---------------------------------------------------------------------------
+
+def ansible_env():
+    # Same environment as the Makefile, so the script also works when run directly.
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(REPO / ".collections")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+def write_manifest(work_dir, mode):
+    """Copy the example manifest, renamed and re-ported so it cannot collide with the demo stack."""
+    manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
+    manifest["stack"] = STACK
+    manifest["nginx"]["port"] = PUBLIC_PORT
+    manifest["nginx"]["admin_port"] = ADMIN_PORT
+    manifest["network"]["name"] = f"{STACK}-net"
+    manifest["services"]["log_volume"] = f"{STACK}-logs"
+    manifest["services"]["mode"] = mode
+    path = Path(work_dir) / "manifest.yml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def run_playbook(playbook, manifest, project_dir, *extra_vars):
+    """Run one playbook; return (exit status, output).
+
+    ansible-playbook runs in its own session so a Ctrl-C meant for the benchmark does not kill it
+    half-way: a killed run leaves the stack lock held and the stack half-changed, and the
+    teardown that follows would then be refused. On Ctrl-C we let it finish, then re-raise.
+    """
+    argv = ["ansible-playbook", f"playbooks/{playbook}",
+            "-e", f"swiftdeploy_manifest={manifest}", "-e", f"swiftdeploy_project_dir={project_dir}"]
+    for extra in extra_vars:
+        argv += ["-e", extra]
+    proc = subprocess.Popen(argv, cwd=REPO, env=ansible_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate()
+    except KeyboardInterrupt:
+        print(f"\n  interrupted: letting {playbook} finish first (Ctrl-C again to kill it)", file=sys.stderr)
+        try:
+            proc.communicate()
+        except KeyboardInterrupt:
+            kill_session(proc)
+        raise
+    return proc.returncode, output
+
+
+def kill_session(proc):
+    # The playbook's own session: its forked workers and docker compose go too.
+    for signum, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, signum)
+            proc.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(text, lines=25):
+    """The error lines of an Ansible run when it has them, else its last lines."""
+    # fatal: lines carry the module's whole JSON result; the start says what went wrong.
+    errors = [line[:400] + (" ..." if len(line) > 400 else "")
+              for line in text.splitlines() if line.startswith(("[ERROR]", "fatal:", "ERROR!"))]
+    return "\n".join(errors or text.rstrip().splitlines()[-lines:])
+
+
+def deploy(work_dir, project_dir, mode):
+    started = time.monotonic()
+    manifest = write_manifest(work_dir, mode)
+    status, output = run_playbook("deploy.yml", manifest, project_dir)
+    if status != 0:
+        raise DeployError(f"deploy.yml ({mode}) failed with exit status {status}:\n{tail(output)}")
+    health = get_json(ADMIN_PORT, "/healthz")
+    if health.get("mode") != mode:
+        raise DeployError(f"deploy.yml succeeded but the app reports mode {health.get('mode')!r}, not {mode!r}")
+    print(f"  deployed {STACK} in {mode} mode ({time.monotonic() - started:.1f} s)")
+
+
+def teardown(work_dir, project_dir):
+    """Remove the bench stack; return whether it is gone. Never raises on failure: it runs in a
+    finally block and must not hide the exception that got us there."""
+    started = time.monotonic()
+    manifest = Path(work_dir) / "manifest.yml"
+    if not manifest.exists():
+        return True  # nothing was ever deployed
+    status, output = run_playbook("teardown.yml", manifest, project_dir, "clean=true")
+    if status != 0:
+        # The usual cause is a stack lock left by a deploy killed with a second Ctrl-C. The
+        # project directory is private to this run, so any lock in it is ours and dead:
+        # let teardown break it (ttl=1 s) instead of leaving the stack running.
+        print(f"  teardown.yml failed ({status}); retrying with swiftdeploy_lock_ttl=1:\n{tail(output)}")
+        status, output = run_playbook("teardown.yml", manifest, project_dir, "clean=true",
+                                      "swiftdeploy_lock_ttl=1")
+    if status != 0:
+        print(f"  WARNING: teardown.yml failed again ({status}); falling back to docker compose down:\n"
+              f"{tail(output)}")
+        down = subprocess.run(["docker", "compose", "-p", STACK, "--project-directory", str(project_dir),
+                               "down", "-v", "--remove-orphans"], capture_output=True, text=True)
+        if down.returncode != 0:
+            print(f"  WARNING: could not remove stack {STACK}; files kept in {work_dir}:\n{down.stderr}")
+            return False
+    print(f"  tore down {STACK} ({time.monotonic() - started:.1f} s)")
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Small HTTP helpers (http.client keeps the connection alive, so we time requests, not handshakes)
+# ---------------------------------------------------------------------------
+
+def connect(port, timeout=15):
+    return http.client.HTTPConnection(HOST, port, timeout=timeout)
+
+
+def timed_request(conn, method, path, body=None):
+    """Send one request on `conn` and return (status, seconds); the body is read and dropped."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    started = time.perf_counter()
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status, time.perf_counter() - started
+
+
+def get_json(port, path):
+    conn = connect(port)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def get_bytes(port, path):
+    conn = connect(port)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def set_chaos(spec):
+    conn = connect(ADMIN_PORT)
+    try:
+        status, _ = timed_request(conn, "POST", "/chaos", json.dumps(spec))
+    finally:
+        conn.close()
+    if status != 200:
+        raise RuntimeError(f"POST /chaos {spec} answered {status}")
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile: with 30 samples p99 is the maximum, which is what we want to see."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.4999))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# ---------------------------------------------------------------------------
+# 1. wrk: throughput and latency of GET /
+# ---------------------------------------------------------------------------
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _to_ms(text):
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def parse_wrk(output):
+    """Pull the figures out of wrk's human-readable report (wrk has no machine format)."""
+    def number(pattern, default=0):
+        match = re.search(pattern, output, re.MULTILINE)
+        return match.group(1) if match else default
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return {
+        "rps": float(number(r"^Requests/sec:\s+([\d.]+)")),
+        "p50_ms": _to_ms(number(r"^\s+50%\s+(\S+)", "0ms")),
+        "p99_ms": _to_ms(number(r"^\s+99%\s+(\S+)", "0ms")),
+        "requests": int(number(r"^\s+(\d+) requests in")),
+        "non2xx": int(number(r"Non-2xx or 3xx responses:\s+(\d+)")),
+        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
+    }
+
+
+def run_wrk(connections, seconds):
+    # wrk needs at least one connection per thread.
+    threads = 1 if connections == 1 else 2
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+            f"http://{HOST}:{PUBLIC_PORT}/"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return parse_wrk(result.stdout)
+
+
+def bench_throughput():
+    print("\n== 1. GET / through nginx (wrk) ==")
+    # Warm-up fills nginx's upstream keep-alive pool and the app's thread churn; not reported.
+    run_wrk(16, WARMUP_SECONDS)
+    print(f"  {'conns':>5} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'requests':>8} | non-2xx | sock err")
+    results = {}
+    for connections in WRK_CONNECTIONS:
+        r = run_wrk(connections, WRK_SECONDS)
+        results[connections] = r
+        print(f"  {connections:>5} | {r['rps']:>8.0f} | {r['p50_ms']:>7.2f} | {r['p99_ms']:>7.2f} | "
+              f"{r['requests']:>8} | {r['non2xx']:>7} | {r['socket_errors']:>8}")
+    return results
+
+
+# ---------------------------------------------------------------------------
+# 2. Slow chaos must not slow down requests that chaos does not apply to
+# ---------------------------------------------------------------------------
+
+def probe_healthz(count, interval, valid=lambda: True):
+    """Time GET /healthz on the public port `count` times; keep only samples where valid() held
+    both before and after the request. Returns (latencies in ms, number discarded)."""
+    conn = connect(PUBLIC_PORT)
+    timed_request(conn, "GET", "/healthz")  # open the connection outside the measurement
+    latencies, discarded = [], 0
+    try:
+        while len(latencies) < count:
+            before = valid()
+            status, seconds = timed_request(conn, "GET", "/healthz")
+            if status != 200:
+                raise RuntimeError(f"GET /healthz answered {status}")
+            if before and valid():
+                latencies.append(seconds * 1000)
+            else:
+                discarded += 1
+            time.sleep(interval)
+    finally:
+        conn.close()
+    return latencies, discarded
+
+
+class SlowLoad:
+    """Keeps `n` GET / in flight: each thread re-issues its request as soon as the last one answers."""
+
+    def __init__(self, n):
+        self.n = n
+        self.in_flight = 0
+        self.durations = []
+        self.statuses = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
+
+    def _loop(self):
+        conn = connect(PUBLIC_PORT, timeout=SLOW_SECONDS + 15)
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    self.in_flight += 1
+                try:
+                    status, seconds = timed_request(conn, "GET", "/")
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
+                with self._lock:
+                    self.durations.append(seconds)
+                    self.statuses[status] += 1
+        except (OSError, http.client.HTTPException) as exc:
+            with self._lock:
+                self.statuses[f"error {type(exc).__name__}"] += 1
+        finally:
+            conn.close()
+
+    def all_in_flight(self):
+        with self._lock:
+            return self.in_flight == self.n
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        # Wait until all requests are sent; a little longer so they have reached the app's sleep.
+        deadline = time.monotonic() + 5
+        while not self.all_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=SLOW_SECONDS + 20)
+
+
+def summarize_ms(latencies):
+    return {"p50": statistics.median(latencies), "p99": percentile(latencies, 99), "max": max(latencies)}
+
+
+def bench_isolation():
+    print(f"\n== 2. GET /healthz while {SLOW_IN_FLIGHT} slow-chaos GET / ({SLOW_SECONDS} s each) are in flight ==")
+    baseline, _ = probe_healthz(PROBES, PROBE_INTERVAL)
+    set_chaos({"mode": "slow", "duration": SLOW_SECONDS})
+    try:
+        with SlowLoad(SLOW_IN_FLIGHT) as load:
+            loaded, discarded = probe_healthz(PROBES, PROBE_INTERVAL, valid=load.all_in_flight)
+    finally:
+        # Recover even when the measurement failed, so nothing else sees a slow app.
+        set_chaos({"mode": "recover"})
+    base, busy = summarize_ms(baseline), summarize_ms(loaded)
+    slow_p50 = statistics.median(load.durations) if load.durations else float("nan")
+    print(f"  idle:   /healthz p50 {base['p50']:.2f} ms, p99 {base['p99']:.2f} ms, max {base['max']:.2f} ms "
+          f"({len(baseline)} samples)")
+    print(f"  loaded: /healthz p50 {busy['p50']:.2f} ms, p99 {busy['p99']:.2f} ms, max {busy['max']:.2f} ms "
+          f"({len(loaded)} samples with all {SLOW_IN_FLIGHT} slow requests in flight, {discarded} discarded)")
+    print(f"  slow GET /: {len(load.durations)} completed, median {slow_p50:.2f} s, "
+          f"statuses {dict(load.statuses)}")
+    # A sub-millisecond baseline makes a bare 2x test flap on scheduler noise; allow 1 ms slack.
+    unaffected = busy["p50"] <= 2 * base["p50"] + 1.0 and busy["p50"] < TARGET_NORMAL_MS
+    print(f"  normal request {'UNAFFECTED' if unaffected else 'AFFECTED'} by the slow ones "
+          f"(loaded p50 {busy['p50'] / base['p50']:.1f}x idle)")
+    chaos_worked = slow_p50 >= SLOW_SECONDS * 0.9
+    if not chaos_worked:
+        print("  WARNING: the slow requests were not slow; chaos did not take effect")
+    return {"base": base, "busy": busy, "unaffected": unaffected and chaos_worked}
+
+
+# ---------------------------------------------------------------------------
+# 3. /metrics size and RSS under a flood of distinct paths
+# ---------------------------------------------------------------------------
+
+def app_container():
+    argv = ["docker", "ps", "-q", "--filter", f"label=org.swiftdeploy.stack={STACK}",
+            "--filter", "label=org.swiftdeploy.role=app"]
+    ids = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    if len(ids) != 1:
+        raise RuntimeError(f"expected one app container of stack {STACK}, found {len(ids)}")
+    return ids[0]
+
+
+# PID 1 in the container is tini (init: true) and its command line also names the app, so
+# match on argv[0] being python and skip this very exec (whose -c text names it too).
+_RSS_SCRIPT = r"""
+import os
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\0')
+        if (int(pid) != os.getpid() and os.path.basename(argv[0]).startswith(b'python')
+                and any(arg.endswith(b'swiftdeploy_app.py') for arg in argv)):
+            for line in open(f'/proc/{pid}/status'):
+                if line.startswith('VmRSS:'):
+                    print(line.split()[1])
+                    raise SystemExit
+    except OSError:
+        pass
+raise SystemExit('swiftdeploy_app process not found')
+"""
+
+
+def app_rss_kb(container):
+    argv = ["docker", "exec", container, "python3", "-c", _RSS_SCRIPT]
+    return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip())
+
+
+def metrics_size():
+    status, body = get_bytes(ADMIN_PORT, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"GET /metrics on the admin port answered {status}")
+    return len(body)
+
+
+def flood(total, workers):
+    """Send `total` GETs to distinct /r/<uuid4> paths from `workers` keep-alive connections."""
+    tickets = itertools.count()  # next() on a count is atomic under the GIL
+    stop = threading.Event()  # set on Ctrl-C, so teardown does not wait for the whole flood
+
+    def worker():
+        statuses = Counter()
+        conn = connect(PUBLIC_PORT)
+        while not stop.is_set() and next(tickets) < total:
+            path = f"/r/{uuid.uuid4()}"
+            try:
+                status, _ = timed_request(conn, "GET", path)
+                statuses[status] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                # A keep-alive connection closed by nginx; count it and open a fresh one.
+                statuses[f"error {type(exc).__name__}"] += 1
+                conn.close()
+                conn = connect(PUBLIC_PORT)
+        conn.close()
+        return statuses
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(worker) for _ in range(workers)]
+        try:
+            totals = sum((future.result() for future in futures), Counter())
+        except BaseException:
+            stop.set()
+            raise
+    return totals, time.monotonic() - started
+
+
+def bench_memory():
+    print(f"\n== 3. /metrics size and app RSS around {FLOOD_REQUESTS:,} requests to distinct paths ==")
+    container = app_container()
+    size_before, rss_before = metrics_size(), app_rss_kb(container)
+    statuses, seconds = flood(FLOOD_REQUESTS, FLOOD_WORKERS)
+    size_after, rss_after = metrics_size(), app_rss_kb(container)
+    print(f"  flood: {sum(statuses.values())} requests in {seconds:.1f} s "
+          f"({sum(statuses.values()) / seconds:.0f} req/s), statuses {dict(sorted(statuses.items(), key=str))}")
+    print(f"  /metrics: {size_before} B before, {size_after} B after")
+    print(f"  app RSS:  {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after "
+          f"({(rss_after - rss_before) / 1024:+.2f} MiB)")
+    return {"metrics_before": size_before, "metrics_after": size_after,
+            "rss_before_kb": rss_before, "rss_after_kb": rss_after, "statuses": statuses}
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+def verdict(ok):
+    return "PASS" if ok else "FAIL"
+
+
+def summary_rows(wrk, isolation, memory):
+    rows = []
+    for connections, r in wrk.items():
+        rows.append((f"GET / c={connections}: req/s, p50, p99",
+                     f"{r['rps']:.0f} req/s, {r['p50_ms']:.2f} ms, {r['p99_ms']:.2f} ms", "-", "-"))
+    p99 = wrk[64]["p99_ms"]
+    rows.append(("GET / p99 at 64 connections", f"{p99:.2f} ms", f"<= {TARGET_P99_MS:.0f} ms",
+                 verdict(p99 <= TARGET_P99_MS)))
+    bad = sum(r["non2xx"] + r["socket_errors"] for r in wrk.values())
+    rows.append(("GET / non-2xx + socket errors (wrk)", str(bad), "0", verdict(bad == 0)))
+    base, busy = isolation["base"], isolation["busy"]
+    rows.append(("/healthz p50 idle -> with 4 slow in flight", f"{base['p50']:.2f} -> {busy['p50']:.2f} ms",
+                 f"<= 2x (+1 ms), < {TARGET_NORMAL_MS:.0f} ms", verdict(isolation["unaffected"])))
+    size = memory["metrics_after"]
+    rows.append(("/metrics size after flood", f"{size} B ({memory['metrics_before']} B before)",
+                 f"<= {TARGET_METRICS_BYTES} B", verdict(size <= TARGET_METRICS_BYTES)))
+    growth = memory["rss_after_kb"] - memory["rss_before_kb"]
+    rows.append(("app RSS growth after flood", f"{growth / 1024:+.2f} MiB",
+                 f"<= {TARGET_RSS_GROWTH_KB // 1024} MiB", verdict(growth <= TARGET_RSS_GROWTH_KB)))
+    return rows
+
+
+def print_table(rows):
+    header = ("figure", "value", "target", "PASS/FAIL")
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
+    line = lambda row: " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    print("\n== Summary ==")
+    print(line(header))
+    print("-+-".join("-" * width for width in widths))
+    for row in rows:
+        print(line(row))
+
+
+# ---------------------------------------------------------------------------
+
+def _interrupt(signum, frame):
+    # SIGTERM/SIGHUP take the same path as Ctrl-C, so the finally block still tears down.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def check_tools():
+    missing = [tool for tool in ("wrk", "docker", "ansible-playbook")
+               if not shutil.which(tool, path=ansible_env()["PATH"])]
+    if missing:
+        raise DeployError(f"required tools not found: {', '.join(missing)} (wrk: apt-get install wrk)")
+
+
+def main():
+    started = time.monotonic()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens under make or a pipe
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # respect nohup
+            signal.signal(signum, _interrupt)
+    work_dir = tempfile.mkdtemp(prefix="swiftdeploy-bench-")
+    project_dir = Path(work_dir) / "project"
+    print(f"SwiftDeploy app benchmark: stack {STACK}, public :{PUBLIC_PORT}, admin 127.0.0.1:{ADMIN_PORT}")
+    try:
+        check_tools()
+        deploy(work_dir, project_dir, "stable")
+        wrk = bench_throughput()
+        memory = bench_memory()
+        # POST /chaos only works on a canary; redeploying the same stack switches the app's mode.
+        print("\n  redeploying in canary mode for the chaos measurement")
+        deploy(work_dir, project_dir, "canary")
+        isolation = bench_isolation()
+        print_table(summary_rows(wrk, isolation, memory))
+        status = 0
+    except DeployError as exc:
+        print(f"\nERROR: the stack could not be deployed: {exc}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; tearing down", file=sys.stderr)
+        status = 130
+    finally:
+        # Never leave the bench stack behind, whatever happened above.
+        print("\n  tearing down")
+        try:
+            gone = teardown(work_dir, project_dir)
+        except KeyboardInterrupt:
+            print(f"  teardown interrupted; remove the stack by hand (docker compose -p {STACK} down -v)")
+            gone = False
+        if gone:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"\nwall time {time.monotonic() - started:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
