@@ -214,7 +214,7 @@ test_defaults_come_from_data_json if {
 	d := _decide_with_defaults(_healthy)
 	d.allow == true
 	d.checked.min_disk_free_gb == 5.0
-	d.checked.max_cpu_load == 8.0
+	d.checked.max_cpu_load == 16.0
 	d.checked.min_mem_free_percent == 10.0
 }
 
@@ -224,8 +224,8 @@ test_default_minimum_disk_applies if {
 }
 
 test_default_maximum_load_applies if {
-	d := _decide_with_defaults(_host_with("cpu_load_1m", 8.01))
-	d.reasons == ["1-minute load 8.01 exceeds the maximum 8.00"]
+	d := _decide_with_defaults(_host_with("cpu_load_1m", 16.01))
+	d.reasons == ["1-minute load 16.01 exceeds the maximum 16.00"]
 }
 
 test_default_minimum_memory_applies if {

@@ -132,7 +132,7 @@ SCHEMA = {
         "thresholds": Field("dict", default={}, children={
             "min_disk_free_gb": Field("number", default=5.0, minimum=0, maximum=1000000,
                                       fix="use a number of gigabytes, 0 or more"),
-            "max_cpu_load": Field("number", default=8.0, minimum=0, maximum=100000,
+            "max_cpu_load": Field("number", default=16.0, minimum=0, maximum=100000,
                                   fix="use the highest acceptable 1-minute load average, 0 or more"),
             "min_mem_free_percent": Field("number", default=10.0, minimum=0, maximum=100,
                                           fix="use a percentage from 0 to 100"),

@@ -116,7 +116,7 @@ def run_playbook(ansible_env):
             command.append("--diff")
         command += [str(arg) for arg in args]
         proc = subprocess.run(command, cwd=REPO_ROOT, env=ansible_env, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, check=False)
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, command)
 
     return run
@@ -151,7 +151,7 @@ def parse_recap():
 
 def parse_validate_checks(stdout: str) -> list[tuple[int, str, str]]:
     """The numbered lines the validate role's "Report the checks" task prints."""
-    section = stdout.split("TASK [swiftdeploy.stack.validate : Report the checks]", 1)
+    section = stdout.split("TASK [swiftdeploy.stack.swiftdeploy : Report the checks]", 1)
     assert len(section) == 2, f"validate printed no report:\n{stdout}"
     body = section[1].split("TASK [", 1)[0]
     return [(int(n), mark, name)
@@ -214,7 +214,7 @@ def write_manifest():
 
 
 def _docker(*args, timeout=60):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -235,7 +235,7 @@ def app_image(docker_engine, example_manifest):
     image = yaml.safe_load(example_manifest.read_text())["services"]["image"]
     if _docker("image", "inspect", image).returncode != 0:
         build = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-images.sh")],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, check=False)
         assert build.returncode == 0, (
             f"scripts/build-images.sh failed ({build.returncode}):\n{build.stdout}\n{build.stderr}")
         assert _docker("image", "inspect", image).returncode == 0, (
@@ -355,14 +355,14 @@ def ssh_host(tmp_path_factory):
     host.control_path_dir.mkdir(mode=0o700)
     try:
         host.write_inventory(host.inventory)
-        probe = subprocess.run(host.ssh_command("true"), capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(host.ssh_command("true"), capture_output=True, text=True, timeout=30, check=False)
         assert probe.returncode == 0, (
             f"ssh to the test sshd failed ({probe.returncode}): {probe.stderr}\nsshd log:\n{log.read_text()}")
         yield host
     finally:
         for socket_path in host.control_path_dir.iterdir():  # ansible's ControlPersist masters
             subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "sshtarget"],
-                           capture_output=True, timeout=30)
+                           capture_output=True, timeout=30, check=False)
         proc.terminate()
         try:
             proc.wait(timeout=10)

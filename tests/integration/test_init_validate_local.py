@@ -13,7 +13,7 @@ import yaml
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HOST = "localhost"
-FILES = ("nginx.conf", "docker-compose.yml")
+FILES = ("nginx/nginx.conf", "docker-compose.yml")
 CHECK_NAMES = [
     "Manifest parses",
     "Required fields present and valid",
@@ -64,22 +64,22 @@ def test_init_renders_both_files(local_init, parse_recap, init_report_line):
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
     assert list(recap) == [HOST], run.describe()
-    assert recap[HOST]["changed"] == 3 and recap[HOST]["failed"] == 0, run.describe()
+    assert recap[HOST]["changed"] == 4 and recap[HOST]["failed"] == 0, run.describe()
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
-    assert sorted(p.name for p in project.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx"]
     assert stat.S_IMODE(project.stat().st_mode) == 0o750
-    assert stat.S_IMODE((project / "nginx.conf").stat().st_mode) == 0o644
+    assert stat.S_IMODE((project / "nginx" / "nginx.conf").stat().st_mode) == 0o644
     assert stat.S_IMODE((project / "docker-compose.yml").stat().st_mode) == 0o640
-    nginx_conf = (project / "nginx.conf").read_text()
+    nginx_conf = (project / "nginx" / "nginx.conf").read_text()
     assert nginx_conf.startswith("#\n# Ansible managed\n#\n")
     for directive in ("proxy_connect_timeout 30s;", "proxy_send_timeout 30s;", "proxy_read_timeout 30s;",
-                      "server app:3000;", "listen 8080;", "listen 8081;"):
+                      "server app-blue:3000;", "listen 8080;", "listen 8081;"):
         assert f"    {directive}\n" in nginx_conf, directive
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
     assert compose["name"] == "swiftdeploy"
-    assert sorted(compose["services"]) == ["app", "nginx"]
-    assert compose["services"]["app"]["image"] == "swift-deploy-1-node:latest"
+    assert sorted(compose["services"]) == ["app-blue", "nginx"]
+    assert compose["services"]["app-blue"]["image"] == "swift-deploy-1-node:latest"
     assert compose["services"]["nginx"]["image"] == "nginx:latest"
     assert compose["services"]["nginx"]["ports"][0] == "0.0.0.0:8080:8080"
 
@@ -109,9 +109,9 @@ def test_check_diff_shows_a_manifest_change_without_applying_it(rendered_copy, r
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
     assert recap[HOST]["changed"] == 1 and recap[HOST]["failed"] == 0, run.describe()
-    assert init_report_line("nginx.conf", project, "changed").search(run.stdout), run.describe()
+    assert init_report_line("nginx/nginx.conf", project, "changed").search(run.stdout), run.describe()
     assert init_report_line("docker-compose.yml", project, "unchanged").search(run.stdout), run.describe()
-    assert f"--- before: {project}/nginx.conf\n" in run.stdout, run.describe()
+    assert f"--- before: {project}/nginx/nginx.conf\n" in run.stdout, run.describe()
     for directive in ("proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout"):
         assert f"\n-    {directive} 30s;\n" in run.stdout, run.describe()
         assert f"\n+    {directive} 45s;\n" in run.stdout, run.describe()
@@ -119,7 +119,7 @@ def test_check_diff_shows_a_manifest_change_without_applying_it(rendered_copy, r
     assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 6, run.describe()
     for name in FILES:
         assert ((project / name).read_bytes(), (project / name).stat().st_mtime_ns) == before[name], name
-    assert b"proxy_read_timeout 30s;" in (project / "nginx.conf").read_bytes()
+    assert b"proxy_read_timeout 30s;" in (project / "nginx" / "nginx.conf").read_bytes()
 
 
 def test_deleted_files_are_regenerated_byte_for_byte(rendered_copy, run_playbook, parse_recap,
@@ -163,7 +163,7 @@ def test_a_bad_manifest_fails_init_naming_every_field(run_playbook, parse_recap,
         assert f"- {error}" in result["msg"]
     recap = parse_recap(run.stdout)
     assert recap[HOST]["failed"] == 1 and recap[HOST]["changed"] == 0, run.describe()
-    assert "Render nginx.conf" not in run.stdout
+    assert "TASK [swiftdeploy.stack.swiftdeploy : Render nginx.conf]" not in run.stdout
     assert not project.parent.exists(), "init created the project directory for an invalid manifest"
 
 
@@ -190,7 +190,7 @@ def test_validate_reports_a_bad_manifest_and_skips_the_host_checks(run_playbook,
     run = run_playbook("validate.yml", "-e", f"swiftdeploy_manifest={manifest}")
     assert run.rc == 2, run.describe()
     assert "Traceback" not in run.output, run.describe()
-    assert [(n, mark) for n, mark, _ in validate_checks(run.stdout)] == \
+    assert [(n, mark) for n, mark, _title in validate_checks(run.stdout)] == \
         [(1, "✔"), (2, "✘"), (3, "✘"), (4, "✘"), (5, "✘")], run.describe()
     assert run.stdout.count('"     - not checked: the manifest is not valid"') == 3, run.describe()
     assert "did you mean 'nginx.port'?" in run.stdout

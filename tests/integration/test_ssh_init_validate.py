@@ -14,7 +14,7 @@ import yaml
 pytestmark = [pytest.mark.ssh, pytest.mark.docker, pytest.mark.slow]
 
 HOST = "sshtarget"
-FILES = ("nginx.conf", "docker-compose.yml")
+FILES = ("nginx/nginx.conf", "docker-compose.yml")
 CHECK_NAMES = [
     "Manifest parses",
     "Required fields present and valid",
@@ -40,16 +40,16 @@ def test_init_over_ssh_renders_both_files(ssh_init, parse_recap, init_report_lin
     assert list(recap) == [HOST], run.describe()
     assert recap[HOST]["failed"] == 0 and recap[HOST]["unreachable"] == 0, run.describe()
     # The project directory and both files are new.
-    assert recap[HOST]["changed"] == 3, run.describe()
+    assert recap[HOST]["changed"] == 4, run.describe()
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
-    assert stat.S_IMODE((project / "nginx.conf").stat().st_mode) == 0o644
+    assert stat.S_IMODE((project / "nginx" / "nginx.conf").stat().st_mode) == 0o644
     assert stat.S_IMODE((project / "docker-compose.yml").stat().st_mode) == 0o640
-    nginx_conf = (project / "nginx.conf").read_text()
+    nginx_conf = (project / "nginx" / "nginx.conf").read_text()
     assert nginx_conf.startswith("#\n# Ansible managed\n#\n")
     assert "    proxy_read_timeout 30s;\n" in nginx_conf
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
-    assert sorted(compose["services"]) == ["app", "nginx"]
+    assert sorted(compose["services"]) == ["app-blue", "nginx"]
     assert compose["services"]["nginx"]["ports"][0] == "0.0.0.0:8080:8080"
 
 
@@ -76,7 +76,7 @@ def test_check_diff_over_ssh_reports_a_missing_file_and_leaves_it_missing(
     assert first.rc == 0, first.describe()
     project = tmp_path / "proj"
     shutil.copytree(rendered, project)
-    (project / "nginx.conf").unlink()
+    (project / "nginx" / "nginx.conf").unlink()
     compose_before = (project / "docker-compose.yml").read_bytes()
 
     run = run_playbook("init.yml", "-e", f"swiftdeploy_manifest={example_manifest}",
@@ -86,16 +86,17 @@ def test_check_diff_over_ssh_reports_a_missing_file_and_leaves_it_missing(
     assert "--check" in run.command and "--diff" in run.command
     recap = parse_recap(run.stdout)
     assert recap[HOST]["changed"] == 1 and recap[HOST]["failed"] == 0, run.describe()
-    assert init_report_line("nginx.conf", project, "changed").search(run.stdout), run.describe()
+    assert init_report_line("nginx/nginx.conf", project, "changed").search(run.stdout), run.describe()
     assert init_report_line("docker-compose.yml", project, "unchanged").search(run.stdout), run.describe()
     # The diff shows the whole file as added, and only that file.
     added = r"^--- before\n\+\+\+ after: \S+/nginx\.conf\.j2\n@@ -0,0 \+1,\d+ @@\n\+#\n\+# Ansible managed\n"
     assert re.search(added, run.stdout, re.M), run.describe()
     assert run.stdout.count("--- before") == 1, run.describe()
     assert "+    proxy_read_timeout 30s;" in run.stdout, run.describe()
-    assert not (project / "nginx.conf").exists(), "--check wrote nginx.conf"
+    assert not (project / "nginx" / "nginx.conf").exists(), "--check wrote nginx.conf"
     assert (project / "docker-compose.yml").read_bytes() == compose_before
-    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml"]
+    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx"]
+    assert list((project / "nginx").iterdir()) == []
 
 
 def test_files_rendered_over_ssh_equal_the_local_ones(ssh_init, run_playbook, parse_recap,
@@ -142,7 +143,7 @@ def test_validate_over_ssh_fails_on_a_held_nginx_port(ssh_host, app_image, run_p
 
     assert run.rc == 2, run.describe()
     lines = validate_checks(run.stdout)
-    marks = [(n, mark) for n, mark, _ in lines]
+    marks = [(n, mark) for n, mark, _title in lines]
     assert marks == [(1, "✔"), (2, "✔"), (3, "✔"), (4, "✘"), (5, "✔")], run.describe()
     assert lines[3][2] == "nginx port free on the host"
     expected = (f"port {port} is in use on {HOST} ([Errno 98] Address already in use); "

@@ -167,7 +167,7 @@ def test_slow_chaos_delays_application_requests_only(canary):
     assert slow["seconds"] >= 1.0
     assert canary.value("chaos_active") == 1
 
-    _, seconds = timed(canary.request, "GET", "/unknown")
+    _reply, seconds = timed(canary.request, "GET", "/unknown")
     assert seconds >= 1.0
 
     recovered, seconds = timed(canary.post_chaos, {"mode": "recover"})
@@ -179,7 +179,7 @@ def test_slow_chaos_delays_application_requests_only(canary):
 
 def test_error_chaos_rate_1_fails_application_routes_only(canary):
     assert canary.post_chaos({"mode": "error", "rate": 1}).json() == {"chaos": {"mode": "error", "rate": 1}}
-    for _ in range(5):
+    for _attempt in range(5):
         reply = canary.request("GET", "/")
         assert reply.status == 500
         assert reply.headers["X-Deployed-By"] == "swiftdeploy"
@@ -199,13 +199,13 @@ def test_error_chaos_rate_1_fails_application_routes_only(canary):
 
 def test_error_chaos_rate_0_fails_nothing(canary):
     canary.post_chaos({"mode": "error", "rate": 0})
-    assert [canary.request("GET", "/").status for _ in range(20)] == [200] * 20
+    assert [canary.request("GET", "/").status for _attempt in range(20)] == [200] * 20
     assert canary.value("chaos_active") == 2
 
 
 def test_error_chaos_partial_rate_fails_some(canary):
     canary.post_chaos({"mode": "error", "rate": 0.5})
-    statuses = [canary.request("GET", "/").status for _ in range(200)]
+    statuses = [canary.request("GET", "/").status for _attempt in range(200)]
     assert set(statuses) == {200, 500}
     assert 50 <= statuses.count(500) <= 150
 
@@ -220,7 +220,7 @@ def test_later_chaos_replaces_earlier_chaos(canary):
 
 def test_chaos_endpoint_itself_is_never_failed(canary):
     canary.post_chaos({"mode": "error", "rate": 1})
-    for _ in range(10):
+    for _attempt in range(10):
         reply = canary.post_chaos({"mode": "error", "rate": 1})
         assert reply.status == 200
         assert json.loads(reply.body) == {"chaos": {"mode": "error", "rate": 1}}
@@ -235,7 +235,7 @@ def test_oversized_body_that_is_sent_anyway_still_gets_the_413(canary):
         sock.sendall(b"POST /chaos HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (8 * len(chunk)))
         sock.sendall(chunk)
         time.sleep(0.3)
-        for _ in range(7):
+        for _chunk in range(7):
             sock.sendall(chunk)
         data = sock.makefile("rb").read()
     assert data.startswith(b"HTTP/1.1 413 "), data[:80]

@@ -22,7 +22,7 @@ def http_series(server):
 
 
 def test_counts_match_the_requests_made(canary):
-    for _ in range(7):
+    for _attempt in range(7):
         assert canary.request("GET", "/").status == 200
     for path in ("/x", "/y", "/z?q=1"):
         assert canary.request("GET", path).status == 404
@@ -53,10 +53,10 @@ def test_metrics_scrapes_are_counted_after_they_are_served(stable):
 
 def test_histogram_is_cumulative_and_consistent_with_the_counter(canary):
     canary.post_chaos({"mode": "slow", "duration": 0.3})
-    for _ in range(3):
+    for _attempt in range(3):
         canary.request("GET", "/")
     canary.post_chaos({"mode": "recover"})
-    for _ in range(5):
+    for _attempt in range(5):
         canary.request("GET", "/")
         canary.request("GET", "/healthz")
     canary.request("GET", "/nope")
@@ -80,8 +80,8 @@ def test_histogram_is_cumulative_and_consistent_with_the_counter(canary):
 
     assert set(buckets) == set(counts) == set(sums) == set(requests_by_route)
     for route, series in buckets.items():
-        bounds = [bound for bound, _ in series]
-        values = [value for _, value in series]
+        bounds = [bound for bound, _value in series]
+        values = [value for _bound, value in series]
         assert bounds == sorted(bounds) and bounds[-1] == float("inf")
         assert values == sorted(values), f"{route} buckets are not cumulative: {values}"
         assert values[-1] == counts[route] == requests_by_route[route]
@@ -122,7 +122,7 @@ def test_random_paths_do_not_add_series(stable, method):
     rng = random.Random(7)
     conn = stable.connection()
     try:
-        for _ in range(500):
+        for _attempt in range(500):
             path = "/r" + "".join(rng.choices(string.ascii_letters + string.digits + "/-._~%", k=rng.randint(1, 40)))
             conn.request(method, path)
             response = conn.getresponse()

@@ -198,7 +198,7 @@ def test_concurrent_requests_are_served_in_parallel(canary):
         assert canary.request("GET", "/").status == 200
         durations.append(time.monotonic() - started)
 
-    threads = [threading.Thread(target=fetch) for _ in range(10)]
+    threads = [threading.Thread(target=fetch) for _thread in range(10)]
     started = time.monotonic()
     for thread in threads:
         thread.start()

@@ -50,7 +50,7 @@ def test_chaos_slow_delays_every_draw(appmod):
     state = appmod.ChaosState()
     assert state.apply({"mode": "slow", "duration": 2}) == {"mode": "slow", "duration": 2}
     assert state.code == 1
-    assert [state.draw() for _ in range(5)] == [(2.0, False)] * 5
+    assert [state.draw() for _draw in range(5)] == [(2.0, False)] * 5
 
 
 @pytest.mark.parametrize(("rate", "failures"), [(0, 0), (1, 1000)])
@@ -58,15 +58,15 @@ def test_chaos_error_rate_bounds_are_exact(appmod, rate, failures):
     state = appmod.ChaosState()
     state.apply({"mode": "error", "rate": rate})
     assert state.code == 2
-    assert sum(state.draw()[1] for _ in range(1000)) == failures
+    assert sum(state.draw()[1] for _draw in range(1000)) == failures
 
 
 def test_chaos_error_rate_is_the_failing_fraction(appmod):
     state = appmod.ChaosState(rng=random.Random(1234))
     state.apply({"mode": "error", "rate": 0.3})
-    draws = [state.draw() for _ in range(10000)]
-    assert all(delay == 0.0 for delay, _ in draws)
-    assert 2800 <= sum(fail for _, fail in draws) <= 3200
+    draws = [state.draw() for _draw in range(10000)]
+    assert all(delay == 0.0 for delay, _fail in draws)
+    assert 2800 <= sum(fail for _delay, fail in draws) <= 3200
 
 
 def test_chaos_recover_returns_to_none(appmod):
@@ -121,7 +121,7 @@ def parse(text):
 def test_labels_are_bounded(appmod, method, path, method_label, path_label):
     metrics = appmod.Metrics("stable", "1.0.0")
     metrics.observe(method, path, 200, 0.001)
-    _, samples = parse(metrics.render())
+    _families, samples = parse(metrics.render())
     key = ("http_requests_total", (("method", method_label), ("path", path_label), ("status_code", "200")))
     assert samples[key] == 1
 
@@ -147,7 +147,7 @@ def test_render_families_types_and_gauges(appmod):
 
 
 def test_app_mode_is_zero_for_stable(appmod):
-    _, samples = parse(appmod.Metrics("stable", "1.0.0").render())
+    _families, samples = parse(appmod.Metrics("stable", "1.0.0").render())
     assert samples[("app_mode", ())] == 0
     assert samples[("chaos_active", ())] == 0
 
@@ -166,7 +166,7 @@ def test_histogram_buckets_boundaries_sum_and_count(appmod):
     observations = [0.001, 0.005, 0.0051, 0.3, 1.0, 7.0, 42.0]
     for seconds in observations:
         metrics.observe("GET", "/", 200, seconds)
-    _, samples = parse(metrics.render())
+    _families, samples = parse(metrics.render())
     labels = (("method", "GET"), ("path", "/"))
     bucket = {le: samples[("http_request_duration_seconds_bucket", tuple(sorted(labels + (("le", le),))))]
               for le in ("0.005", "0.01", "0.25", "0.5", "1.0", "5.0", "10.0", "+Inf")}
@@ -178,7 +178,7 @@ def test_histogram_buckets_boundaries_sum_and_count(appmod):
 def test_histogram_exposes_exactly_the_contract_buckets(appmod):
     metrics = appmod.Metrics("stable", "1.0.0")
     metrics.observe("GET", "/", 200, 0.01)
-    families, _ = parse(metrics.render())
+    families, _samples = parse(metrics.render())
     bounds = [s.labels["le"] for s in families["http_request_duration_seconds"].samples if s.name.endswith("_bucket")]
     assert [float(b) for b in bounds] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")]
 
@@ -187,7 +187,7 @@ def test_status_codes_are_separate_series_and_histogram_is_per_method_and_path(a
     metrics = appmod.Metrics("stable", "1.0.0")
     for status in (200, 200, 500, 404):
         metrics.observe("GET", "/", status, 0.01)
-    _, samples = parse(metrics.render())
+    _families, samples = parse(metrics.render())
     counters = {dict(k[1])["status_code"]: v for k, v in samples.items() if k[0] == "http_requests_total"}
     assert counters == {"200": 2, "500": 1, "404": 1}
     counts = [v for k, v in samples.items() if k[0] == "http_request_duration_seconds_count"]
@@ -196,7 +196,7 @@ def test_status_codes_are_separate_series_and_histogram_is_per_method_and_path(a
 
 def test_label_values_are_escaped(appmod):
     version = 'v1 "quoted" \\ back\nslash'
-    _, samples = parse(appmod.Metrics("stable", version).render())
+    _families, samples = parse(appmod.Metrics("stable", version).render())
     assert samples[("app_info", (("mode", "stable"), ("version", version)))] == 1
 
 
@@ -204,15 +204,15 @@ def test_observe_is_thread_safe(appmod):
     metrics = appmod.Metrics("stable", "1.0.0")
 
     def hammer():
-        for _ in range(2000):
+        for _observation in range(2000):
             metrics.observe("GET", "/", 200, 0.002)
 
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    threads = [threading.Thread(target=hammer) for _thread in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    _, samples = parse(metrics.render())
+    _families, samples = parse(metrics.render())
     labels = (("method", "GET"), ("path", "/"))
     assert samples[("http_requests_total", labels + (("status_code", "200"),))] == 16000
     assert samples[("http_request_duration_seconds_count", labels)] == 16000

@@ -36,7 +36,7 @@ def test_missing_file(tmp_path):
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path):
     path = write(tmp_path, "services:\n  image: [unclosed\nnginx: {}\n")
-    _, (stage, errors) = load_manifest(path)
+    _manifest, (stage, errors) = load_manifest(path)
     assert stage == "parse"
     assert errors[0].startswith("manifest: %s is not valid YAML at line 3, column " % path)
     assert errors[0].endswith("; fix the syntax there.")
@@ -44,20 +44,20 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path):
 
 def test_duplicate_keys_are_refused(tmp_path):
     path = write(tmp_path, SEED_TEXT + "contact: other@example.com\n")
-    _, (stage, errors) = load_manifest(path)
+    _manifest, (stage, errors) = load_manifest(path)
     assert stage == "parse"
     assert errors == ["manifest: %s is not valid YAML at line 7, column 1: duplicate key 'contact' (first at line "
                       "6); keep only one; fix the syntax there." % path]
 
 
 def test_not_utf8(tmp_path):
-    _, (stage, errors) = load_manifest(write(tmp_path, b"contact: \xff\xfe\n"))
+    _manifest, (stage, errors) = load_manifest(write(tmp_path, b"contact: \xff\xfe\n"))
     assert stage == "parse"
     assert "is not UTF-8 text" in errors[0] and errors[0].endswith("save it as UTF-8.")
 
 
 def test_schema_errors_are_passed_through(tmp_path):
-    _, (stage, errors) = load_manifest(write(tmp_path, SEED_TEXT.replace("port: 8080", "port: 80800")))
+    _manifest, (stage, errors) = load_manifest(write(tmp_path, SEED_TEXT.replace("port: 8080", "port: 80800")))
     assert stage == "schema"
     assert errors == ["manifest field 'nginx.port': 80800 is out of range; use a TCP port number from 1 to 65535."]
 
@@ -68,7 +68,7 @@ def test_overrides_are_merged_and_validated(tmp_path):
     assert problem is None
     assert manifest["opa"] == {"image": "openpolicyagent/opa:latest-static", "port": 8181, "mode": "sidecar",
                                "url": None, "timeout": 5.0}
-    _, (stage, errors) = load_manifest(path, {"opa": {"mode": "bogus"}})
+    _manifest, (stage, errors) = load_manifest(path, {"opa": {"mode": "bogus"}})
     assert errors == ["manifest field 'opa.mode': 'bogus' is not allowed; use one of: embedded, sidecar, external."]
 
 
@@ -77,5 +77,5 @@ def test_overrides_are_merged_and_validated(tmp_path):
     ("- a\n- b\n", "manifest: the top level is list"),
 ])
 def test_empty_and_wrong_shape(tmp_path, text, message_start):
-    _, (stage, errors) = load_manifest(write(tmp_path, text))
+    _manifest, (stage, errors) = load_manifest(write(tmp_path, text))
     assert stage == "schema" and errors[0].startswith(message_start)

@@ -104,9 +104,11 @@ def test_validation_does_not_modify_its_input():
     ("services", ...,
      "manifest field 'services': required but missing; add it (add a 'services:' section)."),
     ("services.image", ...,
-     "manifest field 'services.image': required but missing; add it (use a Docker image reference such as 'nginx:1.27' or 'registry.example.com:5000/team/app:1.2.0' (lower-case repository, optional tag))."),
+     "manifest field 'services.image': required but missing; add it (use a Docker image reference such as 'nginx:1.27' or "
+     "'registry.example.com:5000/team/app:1.2.0' (lower-case repository, optional tag))."),
     ("contact", ...,
-     "manifest field 'contact': required but missing; add it (use an e-mail address or URL of letters, digits and @ . _ + : / - (at most 128 characters); quotes, braces, semicolons, '$' and line breaks are not allowed)."),
+     "manifest field 'contact': required but missing; add it (use an e-mail address or URL of letters, digits and @ . _ + : / - "
+     "(at most 128 characters); quotes, braces, semicolons, '$' and line breaks are not allowed)."),
 ])
 def test_field_errors_name_path_value_and_fix(path, value, message):
     assert errors_of(with_change(path, value)) == [message]

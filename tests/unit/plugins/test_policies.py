@@ -109,7 +109,7 @@ def test_the_runner_reports_a_false_rule(tmp_path):
 
 def test_data_json_holds_the_documented_defaults():
     assert json.loads((POLICY_DIR / "data.json").read_text()) == {"swiftdeploy": {"thresholds": {
-        "min_disk_free_gb": 5.0, "max_cpu_load": 8.0, "min_mem_free_percent": 10.0,
+        "min_disk_free_gb": 5.0, "max_cpu_load": 16.0, "min_mem_free_percent": 10.0,
         "max_error_rate_percent": 1.0, "max_p99_latency_ms": 500.0, "min_requests": 20,
     }}}
 
@@ -186,9 +186,9 @@ def test_thresholds_from_the_manifest_win_over_data_json():
 
 
 def test_without_thresholds_data_json_applies():
-    result = _embedded("infrastructure", {"host": {"disk_free_gb": 4.99, "cpu_load_1m": 8.01, "mem_free_percent": 10}})
+    result = _embedded("infrastructure", {"host": {"disk_free_gb": 4.99, "cpu_load_1m": 16.01, "mem_free_percent": 10}})
     assert result["reasons"] == [
-        "1-minute load 8.01 exceeds the maximum 8.00",
+        "1-minute load 16.01 exceeds the maximum 16.00",
         "disk free 4.99 GB is below the minimum 5.00 GB",
     ]
     assert result["checked"]["min_mem_free_percent"] == 10.0
