@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark the SwiftDeploy app through nginx on this machine (`make bench-app`).
 
 Deploys a throw-away stack named `sdbench` (public port 18980, admin port 18982) with
@@ -109,7 +108,7 @@ def run_playbook(playbook, manifest, project_dir, *extra_vars):
     proc = subprocess.Popen(argv, cwd=REPO, env=ansible_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        output, _ = proc.communicate()
+        output, _stderr = proc.communicate()
     except KeyboardInterrupt:
         print(f"\n  interrupted: letting {playbook} finish first (Ctrl-C again to kill it)", file=sys.stderr)
         try:
@@ -172,7 +171,7 @@ def teardown(work_dir, project_dir):
         print(f"  WARNING: teardown.yml failed again ({status}); falling back to docker compose down:\n"
               f"{tail(output)}")
         down = subprocess.run(["docker", "compose", "-p", STACK, "--project-directory", str(project_dir),
-                               "down", "-v", "--remove-orphans"], capture_output=True, text=True)
+                               "down", "-v", "--remove-orphans"], capture_output=True, text=True, check=False)
         if down.returncode != 0:
             print(f"  WARNING: could not remove stack {STACK}; files kept in {work_dir}:\n{down.stderr}")
             return False
@@ -220,7 +219,7 @@ def get_bytes(port, path):
 def set_chaos(spec):
     conn = connect(ADMIN_PORT)
     try:
-        status, _ = timed_request(conn, "POST", "/chaos", json.dumps(spec))
+        status, _elapsed = timed_request(conn, "POST", "/chaos", json.dumps(spec))
     finally:
         conn.close()
     if status != 200:
@@ -322,7 +321,7 @@ class SlowLoad:
         self.statuses = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _index in range(n)]
 
     def _loop(self):
         conn = connect(PUBLIC_PORT, timeout=SLOW_SECONDS + 15)
@@ -370,7 +369,7 @@ def summarize_ms(latencies):
 
 def bench_isolation():
     print(f"\n== 2. GET /healthz while {SLOW_IN_FLIGHT} slow-chaos GET / ({SLOW_SECONDS} s each) are in flight ==")
-    baseline, _ = probe_healthz(PROBES, PROBE_INTERVAL)
+    baseline, _discarded = probe_healthz(PROBES, PROBE_INTERVAL)
     set_chaos({"mode": "slow", "duration": SLOW_SECONDS})
     try:
         with SlowLoad(SLOW_IN_FLIGHT) as load:
@@ -451,7 +450,7 @@ def flood(total, workers):
         while not stop.is_set() and next(tickets) < total:
             path = f"/r/{uuid.uuid4()}"
             try:
-                status, _ = timed_request(conn, "GET", path)
+                status, _elapsed = timed_request(conn, "GET", path)
                 statuses[status] += 1
             except (OSError, http.client.HTTPException) as exc:
                 # A keep-alive connection closed by nginx; count it and open a fresh one.
@@ -463,7 +462,7 @@ def flood(total, workers):
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(worker) for _ in range(workers)]
+        futures = [pool.submit(worker) for _index in range(workers)]
         try:
             totals = sum((future.result() for future in futures), Counter())
         except BaseException:
@@ -520,7 +519,8 @@ def summary_rows(wrk, isolation, memory):
 def print_table(rows):
     header = ("figure", "value", "target", "PASS/FAIL")
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
-    line = lambda row: " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    def line(row):
+        return " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
     print("\n== Summary ==")
     print(line(header))
     print("-+-".join("-" * width for width in widths))

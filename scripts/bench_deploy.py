@@ -33,7 +33,7 @@ def timed(playbook, manifest, project, *extra):
     if status != 0:
         print(f"{playbook} failed ({status}):\n{tail(output)}")
         sys.exit(2)
-    changed = re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1])
+    changed = re.search(r"changed=(\d+)", output.rsplit("PLAY RECAP", 1)[-1])
     return seconds, int(changed.group(1)) if changed else None
 
 
@@ -57,9 +57,9 @@ def main():
         run_playbook("teardown.yml", manifest, project, "clean=true")  # start from nothing
         try:
             for round_number in range(1, ROUNDS + 1):
-                cold, _ = timed("deploy.yml", manifest, project)
+                cold, _changed = timed("deploy.yml", manifest, project)
                 noop, changed = timed("deploy.yml", manifest, project)
-                down, _ = timed("teardown.yml", manifest, project, "clean=true")
+                down, _changed = timed("teardown.yml", manifest, project, "clean=true")
                 figures["cold deploy"].append(cold)
                 figures["no-op redeploy"].append(noop)
                 figures["teardown"].append(down)
