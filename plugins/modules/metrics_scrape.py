@@ -1,0 +1,348 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: metrics_scrape
+short_description: Measure one app slot's traffic over a window from its Prometheus metrics
+version_added: 0.1.0
+description:
+  - Scrapes the SwiftDeploy app's C(/metrics) of one slot (stable or canary) and returns the
+    traffic over a window, never totals since the app started - requests, requests per second,
+    5xx errors, error rate and p99 latency - as the canary policy expects them.
+  - With O(window_seconds=0) the window runs from the sample the previous run kept in
+    O(state_path) to now. With O(window_seconds) above 0 the module scrapes, waits that long,
+    and scrapes again.
+  - Requests to C(/metrics), C(/healthz) and C(/chaos) are probes and control calls, not
+    traffic, and are never counted.
+  - When the app restarted within the window (its uptime or a counter went down), the new
+    process's counts are the window, as Prometheus' C(increase) function takes them; RV(window.counter_reset)
+    says so. No figure is ever negative.
+  - Runs on the managed host with nothing but Python's standard library.
+author:
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+options:
+  url:
+    description:
+      - The slot's metrics URL as the managed host reaches it, such as
+        C(http://127.0.0.1:8082/slots/blue/metrics).
+      - Proxy settings from the environment are used, except for loopback addresses.
+    type: str
+    required: true
+  window_seconds:
+    description:
+      - V(0) compares with the previous sample kept in O(state_path); the first run has
+        nothing to compare with and returns an empty window with RV(previous_found=false).
+      - Above V(0), scrape, wait this many seconds, and scrape again.
+    type: float
+    default: 0
+  state_path:
+    description:
+      - The JSON file on the managed host where the sample of each run is kept for the next.
+        Required when O(window_seconds=0); optional otherwise, and then the newer sample is
+        kept there too.
+      - Use one file per slot. A file holding a sample of another URL, or one that cannot be
+        parsed, counts as no previous sample and is replaced.
+      - Missing parent directories are created.
+    type: path
+  timeout:
+    description: Seconds to wait for each scrape to answer.
+    type: float
+    default: 5
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Scrapes and computes the window, but does not write O(state_path), so the next run
+        still compares with the sample kept before.
+  diff_mode:
+    support: N/A
+    details:
+      - Only the state file is written, and it is bookkeeping, not configuration.
+  idempotent:
+    support: full
+    details:
+      - Never reports a change. With O(window_seconds=0) each run replaces the kept sample with
+        its own, so what a run returns depends on when the run before it was.
+  platform:
+    support: full
+    platforms: posix
+notes:
+  - The p99 is what Prometheus' C(histogram_quantile) function gives for 0.99 over the window's
+    increase of the latency histogram, with linear interpolation inside a bucket; see
+    C(docs/metrics.md) in the collection for the exact definition.
+  - Scrape each slot separately and keep one O(state_path) per slot; the figures of both slots
+    add up to the service's.
+seealso:
+  - module: swiftdeploy.stack.opa_decision
+    description: Decides on a canary's promotion from RV(window).
+"""
+
+EXAMPLES = r"""
+- name: Measure the canary slot since the previous status run
+  swiftdeploy.stack.metrics_scrape:
+    url: "http://127.0.0.1:8082/slots/green/metrics"
+    state_path: "{{ swiftdeploy_project_dir }}/.metrics/green.json"
+  register: canary_traffic
+
+- name: Report the first run's baseline
+  ansible.builtin.debug:
+    msg: "{{ canary_traffic.message }}"
+  when: not canary_traffic.previous_found
+
+- name: Watch the canary slot for 30 seconds before deciding on its promotion
+  swiftdeploy.stack.metrics_scrape:
+    url: "http://127.0.0.1:8082/slots/green/metrics"
+    window_seconds: 30
+  register: canary_traffic
+
+- name: May the canary be promoted?
+  swiftdeploy.stack.opa_decision:
+    domain: canary
+    engine: sidecar
+    url: "http://127.0.0.1:8181"
+    input:
+      metrics: "{{ canary_traffic.window }}"
+      thresholds: "{{ swiftdeploy_stack.policy.thresholds }}"
+  register: canary_gate
+"""
+
+RETURN = r"""
+window:
+  description:
+    - The slot's traffic over the window. Application requests only - C(/metrics),
+      C(/healthz) and C(/chaos) are not counted.
+    - Without a previous sample, requests and errors are 0 and every rate is null.
+  returned: success
+  type: dict
+  contains:
+    requests:
+      description: Requests in the window.
+      type: int
+      sample: 80
+    req_per_s:
+      description: Requests per second; null for a window of 0 seconds.
+      type: float
+      sample: 2.67
+    errors:
+      description: Requests answered with a 5xx status.
+      type: int
+      sample: 20
+    error_rate_percent:
+      description: 100 * errors / requests; null when there were no requests.
+      type: float
+      sample: 25.0
+    p99_latency_ms:
+      description: The 99th percentile of the window's latencies in milliseconds, as Prometheus'
+        histogram_quantile computes it; null when there were no requests.
+      type: float
+      sample: 9.9
+    window_seconds:
+      description: Seconds between the two samples (0 when there is no previous sample).
+      type: float
+      sample: 30.004
+    counter_reset:
+      description: Whether the app restarted within the window; the figures then count from
+        the restart.
+      type: bool
+      sample: false
+    latency_buckets:
+      description: The window's cumulative latency histogram, as [upper bound, count] pairs with
+        the bound as Prometheus writes it, to merge the windows of several slots.
+      type: list
+      elements: list
+      sample: [["0.005", 78], ["0.01", 80], ["+Inf", 80]]
+sample:
+  description: The newest sample.
+  returned: success
+  type: dict
+  contains:
+    taken_at:
+      description: When it was taken, in seconds since the epoch.
+      type: float
+      sample: 1778013291.123
+    uptime:
+      description: The app's uptime in seconds.
+      type: float
+      sample: 3600.5
+    mode:
+      description: The app's mode, V(stable) or V(canary).
+      type: str
+      sample: canary
+    chaos:
+      description: The chaos injected into the app, V(none), V(slow) or V(error).
+      type: str
+      sample: none
+    version:
+      description: The app's version.
+      type: str
+      sample: 2.0.0
+previous_found:
+  description: Whether there was a sample to compare with; false on the first run with
+    O(window_seconds=0).
+  returned: success
+  type: bool
+  sample: true
+message:
+  description: One line saying what the window holds, or why it is empty.
+  returned: success
+  type: str
+  sample: "80 requests in 30.0 s (2.67/s), 20 errors (25.00%), p99 9.9 ms"
+"""
+
+import json
+import math
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import (
+    STATE_FORMAT,
+    MetricsError,
+    Sample,
+    empty_window,
+    parse,
+    window,
+)
+
+SERVICE = "the SwiftDeploy app"
+
+
+def scrape(url, timeout):
+    """One Sample of the app at `url`; raises HttpError or MetricsError."""
+    text = get_text(url, timeout, service=SERVICE)
+    taken_at = time.time()
+    try:
+        sample = parse(text, taken_at)
+    except MetricsError as exc:
+        raise MetricsError("%s did not answer with Prometheus metrics (%s); give a slot's /metrics URL"
+                           % (url, exc))
+    if sample.uptime is None:
+        raise MetricsError("%s answered with metrics, but not the SwiftDeploy app's (no app_uptime_seconds); "
+                           "give a slot's /metrics URL" % url)
+    return sample
+
+
+def read_state(path, url):
+    """(the Sample kept in `path` for `url` or None, why there is none)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return None, "no previous sample in %s" % path
+    except ValueError as exc:
+        return None, "%s is not a sample file this module wrote (%s); it is replaced" % (path, exc)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        return None, "%s is not a sample file this module wrote; it is replaced" % path
+    if state.get("url") != url:
+        return None, ("%s holds a sample of %s, not of %s; keep one state file per slot"
+                      % (path, state.get("url"), url))
+    try:
+        return Sample.from_dict(state.get("sample")), None
+    except MetricsError as exc:
+        return None, "%s holds a damaged sample (%s); it is replaced" % (path, exc)
+
+
+def write_state(module, path, url, sample):
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump({"format": STATE_FORMAT, "url": url, "sample": sample.to_dict()}, stream, sort_keys=True)
+            stream.write("\n")
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    module.atomic_move(temporary, path)
+
+
+def describe(figures):
+    if figures["counter_reset"]:
+        restart = "; the app restarted within the window, so the figures count from its restart"
+    else:
+        restart = ""
+    if figures["requests"] == 0:
+        return "no requests in %.1f s%s" % (figures["window_seconds"], restart)
+    rate = " (%.2f/s)" % figures["req_per_s"] if figures["req_per_s"] is not None else ""
+    p99 = "%.1f ms" % figures["p99_latency_ms"] if figures["p99_latency_ms"] is not None else "unknown"
+    return ("%d requests in %.1f s%s, %d errors (%.2f%%), p99 %s%s"
+            % (figures["requests"], figures["window_seconds"], rate, figures["errors"],
+               figures["error_rate_percent"], p99, restart))
+
+
+def check_options(module):
+    params = module.params
+    for name in ("window_seconds", "timeout"):
+        if not math.isfinite(params[name]):
+            module.fail_json(msg="%s must be a finite number of seconds, got %s" % (name, params[name]))
+    if params["window_seconds"] < 0:
+        module.fail_json(msg="window_seconds must be 0 (compare with the sample kept in state_path) or a "
+                             "positive number of seconds to wait between two scrapes, got %g"
+                             % params["window_seconds"])
+    if params["timeout"] <= 0:
+        module.fail_json(msg="timeout must be a positive number of seconds, got %g" % params["timeout"])
+    if params["window_seconds"] == 0 and not params["state_path"]:
+        module.fail_json(msg="state_path is required when window_seconds is 0: the previous sample is kept "
+                             "there; or set window_seconds to scrape twice, that many seconds apart")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True},
+            "window_seconds": {"type": "float", "default": 0},
+            "state_path": {"type": "path"},
+            "timeout": {"type": "float", "default": 5},
+        },
+        supports_check_mode=True,
+    )
+    check_options(module)
+    url, path = module.params["url"], module.params["state_path"]
+    wait = module.params["window_seconds"]
+
+    previous, missing = None, None
+    if wait == 0:
+        try:
+            previous, missing = read_state(path, url)
+        except OSError as exc:
+            module.fail_json(msg="cannot read the previous sample from %s: %s" % (path, exc.strerror or exc))
+    try:
+        if wait > 0:
+            previous = scrape(url, module.params["timeout"])
+            time.sleep(wait)
+        current = scrape(url, module.params["timeout"])
+    except (HttpError, MetricsError) as exc:
+        module.fail_json(msg=str(exc))
+
+    if previous is None:
+        figures = empty_window()
+        if module.check_mode:
+            message = "%s, and check mode does not keep this one: the window is empty" % missing
+        else:
+            message = "%s: this one is kept as the baseline and the window is empty; run again to measure" % missing
+    else:
+        figures = window(previous, current)
+        message = describe(figures)
+
+    if path and not module.check_mode:
+        try:
+            write_state(module, path, url, current)
+        except OSError as exc:
+            module.fail_json(msg="cannot keep the sample in %s: %s" % (path, exc.strerror or exc))
+
+    module.exit_json(changed=False, window=figures, sample=current.summary(),
+                     previous_found=previous is not None, message=message)
+
+
+if __name__ == "__main__":
+    main()
