@@ -519,6 +519,7 @@ def summary_rows(wrk, isolation, memory):
 def print_table(rows):
     header = ("figure", "value", "target", "PASS/FAIL")
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
+
     def line(row):
         return " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
     print("\n== Summary ==")

@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# The whole test suite, in order of speed: static checks, unit tests, integration tests against
-# the real Docker engine, then Molecule. Stops at the first failing stage.
-set -euo pipefail
+# The whole test suite, in order of speed: static checks, unit and integration tests against the
+# real Docker engine, then Molecule. Every stage runs even when an earlier one fails, so one run
+# shows every problem; the exit status is non-zero when any stage failed.
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH=$root/.venv/bin:$PATH
 export ANSIBLE_CONFIG=$root/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$root/.collections
 
-stage() { printf '\n===== %s =====\n' "$*"; }
+failed=()
+stage() {
+  local name=$1
+  shift
+  printf '\n===== %s =====\n' "$name"
+  local started=$SECONDS
+  if "$@"; then
+    printf '===== %s: passed in %d s =====\n' "$name" $((SECONDS - started))
+  else
+    printf '===== %s: FAILED in %d s =====\n' "$name" $((SECONDS - started))
+    failed+=("$name")
+  fi
+}
 
-stage "ansible-lint (production profile)"
-bash scripts/lint.sh
-stage "ansible-test sanity"
-bash scripts/sanity.sh
-stage "pytest: unit and integration"
-pytest -q -p no:cacheprovider tests
-stage "molecule: default"
-molecule test -s default
+stage "ansible-lint (production profile)" bash scripts/lint.sh
+stage "ansible-test sanity" bash scripts/sanity.sh
+stage "pytest: unit and integration" pytest -q -p no:cacheprovider tests
+stage "molecule: default" molecule test -s default
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf '\nFAILED stages: %s\n' "${failed[*]}"
+  exit 1
+fi
+printf '\nAll stages passed.\n'
