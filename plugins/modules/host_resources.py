@@ -22,9 +22,17 @@ extends_documentation_fragment:
   - swiftdeploy.stack.attributes.info_module
 options:
   path:
-    description: A path on the filesystem to measure, normally the Docker data root.
+    description:
+      - A path on the filesystem to measure. Empty means the Docker data root, as
+        C(docker info) reports it, where images and containers land.
     type: path
-    default: /var/lib/docker
+  images:
+    description:
+      - Image references to look for on the host; the missing ones are returned in
+        RV(images_missing). Measuring and looking in one call keeps a deploy short.
+    type: list
+    elements: str
+    default: []
 attributes:
   platform:
     support: full
@@ -32,13 +40,19 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Measure the Docker data root's filesystem, load and memory
+- name: Measure the Docker data root's filesystem, load and memory, and look for two images
   swiftdeploy.stack.host_resources:
-    path: /var/lib/docker
+    images: [nginx:latest, swift-deploy-1-node:latest]
   register: swiftdeploy_host
 """
 
 RETURN = r"""
+images_missing:
+  description: The images of O(images) that are not on the host.
+  returned: success
+  type: list
+  elements: str
+  sample: [nginx:latest]
 resources:
   description: The figures.
   returned: success
@@ -77,10 +91,29 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import collect
 
 
+def docker_root(module):
+    """The Docker data root, or /var/lib/docker when the engine does not say."""
+    docker = module.get_bin_path("docker")
+    if docker:
+        rc, out, _err = module.run_command([docker, "info", "--format", "{{.DockerRootDir}}"])
+        if rc == 0 and out.strip():
+            return out.strip()
+    return "/var/lib/docker"
+
+
+def missing_images(module, images):
+    if not images:
+        return []
+    docker = module.get_bin_path("docker", required=True)
+    return [image for image in images
+            if module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", image])[0] != 0]
+
+
 def main():
-    module = AnsibleModule(argument_spec={"path": {"type": "path", "default": "/var/lib/docker"}},
+    module = AnsibleModule(argument_spec={"path": {"type": "path"},
+                                          "images": {"type": "list", "elements": "str", "default": []}},
                            supports_check_mode=True)
-    path = module.params["path"]
+    path = module.params["path"] or docker_root(module)
     if not os.path.exists(path):
         module.fail_json(msg="path: %s does not exist on this host; give the Docker data root "
                              "(docker info --format '{{.DockerRootDir}}')." % path)
@@ -88,7 +121,7 @@ def main():
         resources = collect(path)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot measure host resources: %s" % exc)
-    module.exit_json(changed=False, resources=resources)
+    module.exit_json(changed=False, resources=resources, images_missing=missing_images(module, module.params["images"]))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def test_internal_endpoints_only_on_the_admin_port(deployed):
 
 
 def test_containers_are_hardened(deployed):
-    for service, user in (("app", "10001:10001"), ("nginx", "101:101")):
+    for service, user in (("app-blue", "10001:10001"), ("nginx", "101:101")):
         info = json.loads(docker("inspect", "%s-%s-1" % (deployed.name, service)).stdout)[0]
         assert info["Config"]["User"] == user
         assert info["HostConfig"]["ReadonlyRootfs"] is True
