@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote clean
 
 setup:
 	bash scripts/setup.sh
@@ -45,6 +45,9 @@ bench-app: setup
 
 bench-deploy: setup
 	python scripts/bench_deploy.py
+
+bench-promote: setup
+	python scripts/bench_promote.py
 
 clean:
 	rm -rf .pytest_cache tests/output reports

@@ -1,0 +1,538 @@
+"""Promotion under load: does a canary release switch without a failed request? (`make bench-promote`)
+
+Deploys the throw-away stack `sdbench` (public port 18980, admin port 18982, the same one
+scripts/bench_app.py uses) with a 20 % canary and a 5 s canary window, starts constant load
+through nginx (CLIENTS threads, each with its own keep-alive connection, GET / back to back),
+and while the load runs, in order:
+
+1. promote.yml -e mode=canary                     canary 1.0.0 takes 20 % of requests
+2. POST /chaos {"mode": "error", "rate": 1.0}      (admin port: goes to the canary), then hold
+3. promote.yml -e mode=stable                      the canary policy must deny: rolled back
+4. POST /chaos {"mode": "recover"}                 now reaches the stable slot, which answers 403
+5. promote.yml -e mode=canary, canary.version 1.1.0, then hold
+6. promote.yml -e mode=stable                      must roll forward: 1.1.0 stable at 100 %
+
+Every response is counted by status and by X-Mode (absent: stable). 500s whose body says
+"chaos: injected error" are the chaos the benchmark asked for and are counted apart; every other
+non-200 (including connection errors and timeouts) is a request lost to switching, and is
+attributed to the phase (a step, or the load between steps) in which it was answered. Prints
+each promote's wall time, the failures, the longest gap between two successful responses over
+all clients, and a "figure | value | target | PASS/FAIL" table. The stack is always torn down.
+
+It is a benchmark, not a test: exit status 0 whatever the figures; 2 when the stack cannot be
+deployed or a step does something other than expected (a promote that fails, no rollback, no
+roll forward); 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_app import (  # noqa: E402  pylint: disable=wrong-import-position
+    ADMIN_PORT, PUBLIC_PORT, STACK, DeployError, _interrupt, connect, get_json, print_table, run_playbook, tail,
+    teardown, verdict, write_manifest,
+)
+
+CLIENTS = 8
+CLIENT_TIMEOUT = 10.0          # a request unanswered this long is a failure (timeout)
+CLIENT_PAUSE = 0.001           # between two requests of one client: leaves the 2-CPU host room for Ansible
+WARMUP_SECONDS = 3.0           # load before the first step
+CANARY_HOLD_SECONDS = 6.0      # load on a canary before judging it (its window is 5 s)
+SETTLE_SECONDS = 2.0           # load after the other steps
+MIN_LOAD_SECONDS = 30.0        # the final hold lasts until the load has run this long
+MONITOR_TICK = 0.005           # the client process's own scheduling-delay monitor
+MONITOR_STALL = 0.05           # a wake-up this late is logged as a stall of the client process
+
+CANARY_WEIGHT = 20
+CANARY_WINDOW = 5
+NEW_VERSION = "1.1.0"
+CHAOS_ERROR = "chaos: injected error"
+
+TARGET_FAILED = 0
+TARGET_GAP_MS = 200.0
+TARGET_PROMOTE_S = 6.0
+
+
+class StepFailed(Exception):
+    """A step did not do what the sequence needs (as opposed to a slow or lossy one)."""
+
+
+# ---------------------------------------------------------------------------
+# The stack
+# ---------------------------------------------------------------------------
+
+def write_manifests(work_dir):
+    """manifest.yml (canary = services release) and manifest-<NEW_VERSION>.yml (canary = NEW_VERSION).
+
+    bench_app.teardown reads manifest.yml, so the base manifest keeps that name."""
+    base = write_manifest(work_dir, "stable")
+    manifest = yaml.safe_load(base.read_text())
+    manifest["canary"] = {"weight": CANARY_WEIGHT, "window_seconds": CANARY_WINDOW}
+    manifest["policy"] = {"thresholds": {"min_requests": 20}}
+    base.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    manifest["canary"]["version"] = NEW_VERSION
+    newer = Path(work_dir) / f"manifest-{NEW_VERSION}.yml"
+    newer.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return base, newer
+
+
+def stack_in_use():
+    """Another run's sdbench stack (bench_app, bench_deploy): never touch it, say so and stop."""
+    argv = ["docker", "ps", "-aq", "--filter", f"label=org.swiftdeploy.stack={STACK}"]
+    ids = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    argv = ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={STACK}"]
+    ids += subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    return sorted(set(ids))
+
+
+def deploy_stable(manifest, project_dir):
+    started = time.monotonic()
+    status, output = run_playbook("deploy.yml", manifest, project_dir)
+    if status != 0:
+        raise DeployError(f"deploy.yml failed with exit status {status}:\n{tail(output)}")
+    health = get_json(ADMIN_PORT, "/healthz")
+    if health.get("mode") != "stable":
+        raise DeployError(f"deploy.yml succeeded but the app reports mode {health.get('mode')!r}, not 'stable'")
+    print(f"  deployed {STACK} ({time.monotonic() - started:.1f} s)")
+
+
+def live_state(project_dir):
+    return json.loads((Path(project_dir) / "state.json").read_text())
+
+
+def describe_state(state):
+    slots = ", ".join(f"{name}={spec.get('version')}/{spec.get('mode')}" for name, spec in sorted(state["slots"].items()))
+    return (f"generation {state.get('generation')}, stable {state.get('stable')}, canary {state.get('canary')}, "
+            f"weight {state.get('weight')}, slots {slots}")
+
+
+def post_chaos(spec):
+    """POST /chaos on the admin port; (status, body text). Any status is returned, not raised."""
+    conn = connect(ADMIN_PORT)
+    try:
+        conn.request("POST", "/chaos", body=json.dumps(spec), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def canary_lines(output):
+    """The promote's own report lines (the canary's window figures, the verdict)."""
+    keep = ("Canary ", "rolled back", "passed and is now stable", "gets ")
+    return [line.strip().replace('"msg": "', "", 1).strip('",') for line in output.splitlines()
+            if '"msg"' in line and any(word in line for word in keep)]
+
+
+# ---------------------------------------------------------------------------
+# The load
+# ---------------------------------------------------------------------------
+
+class Load:
+    """CLIENTS threads sending GET / back to back, each on its own keep-alive connection.
+
+    Each response is recorded as (start, end, status, mode, version, kind, reused, detail):
+    status is the HTTP status or "error <ExceptionName>"; kind is "ok" (200), "chaos" (a 500
+    the canary injected on request) or "fail"; reused says whether the request went out on a
+    connection that had already carried a request (a keep-alive connection the server may have
+    closed meanwhile) rather than a fresh one."""
+
+    def __init__(self, clients):
+        self.clients = clients
+        self.records = [[] for _index in range(clients)]
+        self.connections_opened = [0] * clients
+        self.max_delay = 0.0
+        self.max_delay_at = None
+        self.stalls = []  # (start, end) of the client process's own stalls
+        self.started = None
+        self.stopped = None
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(index,), daemon=True) for index in range(clients)]
+        self._threads.append(threading.Thread(target=self._monitor, daemon=True))
+
+    def _client(self, index):
+        records = self.records[index]
+        conn = connect(PUBLIC_PORT, timeout=CLIENT_TIMEOUT)
+        while not self._stop.is_set():
+            reused = conn.sock is not None  # http.client opens the socket on demand
+            if not reused:
+                self.connections_opened[index] += 1
+            started = time.monotonic()
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                records.append((started, time.monotonic(), f"error {type(exc).__name__}", "-", None, "fail", reused,
+                                str(exc)[:200]))
+                conn.close()  # the next request opens a fresh connection
+                continue
+            ended = time.monotonic()
+            mode = response.getheader("X-Mode") or "stable"
+            records.append(self._classify(started, ended, response.status, mode, body, reused))
+            if CLIENT_PAUSE:
+                time.sleep(CLIENT_PAUSE)
+        conn.close()
+
+    @staticmethod
+    def _classify(started, ended, status, mode, body, reused):
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        if status == 200:
+            return (started, ended, status, mode, payload.get("version"), "ok", reused, "")
+        if status == 500 and payload.get("error") == CHAOS_ERROR:
+            return (started, ended, status, mode, payload.get("version"), "chaos", reused, "")
+        return (started, ended, status, mode, payload.get("version"), "fail", reused,
+                body[:200].decode(errors="replace"))
+
+    def _monitor(self):
+        # How late a short sleep wakes up: a stalled client process makes gaps that nginx and the
+        # app did not cause, and this tells them apart.
+        while not self._stop.is_set():
+            before = time.monotonic()
+            time.sleep(MONITOR_TICK)
+            after = time.monotonic()
+            late = after - before - MONITOR_TICK
+            if late > self.max_delay:
+                self.max_delay, self.max_delay_at = late, before
+            if late > MONITOR_STALL:
+                self.stalls.append((before + MONITOR_TICK, after))
+
+    def start(self):
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=CLIENT_TIMEOUT + 5)
+        self.stopped = time.monotonic()
+
+    def stalled(self, start, end):
+        """Seconds of [start, end] during which the client process itself was stalled."""
+        return sum(max(0.0, min(end, stall_end) - max(start, stall_start)) for stall_start, stall_end in self.stalls)
+
+    def responses(self):
+        """All records of all clients, in the order they were answered."""
+        return sorted((record for records in self.records for record in records), key=lambda record: record[1])
+
+
+# ---------------------------------------------------------------------------
+# The sequence
+# ---------------------------------------------------------------------------
+
+class Sequence:
+    """Runs the steps and keeps the phases: contiguous (label, start) marks over the load."""
+
+    def __init__(self, load, base, newer, project_dir):
+        self.load = load
+        self.base = base
+        self.newer = newer
+        self.project_dir = project_dir
+        self.phases = []
+        self.steps = []   # dicts: label, kind (promote/chaos), seconds, status, ok, note
+        self.checks = {}  # figure -> bool
+
+    def mark(self, label):
+        self.phases.append((label, time.monotonic()))
+
+    def at(self, seconds):
+        return f"t={seconds - self.load.started:6.1f} s"
+
+    def hold(self, label, seconds):
+        self.mark(label)
+        time.sleep(seconds)
+
+    def promote(self, label, manifest, mode):
+        self.mark(label)
+        started = time.monotonic()
+        print(f"  {self.at(started)}  {label} ...")
+        status, output = run_playbook("promote.yml", manifest, self.project_dir, f"mode={mode}")
+        seconds = time.monotonic() - started
+        for line in canary_lines(output):
+            print(f"      | {line}")
+        step = {"label": label, "kind": "promote", "mode": mode, "seconds": seconds, "status": status, "output": output}
+        self.steps.append(step)
+        print(f"      exit {status}, {seconds:.1f} s")
+        return step
+
+    def chaos(self, label, spec):
+        self.mark(label)
+        started = time.monotonic()
+        status, body = post_chaos(spec)
+        seconds = time.monotonic() - started
+        print(f"  {self.at(started)}  {label}: POST /chaos {json.dumps(spec)} -> {status} {body.strip()[:160]}")
+        step = {"label": label, "kind": "chaos", "seconds": seconds, "status": status, "body": body}
+        self.steps.append(step)
+        return step
+
+    def state(self):
+        state = live_state(self.project_dir)
+        print(f"      state: {describe_state(state)}")
+        return state
+
+    def run(self):
+        self.hold("0 warm-up", WARMUP_SECONDS)
+
+        step = self.promote("1 promote canary 1.0.0", self.base, "canary")
+        state = self.state()
+        if step["status"] != 0:
+            raise StepFailed(f"promote canary failed ({step['status']}):\n{tail(step['output'])}")
+        if not state.get("canary") or int(state.get("weight") or 0) != CANARY_WEIGHT:
+            raise StepFailed(f"promote canary succeeded but the live state has no {CANARY_WEIGHT}% canary")
+        self.hold("1+ canary 1.0.0 serving", SETTLE_SECONDS)
+
+        step = self.chaos("2 chaos error on canary", {"mode": "error", "rate": 1.0})
+        if step["status"] != 200:
+            raise StepFailed(f"POST /chaos error answered {step['status']}: {step['body'][:300]}")
+        self.hold("2+ canary failing (chaos)", CANARY_HOLD_SECONDS)
+
+        step = self.promote("3 promote stable (roll back)", self.base, "stable")
+        state = self.state()
+        rolled_back = ("rolled back" in step["output"].lower() and step["status"] != 0
+                       and state.get("canary") is None and len(state["slots"]) == 1)
+        self.checks["rolled back"] = rolled_back
+        if not rolled_back:
+            raise StepFailed(f"promote stable did not roll back (exit {step['status']}, "
+                             f"'rolled back' {'in' if 'rolled back' in step['output'].lower() else 'not in'} "
+                             f"the output, state {describe_state(state)}):\n{tail(step['output'])}")
+        self.hold("3+ stable again", SETTLE_SECONDS)
+
+        step = self.chaos("4 recover", {"mode": "recover"})
+        self.hold("4+ stable", SETTLE_SECONDS)
+
+        step = self.promote(f"5 promote canary {NEW_VERSION}", self.newer, "canary")
+        state = self.state()
+        if step["status"] != 0:
+            raise StepFailed(f"promote canary {NEW_VERSION} failed ({step['status']}):\n{tail(step['output'])}")
+        canary = state["slots"].get(state.get("canary") or "", {})
+        if canary.get("version") != NEW_VERSION:
+            raise StepFailed(f"promote canary {NEW_VERSION} succeeded but the live state is {describe_state(state)}")
+        self.hold(f"5+ canary {NEW_VERSION} serving", CANARY_HOLD_SECONDS)
+
+        step = self.promote("6 promote stable (roll forward)", self.newer, "stable")
+        state = self.state()
+        root = get_json(PUBLIC_PORT, "/")
+        print(f"      GET / -> version {root.get('version')}, mode {root.get('mode')}")
+        rolled_forward = (step["status"] == 0 and state.get("canary") is None and len(state["slots"]) == 1
+                          and root.get("version") == NEW_VERSION and root.get("mode") == "stable")
+        self.checks["rolled forward"] = rolled_forward
+        if not rolled_forward:
+            raise StepFailed(f"promote stable did not roll forward (exit {step['status']}, GET / {root}, "
+                             f"state {describe_state(state)}):\n{tail(step['output'])}")
+        self.mark("6+ stable 1.1.0 (final hold)")
+        time.sleep(max(SETTLE_SECONDS + 1, MIN_LOAD_SECONDS - (time.monotonic() - self.load.started)))
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+def load_average():
+    return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+
+
+def phase_of(phases, when):
+    label = phases[0][0] if phases else "-"
+    for name, start in phases:
+        if when >= start:
+            label = name
+        else:
+            break
+    return label
+
+
+def fmt_counter(counter):
+    return ", ".join(f"{key}: {value}" for key, value in sorted(counter.items(), key=lambda item: (-item[1], str(item[0]))))
+
+
+def report_phases(seq, responses):
+    load = seq.load
+    bounds = [(label, start, seq.phases[index + 1][1] if index + 1 < len(seq.phases) else load.stopped)
+              for index, (label, start) in enumerate(seq.phases)]
+    if bounds and bounds[0][1] > load.started:
+        bounds[0] = (bounds[0][0], load.started, bounds[0][2])
+    per = {label: {"status": Counter(), "mode": Counter(), "fail": 0, "chaos": 0} for label, _start, _end in bounds}
+    for record in responses:
+        entry = per[phase_of(seq.phases, record[1])]
+        entry["status"][record[2]] += 1
+        entry["mode"][record[3]] += 1
+        entry[record[5]] = entry.get(record[5], 0) + 1
+    print("\n== Phases (responses attributed by the time they were answered) ==")
+    print(f"  {'phase':<34} | {'from s':>6} | {'dur s':>6} | {'req/s':>6} | {'canary %':>8} | {'chaos':>5} | "
+          f"{'failed':>6} | statuses")
+    for label, start, end in bounds:
+        entry = per[label]
+        total = sum(entry["status"].values())
+        duration = max(end - start, 1e-9)
+        canary = 100.0 * entry["mode"].get("canary", 0) / total if total else 0.0
+        print(f"  {label:<34} | {start - load.started:6.1f} | {duration:6.1f} | {total / duration:6.0f} | "
+              f"{canary:8.1f} | {entry['chaos']:5} | {entry['fail']:6} | {fmt_counter(entry['status'])}")
+    return per
+
+
+def longest_gaps(responses, count=3):
+    """The longest intervals between two consecutive 200s of the merged, time-ordered stream."""
+    ends = [record[1] for record in responses if record[5] == "ok"]
+    gaps = sorted(((ends[index + 1] - ends[index], ends[index], ends[index + 1]) for index in range(len(ends) - 1)),
+                  reverse=True)
+    return gaps[:count]
+
+
+def report(seq, aborted):
+    load = seq.load
+    responses = load.responses()
+    duration = load.stopped - load.started
+    statuses = Counter(record[2] for record in responses)
+    modes = Counter(record[3] for record in responses)
+    versions = Counter(f"{record[3]} {record[4]}" for record in responses if record[5] == "ok")
+    chaos = [record for record in responses if record[5] == "chaos"]
+    failed = [record for record in responses if record[5] == "fail"]
+
+    print(f"\n== Load: {load.clients} clients, {duration:.1f} s, {len(responses)} responses, "
+          f"{len(responses) / duration:.0f} req/s ==")
+    print(f"  by status: {fmt_counter(statuses)}")
+    print(f"  by X-Mode: {fmt_counter(modes)}")
+    print(f"  200s by X-Mode and version: {fmt_counter(versions)}")
+    print(f"  chaos-injected 500s (counted apart): {len(chaos)}")
+    print(f"  TCP connections opened: {sum(load.connections_opened)} ({load.clients} at start)")
+    print(f"  client process: longest scheduling delay {load.max_delay * 1000:.1f} ms "
+          f"(at t={(load.max_delay_at or load.started) - load.started:.1f} s); "
+          f"{len(load.stalls)} stalls over {MONITOR_STALL * 1000:.0f} ms, "
+          f"{sum(end - start for start, end in load.stalls):.1f} s in all; load average {load_average()}")
+    report_phases(seq, responses)
+
+    print(f"\n== Failed requests caused by switching (every non-200 except chaos-injected 500s): {len(failed)} ==")
+    by_phase = Counter((phase_of(seq.phases, record[1]), record[2]) for record in failed)
+    for (phase, status), number in sorted(by_phase.items(), key=str):
+        print(f"  {phase:<34} {status}: {number}")
+    for record in failed[:25]:
+        started, ended, status, mode, _version, _kind, reused, detail = record
+        print(f"  t={ended - load.started:7.3f} s [{phase_of(seq.phases, ended)}] {status} X-Mode {mode}, "
+              f"{(ended - started) * 1000:.1f} ms, {'reused' if reused else 'new'} connection: {detail.strip()[:160]}")
+    if len(failed) > 25:
+        print(f"  ... and {len(failed) - 25} more")
+    unanswered = [record for record in failed if record[6] and str(record[2]).startswith("error ")]
+    if unanswered:
+        print(f"  {len(unanswered)} of them failed without any response on a connection that had already carried a "
+              f"request: the pattern of a keep-alive connection the server closed while idle (nginx closes them when a "
+              f"reload retires its old workers). A client that retries idempotent requests on a reused "
+              f"connection (RFC 9112 section 9.3.1) would not see these.")
+
+    gaps = longest_gaps(responses)
+    print("\n== Longest gaps between two successful responses (all clients merged) ==")
+    for gap, start, end in gaps:
+        between = Counter(record[2] for record in responses if start < record[1] < end)
+        print(f"  {gap * 1000:7.1f} ms from t={start - load.started:.3f} s to t={end - load.started:.3f} s "
+              f"[{phase_of(seq.phases, start)}]; answered in between: {fmt_counter(between) or 'nothing'}; "
+              f"client process stalled {load.stalled(start, end) * 1000:.0f} ms of it")
+
+    print("\n== Steps ==")
+    for step in seq.steps:
+        if step["kind"] == "promote":
+            extra = (f" ({step['seconds'] - CANARY_WINDOW:.1f} s without the {CANARY_WINDOW} s canary window)"
+                     if step["mode"] == "stable" else "")
+            print(f"  {step['label']:<34} {step['seconds']:6.1f} s{extra}, exit {step['status']}")
+        else:
+            print(f"  {step['label']:<34} {step['seconds'] * 1000:6.1f} ms, HTTP {step['status']}")
+
+    rows = []
+    for step in seq.steps:
+        if step["kind"] != "promote":
+            continue
+        value = f"{step['seconds']:.1f} s"
+        if step["mode"] == "stable":
+            value += f" ({step['seconds'] - CANARY_WINDOW:.1f} s + {CANARY_WINDOW} s window)"
+        rows.append((f"{step['label']}: wall time", value, f"<= {TARGET_PROMOTE_S:.0f} s",
+                     verdict(step["seconds"] <= TARGET_PROMOTE_S)))
+    for name, passed in seq.checks.items():
+        rows.append((f"canary {name}", "yes" if passed else "no", "yes", verdict(passed)))
+    if aborted:
+        rows.append(("sequence completed", f"no: {aborted}", "yes", "FAIL"))
+    rows.append(("failed requests caused by switching", str(len(failed)), str(TARGET_FAILED),
+                 verdict(len(failed) <= TARGET_FAILED)))
+    rows.append(("chaos-injected 500s (counted apart)", str(len(chaos)), "-", "-"))
+    longest = gaps[0][0] * 1000 if gaps else float("inf")
+    rows.append(("longest gap between 200s", f"{longest:.1f} ms", f"<= {TARGET_GAP_MS:.0f} ms",
+                 verdict(longest <= TARGET_GAP_MS)))
+    rows.append(("load: clients, duration, rate", f"{load.clients}, {duration:.1f} s, {len(responses) / duration:.0f} req/s",
+                 f">= {CLIENTS}, >= {MIN_LOAD_SECONDS:.0f} s", verdict(load.clients >= CLIENTS and duration >= MIN_LOAD_SECONDS)))
+    print_table(rows)
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    started = time.monotonic()
+    sys.stdout.reconfigure(line_buffering=True)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _interrupt)
+    print(f"SwiftDeploy promotion under load: stack {STACK}, public :{PUBLIC_PORT}, admin 127.0.0.1:{ADMIN_PORT}, "
+          f"{CLIENTS} clients, canary {CANARY_WEIGHT}% / {CANARY_WINDOW} s window")
+    busy = stack_in_use()
+    if busy:
+        print(f"ERROR: stack {STACK} already has containers ({', '.join(busy)}): another benchmark is running; "
+              f"not touching it", file=sys.stderr)
+        return 2
+    work_dir = tempfile.mkdtemp(prefix="swiftdeploy-bench-promote-")
+    project_dir = Path(work_dir) / "project"
+    status = 0
+    load = None
+    try:
+        base, newer = write_manifests(work_dir)
+        deploy_stable(base, project_dir)
+        load = Load(CLIENTS)
+        seq = Sequence(load, base, newer, project_dir)
+        load.start()
+        aborted = None
+        try:
+            seq.run()
+        except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            aborted = str(exc).splitlines()[0][:80]
+            status = 2
+        finally:
+            load.stop()
+        report(seq, aborted)
+    except DeployError as exc:
+        print(f"\nERROR: the stack could not be deployed: {exc}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; tearing down", file=sys.stderr)
+        status = 130
+    finally:
+        if load is not None and load.stopped is None:
+            load.stop()
+        print("\n  tearing down")
+        try:
+            gone = teardown(work_dir, project_dir)
+        except KeyboardInterrupt:
+            print(f"  teardown interrupted; remove the stack by hand (docker compose -p {STACK} down -v)")
+            gone = False
+        if gone:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"\nwall time {time.monotonic() - started:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
