@@ -1,0 +1,815 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: stack_converge
+short_description: Bring a stack's compose project to one or more wanted states in one call
+version_added: 0.1.0
+description:
+  - Runs on the Docker host. Each item of O(steps) is one converge of the compose project in
+    O(project_path) to a wanted set of files (rendered on the controller, typically nginx.conf
+    and docker-compose.yml) and a live state (written as C(state.json)), without dropping a
+    request. Steps run in order; a roll-forward is three steps in one call.
+  - "One converge, in order: plan (which files differ, which app slots of the state's C(slots)
+    are new, changed or gone); write the changed files atomically, C(state.json) last; start the
+    new and changed slots with C(docker compose up --wait) and wait until they are healthy; bring
+    the whole project up when a service is not running or the compose file changed in more than
+    the slots just started and those leaving (an nginx or volume change, a new sidecar); reload
+    nginx gracefully (C(SIGHUP)) when its configuration changed and wait until its admin listener
+    serves the state's C(generation); and only then, after O(drain_seconds), remove the
+    containers of slots that left the state."
+  - Every changed nginx.conf and compose file of every step is checked before anything is
+    written (C(nginx -t) in O(nginx_image), C(docker compose config)); when one fails, the module
+    fails naming the file and the tool's message, and nothing is written.
+  - A step whose files, state and running services already match does nothing but one
+    C(docker compose ps) and one request for the generation nginx serves (which also repairs a
+    reload an interrupted run never made).
+  - After the last step, waits for O(health_url) when given.
+author:
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+options:
+  project_path:
+    description:
+      - The compose project directory on the Docker host; created (mode C(0750)) when missing.
+      - Its C(docker-compose.yml) names the project; its C(state.json) holds the live state.
+    type: path
+    required: true
+  steps:
+    description:
+      - The wanted states, applied in order; each is one converge.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      files:
+        description:
+          - The files of this state, by path relative to O(project_path) (for example
+            C(nginx/nginx.conf)), each a dict with C(content) (a string) and C(mode) (a quoted
+            octal string such as C("0644"); default C("0644")).
+          - Missing parent directories are created with mode C(0755). Files of the project that
+            are not listed are left alone. C(state.json) may not be listed; it is written from
+            O(steps[].state).
+        type: dict
+        required: true
+      state:
+        description:
+          - The live state, written to C(state.json) (mode C(0640), sorted keys) when it differs.
+          - Must have an integer C(generation) (which the nginx.conf of this step serves at
+            C(/_swiftdeploy/generation)) and a non-empty C(slots) dict; slot C(X) runs as the
+            compose service C(<slot_prefix>X). A slot whose value differs from the one in the
+            current C(state.json) is started again.
+        type: dict
+        required: true
+  nginx_image:
+    description: The image C(nginx -t) runs in, the stack's nginx image.
+    type: str
+    required: true
+  nginx_conf:
+    description:
+      - The path of nginx's configuration among the O(steps[].files). The compose service
+        C(nginx) mounts its directory; a changed file is tested and reloaded.
+    type: str
+    default: nginx/nginx.conf
+  nginx_conf_dir:
+    description: Where the directory of O(nginx_conf) is mounted in the nginx container.
+    type: str
+    default: /etc/nginx/swiftdeploy
+  slot_prefix:
+    description: The compose service of slot C(X) is C(<slot_prefix>X); nginx resolves it by that name.
+    type: str
+    default: app-
+  admin_url:
+    description:
+      - The base URL of nginx's admin listener as seen from the Docker host, for example
+        C(http://127.0.0.1:8082). After a reload, C(<admin_url>/_swiftdeploy/generation) is polled
+        until it answers the state's C(generation) (10 s at most).
+    type: str
+    required: true
+  health_url:
+    description:
+      - After the last step, request this URL until it answers with a 2xx status, for example
+        C(http://127.0.0.1:8080/healthz). Not requested in check mode.
+    type: str
+  health_timeout:
+    description: Seconds to wait for O(health_url).
+    type: float
+    default: 60
+  wait_timeout:
+    description: Seconds C(docker compose up --wait) waits for containers to be running and healthy.
+    type: int
+    default: 60
+  drain_seconds:
+    description:
+      - Seconds to let requests already sent to a leaving slot finish, after nginx stopped routing
+        to it and before its container is removed.
+    type: float
+    default: 2
+  validate_nginx:
+    description: Test a changed O(nginx_conf) with C(nginx -t) in O(nginx_image) before anything is written.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Plans every step, tests the changed files with C(nginx -t) and C(docker compose config),
+        and asks C(docker compose ps) and nginx what runs and is served, but writes nothing and
+        starts, reloads or removes nothing. RV(actions) lists what would be done.
+      - From the second step on, check mode assumes the earlier steps succeeded.
+  diff_mode:
+    support: full
+    details:
+      - One diff per changed file and step, C(state.json) included.
+  idempotent:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+requirements:
+  - The C(docker) CLI with the compose plugin (v2) on the Docker host.
+notes:
+  - The compose file is C(docker-compose.yml) in O(project_path); its nginx service is C(nginx).
+  - Run it under the stack lock (M(swiftdeploy.stack.stack_lock)); two converges of one project
+    at the same time would interleave their steps.
+  - See C(docs/converge.md) in the collection for why each step comes where it does.
+seealso:
+  - module: swiftdeploy.stack.stack_lock
+  - module: community.docker.docker_compose_v2
+"""
+
+EXAMPLES = r"""
+- name: Bring the stack to its new state
+  swiftdeploy.stack.stack_converge:
+    project_path: "{{ swiftdeploy_project_path }}"
+    nginx_image: "{{ swiftdeploy_stack.nginx.image }}"
+    admin_url: "http://127.0.0.1:{{ swiftdeploy_stack.nginx.admin_port }}"
+    health_url: "http://127.0.0.1:{{ swiftdeploy_stack.nginx.port }}/healthz"
+    steps:
+      - files:
+          nginx/nginx.conf:
+            content: "{{ lookup('ansible.builtin.template', 'nginx.conf.j2', template_vars={'swiftdeploy_live': live}) }}"
+            mode: "0644"
+          docker-compose.yml:
+            content: "{{ lookup('ansible.builtin.template', 'docker-compose.yml.j2', template_vars={'swiftdeploy_live': live}) }}"
+            mode: "0640"
+        state: "{{ live }}"
+  vars:
+    live:
+      generation: 4
+      mode: canary
+      weight: 10
+      stable: blue
+      canary: green
+      slots:
+        blue: {image: "app:1.0.0", version: "1.0.0", mode: stable}
+        green: {image: "app:1.1.0", version: "1.1.0", mode: canary}
+  register: swiftdeploy_converge
+
+- name: Show where the time went
+  ansible.builtin.debug:
+    msg: "{{ swiftdeploy_converge.actions | map(attribute='action') | zip(swiftdeploy_converge.actions | map(attribute='seconds')) }}"
+"""
+
+RETURN = r"""
+changed:
+  description: Whether a file was written or a container started, reloaded or removed (in check mode, would be).
+  returned: always
+  type: bool
+  sample: true
+project_path:
+  description: The project directory, absolute.
+  returned: always
+  type: str
+  sample: /root/.swiftdeploy/swiftdeploy
+files_changed:
+  description: Paths relative to O(project_path) whose content or mode changed in any step, C(state.json) included.
+  returned: always
+  type: list
+  elements: str
+  sample: [nginx/nginx.conf, docker-compose.yml, state.json]
+generation:
+  description: The C(generation) of the last step's state, the routing nginx serves now.
+  returned: always
+  type: int
+  sample: 7
+state:
+  description: The last step's state, as written to C(state.json).
+  returned: always
+  type: dict
+  sample:
+    generation: 7
+    mode: stable
+    weight: 0
+    stable: blue
+    canary: null
+    slots:
+      blue: {image: "app:1.1.0", version: "1.1.0", mode: stable}
+steps:
+  description: What each step did, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    step:
+      description: The step's number, from 1.
+      type: int
+      sample: 1
+    changed:
+      description: Whether the step wrote or did anything.
+      type: bool
+      sample: true
+    files_changed:
+      description: The files this step wrote or chmodded.
+      type: list
+      elements: str
+      sample: [nginx/nginx.conf, state.json]
+    slots_started:
+      description: Slots started because they were new, changed or not running.
+      type: list
+      elements: str
+      sample: [green]
+    slots_removed:
+      description: Compose services whose containers were removed after the drain.
+      type: list
+      elements: str
+      sample: [app-green]
+    nginx:
+      description: V(reloaded), V(started) (nginx was created or started with this state's configuration) or V(unchanged).
+      type: str
+      sample: reloaded
+  sample:
+    - step: 1
+      changed: true
+      files_changed: [nginx/nginx.conf, docker-compose.yml, state.json]
+      slots_started: [green]
+      slots_removed: []
+      nginx: reloaded
+actions:
+  description:
+    - Everything the module did that takes time, in order, with how long it took. Reads
+      (C(docker compose ps), the generation request) are listed too; in check mode the actions
+      that were not run say so in C(detail) and take 0 s.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    step:
+      description: The step's number, from 1; null for the final health wait.
+      type: int
+      sample: 1
+    action:
+      description:
+        - One of V(plan), V(validate nginx.conf), V(validate compose file), V(write), V(compose ps),
+          V(compose services) (only for a compose file that is not block YAML), V(start slots),
+          V(compose up), V(reload nginx), V(wait generation), V(check generation), V(drain),
+          V(remove slots), V(wait health).
+      type: str
+      sample: start slots
+    seconds:
+      description: Wall time of the action.
+      type: float
+      sample: 5.71
+    detail:
+      description: What exactly was done, for example the services or the generation seen.
+      type: str
+      sample: app-green healthy
+  sample:
+    - {step: 1, action: plan, seconds: 0.001, detail: "nginx/nginx.conf, docker-compose.yml, state.json differ; slots added: green"}
+    - {step: 1, action: start slots, seconds: 5.71, detail: "app-green"}
+seconds:
+  description: Wall time of the whole module run.
+  returned: always
+  type: float
+  sample: 7.9
+diff:
+  description: One diff per changed file and step, in Ansible's diff format.
+  returned: when diff mode is on
+  type: list
+  elements: dict
+  sample:
+    - before: "..."
+      after: "..."
+      before_header: nginx/nginx.conf
+      after_header: nginx/nginx.conf
+"""
+
+import contextlib
+import errno
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (
+    STATE_FILE,
+    PlanError,
+    check_files,
+    check_state,
+    compose_argv,
+    compose_services,
+    compose_up_needed,
+    containers_started,
+    generation_matches,
+    nginx_test_argv,
+    orphans,
+    parse_compose_ps,
+    plan_step,
+    running_services,
+    slot_services,
+)
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+
+COMPOSE_FILE = "docker-compose.yml"
+NGINX_SERVICE = "nginx"
+PROJECT_DIR_MODE = 0o750
+PARENT_DIR_MODE = 0o755
+GENERATION_PATH = "/_swiftdeploy/generation"
+GENERATION_TIMEOUT = 10.0
+GENERATION_POLL = 0.05
+HEALTH_POLL = 0.2
+
+
+class ConvergeError(Exception):
+    """A converge that cannot go on; the message says what failed and what to look at."""
+
+
+class DiffTracker(object):
+    """Ansible diffs of the changed files, one per file and step."""
+
+    def __init__(self, enabled, many_steps):
+        self.enabled = enabled
+        self.many_steps = many_steps
+        self.diffs = []
+
+    def add(self, step, change):
+        if not self.enabled:
+            return
+        suffix = " (step %d)" % step if self.many_steps else ""
+        before_mode = after_mode = ""
+        if change.mode_before is not None and change.mode_before != change.mode:
+            before_mode, after_mode = " (mode %04o)" % change.mode_before, " (mode %04o)" % change.mode
+        self.diffs.append({
+            "before": change.before if change.before is not None else "",
+            "after": change.after,
+            "before_header": "%s%s%s" % (change.relpath, before_mode if change.before is not None else " (absent)", suffix),
+            "after_header": "%s%s%s" % (change.relpath, after_mode, suffix),
+        })
+
+
+class Converger(object):
+    def __init__(self, module):
+        self.module = module
+        params = module.params
+        self.params = params
+        self.check = module.check_mode
+        self.project = os.path.abspath(params["project_path"])
+        self.prefix = params["slot_prefix"]
+        self.admin_url = params["admin_url"].rstrip("/")
+        self.docker = None
+        self.started = time.monotonic()
+        self.actions = []
+        self.step_reports = []
+        self.changed = False
+        self.files_changed = []
+        self.diff = DiffTracker(module._diff, len(params["steps"]) > 1)
+        # The project as the run has left it so far (in check mode: would have), by relpath:
+        # (content or None, mode or None). Later steps are planned against it.
+        self.view = {}
+        # Check mode only: the `docker compose ps` entries the earlier steps would have left.
+        self.simulated_ps = None
+        self.reload_planned = False
+
+    # ----------------------------------------------------------------------------------------
+    # Timing and commands
+    # ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def action(self, step, name, detail=""):
+        record = {"step": step, "action": name, "seconds": 0.0, "detail": detail}
+        begun = time.monotonic()
+        try:
+            yield record
+        finally:
+            record["seconds"] = round(time.monotonic() - begun, 3)
+            self.actions.append(record)
+
+    def skipped(self, step, name, detail):
+        self.actions.append({"step": step, "action": name, "seconds": 0.0, "detail": detail + " (check mode: not run)"})
+
+    def run(self, argv, what):
+        rc, out, err = self.module.run_command(argv, check_rc=False)
+        if rc != 0:
+            raise ConvergeError(self.command_failure(argv, what, rc, out, err))
+        return out, err
+
+    def command_failure(self, argv, what, rc, out, err):
+        text = (err or "").strip() or (out or "").strip() or "(no output)"
+        if "'compose' is not a docker command" in text or "unknown flag: --project-directory" in text:
+            return ("the docker compose plugin (v2) is not installed on this host (%s); install it "
+                    "(docker-compose-plugin) next to the docker CLI" % text)
+        return "%s failed (rc=%d): %s\ncommand: %s" % (what, rc, text, " ".join(argv))
+
+    def compose(self, *args):
+        return compose_argv(self.docker, self.project, *args)
+
+    # ----------------------------------------------------------------------------------------
+    # Files
+    # ----------------------------------------------------------------------------------------
+
+    def current(self, relpath):
+        if relpath in self.view:
+            return self.view[relpath]
+        path = os.path.join(self.project, relpath)
+        try:
+            with open(path, "rb") as handle:
+                content = handle.read().decode("utf-8", "replace")
+            mode = os.stat(path).st_mode & 0o7777
+        except IsADirectoryError:
+            raise PlanError("%s is a directory; it must be a file" % path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise PlanError("cannot read %s: %s" % (path, exc.strerror or exc))
+            content = mode = None
+        self.view[relpath] = (content, mode)
+        return content, mode
+
+    def write_file(self, relpath, content, mode):
+        path = os.path.join(self.project, relpath)
+        directory = os.path.dirname(path)
+        self.make_dirs(directory)
+        handle, temp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path), suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(content.encode("utf-8"))
+                out.flush()
+                os.fchmod(out.fileno(), mode)
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    def make_dirs(self, directory):
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for path in reversed(missing):
+            os.mkdir(path)
+            os.chmod(path, PROJECT_DIR_MODE if path == self.project else PARENT_DIR_MODE)
+
+    @contextlib.contextmanager
+    def scratch_file(self, content, mode=0o644):
+        handle, path = tempfile.mkstemp(prefix="swiftdeploy-converge.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(content.encode("utf-8"))
+                os.fchmod(out.fileno(), mode)
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    # ----------------------------------------------------------------------------------------
+    # The run
+    # ----------------------------------------------------------------------------------------
+
+    def converge(self):
+        if os.path.exists(self.project) and not os.path.isdir(self.project):
+            raise ConvergeError("project_path: %s exists and is not a directory" % self.project)
+        self.docker = self.module.get_bin_path("docker")
+        if self.docker is None:
+            raise ConvergeError("the docker CLI is not on PATH on this host; install Docker with the compose "
+                                "plugin, or set PATH for this task (environment:)")
+        steps = self.params["steps"]
+        planned = []
+        for number, step in enumerate(steps, 1):
+            with self.action(number, "plan") as record:
+                planned.append(self.plan(number, step, record))
+        self.validate(planned)
+        for number, (step, files, plan, compose) in enumerate(planned, 1):
+            self.apply(number, step, files, plan, compose)
+        if self.params["health_url"]:
+            self.wait_health()
+        final = steps[-1]["state"]
+        return {
+            "changed": self.changed,
+            "project_path": self.project,
+            "files_changed": self.files_changed,
+            "generation": final["generation"],
+            "state": final,
+            "steps": self.step_reports,
+            "actions": self.actions,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def plan(self, number, step, record):
+        where = "step %d" % number
+        files = check_files(step["files"], where + ": files")
+        check_state(step["state"], where + ": state")
+        current = dict((relpath, self.current(relpath)) for relpath in list(files) + [STATE_FILE])
+        try:
+            plan = plan_step(current, files, step["state"], self.params["nginx_conf"], COMPOSE_FILE)
+        except PlanError as exc:
+            raise PlanError("%s: %s" % (where, exc))
+        compose = files[COMPOSE_FILE]["content"] if COMPOSE_FILE in files else self.current(COMPOSE_FILE)[0]
+        if compose is None:
+            raise PlanError("%s: %s has no %s and the step's files do not include one"
+                            % (where, self.project, COMPOSE_FILE))
+        for change in plan.changes:
+            self.view[change.relpath] = (change.after, change.mode)
+        parts = ["%s differ" % ", ".join(plan.files_changed) if plan.changes else "files and state match"]
+        for label, slots in (("added", plan.added), ("changed", plan.changed), ("removed", plan.removed)):
+            if slots:
+                parts.append("slots %s: %s" % (label, ", ".join(slots)))
+        record["detail"] = "; ".join(parts)
+        return step, files, plan, compose
+
+    def validate(self, planned):
+        """Test every changed nginx.conf and compose file of every step before anything lands."""
+        tested = set()
+        for number, (step, files, plan, _compose) in enumerate(planned, 1):
+            conf = self.params["nginx_conf"]
+            if plan.nginx_conf_changed and self.params["validate_nginx"]:
+                key = ("nginx", files[conf]["content"], tuple(sorted(step["state"]["slots"])))
+                if key not in tested:
+                    tested.add(key)
+                    self.validate_nginx(number, conf, files[conf]["content"], step["state"]["slots"])
+            if plan.compose_changed:
+                key = ("compose", files[COMPOSE_FILE]["content"])
+                if key not in tested:
+                    tested.add(key)
+                    self.validate_compose(number, files[COMPOSE_FILE]["content"])
+
+    def validate_nginx(self, number, relpath, content, slots):
+        with self.action(number, "validate nginx.conf", "nginx -t in %s" % self.params["nginx_image"]):
+            with self.scratch_file(content) as path:
+                argv = nginx_test_argv(self.docker, self.params["nginx_image"], self.params["nginx_conf_dir"],
+                                       self.prefix, slots, path)
+                rc, out, err = self.module.run_command(argv, check_rc=False)
+            if rc != 0:
+                raise ConvergeError("step %d: %s is refused by nginx -t in %s, nothing was written: %s"
+                                    % (number, relpath, self.params["nginx_image"],
+                                       (err or out or "").strip() or "rc=%d, no output" % rc))
+
+    def validate_compose(self, number, content):
+        with self.action(number, "validate compose file", "docker compose config"):
+            with self.scratch_file(content) as path:
+                argv = self.compose("-f", path, "config", "--quiet")
+                rc, out, err = self.module.run_command(argv, check_rc=False)
+            if rc != 0:
+                message = self.command_failure(argv, "docker compose config", rc, out, err)
+                raise ConvergeError("step %d: %s is refused by docker compose, nothing was written: %s"
+                                    % (number, COMPOSE_FILE, message))
+
+    def apply(self, number, step, files, plan, compose_text):
+        report = {"step": number, "changed": False, "files_changed": plan.files_changed,
+                  "slots_started": [], "slots_removed": [], "nginx": "unchanged"}
+        self.step_reports.append(report)
+        state = step["state"]
+        if plan.changes:
+            self.write(number, plan)
+            self.note_change(report)
+
+        expected = self.expected_services(number, compose_text)
+        entries = self.compose_ps(number)
+        running = running_services(entries)
+        nginx_before = running.get(NGINX_SERVICE)
+
+        # New and changed slots first, and any not running, so that they are healthy before
+        # nginx routes to them and before an nginx that starts (and resolves them) needs them.
+        to_start = sorted(set(plan.slots_to_start)
+                          | set(slot for slot in state["slots"] if self.prefix + slot not in running))
+        started = slot_services(self.prefix, to_start)
+        if started:
+            self.docker_change(number, "start slots", ", ".join(started),
+                               ["up", "-d", "--wait", "--wait-timeout", str(self.params["wait_timeout"])] + started)
+            report["slots_started"] = to_start
+            self.note_change(report)
+
+        nginx_fresh = NGINX_SERVICE in expected and nginx_before is None
+        compose_change = plan.change(COMPOSE_FILE)
+        others_down = [service for service in expected if service not in running and service not in started]
+        compose_up = compose_change is not None and compose_up_needed(compose_change.before, compose_change.after,
+                                                                      started)
+        if others_down or compose_up:
+            why = "not running: %s" % ", ".join(others_down) if others_down else "compose file changed"
+            out = self.docker_change(number, "compose up", why,
+                                     ["up", "-d", "--wait", "--wait-timeout", str(self.params["wait_timeout"])])
+            if nginx_before is not None and nginx_before.get("Name") in containers_started(out):
+                nginx_fresh = True
+            self.note_change(report)
+
+        if self.params["nginx_conf"] in files and NGINX_SERVICE in expected:
+            report["nginx"] = self.route(number, state["generation"], plan, nginx_before, nginx_fresh)
+            if report["nginx"] != "unchanged":
+                self.note_change(report)
+
+        # Only after nginx confirmed the new routing: containers of slots that left the state,
+        # and of any other service the compose file no longer has.
+        leaving = set(slot_services(self.prefix, plan.removed)) | set(orphans(expected, entries))
+        leaving = sorted(set(entry.get("Service") for entry in entries) & leaving)
+        if leaving:
+            self.remove(number, leaving, drain=any(service in running for service in leaving))
+            report["slots_removed"] = leaving
+            self.note_change(report)
+
+        if self.check:
+            self.simulated_ps = [{"Service": service, "State": "running",
+                                  "Name": (nginx_before or {}).get("Name", "") if service == NGINX_SERVICE else service,
+                                  "ID": (nginx_before or {}).get("ID", "") if service == NGINX_SERVICE else ""}
+                                 for service in expected]
+
+    def note_change(self, report):
+        report["changed"] = True
+        self.changed = True
+
+    def write(self, number, plan):
+        names = ", ".join(plan.files_changed)
+        for change in plan.changes:
+            self.diff.add(number, change)
+            if change.relpath not in self.files_changed:
+                self.files_changed.append(change.relpath)
+        if self.check:
+            self.skipped(number, "write", names)
+            return
+        with self.action(number, "write", names):
+            if not os.path.isdir(self.project):
+                self.make_dirs(self.project)
+            for change in plan.changes:
+                path = os.path.join(self.project, change.relpath)
+                if change.content_changed:
+                    self.write_file(change.relpath, change.after, change.mode)
+                else:
+                    os.chmod(path, change.mode)
+
+    def expected_services(self, number, content):
+        services = compose_services(content)
+        if services is None:
+            with self.action(number, "compose services", "the compose file is not block YAML; asked compose"):
+                with self.scratch_file(content) as path:
+                    out, _err = self.run(self.compose("-f", path, "config", "--services"), "docker compose config --services")
+            services = [line.strip() for line in out.splitlines() if line.strip()]
+        return services
+
+    def compose_ps(self, number):
+        if self.check and self.simulated_ps is not None:
+            return self.simulated_ps
+        if self.check and not os.path.isfile(os.path.join(self.project, COMPOSE_FILE)):
+            self.simulated_ps = []
+            return []
+        with self.action(number, "compose ps") as record:
+            out, _err = self.run(self.compose("ps", "--all", "--format", "json"), "docker compose ps")
+            try:
+                entries = parse_compose_ps(out)
+            except ValueError as exc:
+                raise ConvergeError("docker compose ps --format json printed something that is not JSON (%s): %s"
+                                    % (exc, out[:200]))
+            record["detail"] = ", ".join("%s %s" % (entry.get("Service"), entry.get("State")) for entry in entries) or "no containers"
+        return entries
+
+    def docker_change(self, number, name, detail, args):
+        argv = self.compose(*args)
+        if self.check:
+            self.skipped(number, name, detail)
+            return ""
+        with self.action(number, name, detail):
+            out, err = self.run(argv, "docker compose %s" % " ".join(args[:1]))
+        return out + err
+
+    def route(self, number, generation, plan, nginx_before, nginx_fresh):
+        """Make nginx serve this step's routing; returns reloaded, started or unchanged."""
+        if nginx_fresh:
+            if self.check:
+                self.skipped(number, "wait generation", "nginx starts with generation %s" % generation)
+            else:
+                self.wait_generation(number, generation, "nginx started")
+            return "started"
+        if plan.nginx_conf_changed:
+            self.reload(number, generation, nginx_before, "configuration changed")
+            return "reloaded"
+        if self.check and self.reload_planned:
+            return "unchanged"
+        # Unchanged files, yet nginx may serve an older routing: an earlier run wrote the file
+        # and died before its reload. One request tells.
+        with self.action(number, "check generation") as record:
+            served, error = self.served_generation(2.0)
+            record["detail"] = "serves %s" % served if error is None else error
+        if generation_matches(served, generation):
+            return "unchanged"
+        self.reload(number, generation, nginx_before, "nginx serves generation %s, not %s" % (
+            (served or "").strip() or "?", generation))
+        return "reloaded"
+
+    def reload(self, number, generation, nginx_before, why):
+        self.reload_planned = True
+        target = nginx_before.get("ID") or nginx_before.get("Name")
+        argv = [self.docker, "kill", "--signal", "HUP", target]
+        if self.check:
+            self.skipped(number, "reload nginx", why)
+            return
+        with self.action(number, "reload nginx", "%s: SIGHUP to %s" % (why, nginx_before.get("Name") or target)):
+            self.run(argv, "docker kill --signal HUP (nginx)")
+        self.wait_generation(number, generation, "after the reload")
+
+    def served_generation(self, timeout):
+        try:
+            return get_text(self.admin_url + GENERATION_PATH, timeout, service="nginx's admin listener"), None
+        except HttpError as exc:
+            return None, exc.message
+
+    def wait_generation(self, number, generation, when):
+        with self.action(number, "wait generation") as record:
+            deadline = time.monotonic() + GENERATION_TIMEOUT
+            while True:
+                served, error = self.served_generation(max(0.2, min(1.0, deadline - time.monotonic())))
+                if generation_matches(served, generation):
+                    record["detail"] = "nginx serves generation %s" % generation
+                    return
+                if time.monotonic() >= deadline:
+                    seen = ("it still serves generation %s" % served.strip()) if served is not None else "last error: %s" % error
+                    raise ConvergeError(
+                        "step %d: nginx did not serve generation %s within %g s %s (%s); look at "
+                        "`docker compose --project-directory %s logs nginx` for a configuration it refused"
+                        % (number, generation, GENERATION_TIMEOUT, when, seen, self.project))
+                time.sleep(GENERATION_POLL)
+
+    def remove(self, number, services, drain):
+        detail = ", ".join(services)
+        if drain and self.check:
+            self.skipped(number, "drain", "%g s before removing %s" % (self.params["drain_seconds"], detail))
+        elif drain:
+            with self.action(number, "drain", "%g s for requests already sent to %s"
+                             % (self.params["drain_seconds"], detail)):
+                time.sleep(self.params["drain_seconds"])
+        self.docker_change(number, "remove slots", detail,
+                           ["up", "-d", "--remove-orphans", "--wait", "--wait-timeout", str(self.params["wait_timeout"])])
+
+    def wait_health(self):
+        url = self.params["health_url"]
+        if self.check:
+            self.skipped(None, "wait health", url)
+            return
+        timeout = self.params["health_timeout"]
+        with self.action(None, "wait health", url) as record:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    get_text(url, max(0.2, min(5.0, deadline - time.monotonic())), service="the stack")
+                    record["detail"] = "%s answers" % url
+                    return
+                except HttpError as exc:
+                    if time.monotonic() >= deadline:
+                        raise ConvergeError("%s did not answer with a 2xx status within %g s: %s"
+                                            % (url, timeout, exc.message))
+                time.sleep(HEALTH_POLL)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "project_path": {"type": "path", "required": True},
+            "steps": {"type": "list", "elements": "dict", "required": True, "options": {
+                "files": {"type": "dict", "required": True},
+                "state": {"type": "dict", "required": True},
+            }},
+            "nginx_image": {"type": "str", "required": True},
+            "nginx_conf": {"type": "str", "default": "nginx/nginx.conf"},
+            "nginx_conf_dir": {"type": "str", "default": "/etc/nginx/swiftdeploy"},
+            "slot_prefix": {"type": "str", "default": "app-"},
+            "admin_url": {"type": "str", "required": True},
+            "health_url": {"type": "str"},
+            "health_timeout": {"type": "float", "default": 60},
+            "wait_timeout": {"type": "int", "default": 60},
+            "drain_seconds": {"type": "float", "default": 2},
+            "validate_nginx": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    if not module.params["steps"]:
+        module.fail_json(msg="steps: give at least one step (files and state)")
+    converger = Converger(module)
+    try:
+        result = converger.converge()
+    except (PlanError, ConvergeError) as exc:
+        module.fail_json(msg=str(exc), actions=converger.actions, files_changed=converger.files_changed,
+                         changed=converger.changed)
+    except OSError as exc:
+        module.fail_json(msg="cannot write in %s: %s" % (converger.project, exc), actions=converger.actions,
+                         files_changed=converger.files_changed, changed=converger.changed)
+    if module._diff:
+        result["diff"] = converger.diff.diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""swiftdeploy.stack.stack_converge against the real Docker engine, real nginx and real HTTP.
+
+The files are the role's own templates, rendered by tests/integration/playbooks/converge_steps.yml
+for each live state, as the role renders them. The stack has its own name, ports, network and
+volume, so it collides with no other stack; it is taken down (with its volume) at the end.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import pathlib
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+STACK = "swiftdeploy-converge-test"
+PORT = 19180
+ADMIN_PORT = 19182
+PLAYBOOK = "tests/integration/playbooks/converge_steps.yml"
+NGINX_IMAGE = "nginx:latest"
+
+BLUE = {"image": "swift-deploy-1-node:latest", "version": "1.0.0", "mode": "stable"}
+GREEN = {"image": "swift-deploy-1-node:latest", "version": "1.1.0", "mode": "canary"}
+
+
+def live(generation, slots, canary=None, weight=0):
+    return {"generation": generation, "mode": "canary" if canary else "stable", "weight": weight,
+            "stable": "blue", "canary": canary, "slots": slots}
+
+
+def docker(*args, timeout=120):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def containers(service=None):
+    """Names of the stack's containers (of one compose service), running or not."""
+    label = ["--filter", "label=com.docker.compose.project=%s" % STACK]
+    if service:
+        label += ["--filter", "label=com.docker.compose.service=%s" % service]
+    return sorted(docker("ps", "-a", "--format", "{{.Names}}", *label).stdout.split())
+
+
+def get(port, path="/"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def snapshot(project):
+    """Every file under the project with its content, mode and mtime: proof that nothing was written."""
+    files = {}
+    for path in sorted(pathlib.Path(project).rglob("*")):
+        if path.is_file():
+            info = path.stat()
+            files[str(path.relative_to(project))] = (path.read_bytes(), info.st_mode, info.st_mtime_ns)
+    return files
+
+
+class Traffic:
+    """Requests to the public port, one connection each, from a background thread."""
+
+    def __init__(self, port):
+        self.port = port
+        self.statuses = {}
+        self.failures = []
+        self.versions = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status, body = get(self.port, "/")
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                continue
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status != 200:
+                self.failures.append("HTTP %d: %s" % (status, body[:200]))
+            else:
+                self.versions.add(json.loads(body).get("version"))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def total(self):
+        return sum(self.statuses.values())
+
+
+class ConvergeStack:
+    def __init__(self, tmp_path, manifest, run_playbook):
+        self.tmp_path = tmp_path
+        self.manifest = manifest
+        self.project = tmp_path / "project"
+        self.run_playbook = run_playbook
+        self.runs = 0
+
+    def converge(self, *lives, check=False, files=None, health=True):
+        """Run the playbook with one step per live state; return the module's result."""
+        self.runs += 1
+        extra = self.tmp_path / ("vars-%d.json" % self.runs)
+        result_file = self.tmp_path / ("result-%d.json" % self.runs)
+        extra.write_text(json.dumps({
+            "converge_manifest": str(self.manifest), "converge_project": str(self.project),
+            "converge_result": str(result_file), "converge_lives": list(lives),
+            "converge_files": files or {}, "converge_health": health}))
+        run = self.run_playbook(PLAYBOOK, "-e", "@%s" % extra, check=check)
+        assert run.rc == 0, run.describe()
+        assert result_file.exists(), run.describe()
+        result = json.loads(result_file.read_text())
+        result["_run"] = run
+        return result
+
+    def state(self):
+        return json.loads((self.project / "state.json").read_text())
+
+    def down(self):
+        if (self.project / "docker-compose.yml").exists():
+            subprocess.run(["docker", "compose", "--project-directory", str(self.project), "down", "-v",
+                            "--remove-orphans", "-t", "2"], capture_output=True, text=True, timeout=180, check=False)
+
+
+def ok(result):
+    assert not result.get("failed"), json.dumps({k: v for k, v in result.items() if k != "_run"}, indent=2)
+    return result
+
+
+def actions(result, step=None):
+    return [a["action"] for a in result["actions"] if step is None or a["step"] == step]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
+    if docker("image", "inspect", NGINX_IMAGE).returncode != 0:
+        pytest.skip("%s is not on this host; run `make setup`" % NGINX_IMAGE)
+    assert not containers(), "containers of %s are left from an earlier run: %s" % (STACK, containers())
+    tmp_path = tmp_path_factory.mktemp("converge")
+    manifest = write_manifest(tmp_path / "manifest.yml", {
+        "stack": STACK, "services.log_volume": "%s-logs" % STACK, "nginx.port": PORT,
+        "nginx.admin_port": ADMIN_PORT, "network.name": "%s-net" % STACK})
+    converge_stack = ConvergeStack(tmp_path, manifest, run_playbook)
+    try:
+        converge_stack.first = ok(converge_stack.converge(live(1, {"blue": BLUE})))
+        yield converge_stack
+    finally:
+        converge_stack.down()
+
+
+def test_first_converge_starts_blue_then_nginx_and_is_healthy(stack):
+    result = stack.first
+    assert result["changed"] is True
+    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    assert result["steps"][0]["slots_started"] == ["blue"]
+    assert result["steps"][0]["nginx"] == "started"
+    order = actions(result)
+    assert order.index("validate nginx.conf") < order.index("write") < order.index("start slots") \
+        < order.index("compose up") < order.index("wait generation") < order.index("wait health")
+    assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
+    assert get(PORT, "/healthz")[0] == 200
+    assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "1")
+    assert stack.state() == live(1, {"blue": BLUE})
+    modes = {name: (stack.project / name).stat().st_mode & 0o7777
+             for name in ("nginx", "nginx/nginx.conf", "docker-compose.yml", "state.json")}
+    assert modes == {"nginx": 0o755, "nginx/nginx.conf": 0o644, "docker-compose.yml": 0o640, "state.json": 0o640}
+    assert stack.project.stat().st_mode & 0o7777 == 0o750
+
+
+def test_the_same_call_again_does_nothing_and_is_fast(stack):
+    result = ok(stack.converge(live(1, {"blue": BLUE})))
+    assert result["changed"] is False
+    assert result["files_changed"] == []
+    assert actions(result) == ["plan", "compose ps", "check generation", "wait health"]
+    assert result["seconds"] < 2, result["actions"]
+    assert result["steps"] == [{"step": 1, "changed": False, "files_changed": [], "slots_started": [],
+                                "slots_removed": [], "nginx": "unchanged"}]
+
+
+def test_check_mode_reports_the_canary_and_writes_nothing(stack):
+    before = snapshot(stack.project)
+    result = ok(stack.converge(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=50), check=True))
+    assert result["changed"] is True
+    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    skipped = [a["action"] for a in result["actions"] if a["detail"].endswith("(check mode: not run)")]
+    assert skipped == ["write", "start slots", "reload nginx", "wait health"]
+    assert [d["before_header"] for d in result["diff"]] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    assert "app-green" in result["diff"][0]["after"] and "app-green" not in result["diff"][0]["before"]
+    assert snapshot(stack.project) == before
+    assert containers("app-green") == []
+    assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "1")
+
+
+def test_an_invalid_nginx_conf_fails_with_nginx_message_and_writes_nothing(stack):
+    before = snapshot(stack.project)
+    bad = {"nginx/nginx.conf": {"content": "events {}\nhttp {\n    bogus_directive on;\n}\n", "mode": "0644"}}
+    result = stack.converge(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=50), files=bad)
+    assert result["failed"] is True
+    assert "nginx/nginx.conf is refused by nginx -t in nginx:latest, nothing was written" in result["msg"]
+    assert 'unknown directive "bogus_directive"' in result["msg"]
+    assert result["changed"] is False and result["files_changed"] == []
+    assert "write" not in actions(result)
+    assert snapshot(stack.project) == before
+    assert containers("app-green") == []
+
+
+def test_a_canary_starts_and_leaves_without_a_failed_request(stack):
+    canary = live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=50)
+    with Traffic(PORT) as during_start:
+        time.sleep(0.5)
+        started = ok(stack.converge(canary))
+        time.sleep(1)
+    assert started["changed"] is True
+    assert started["steps"][0]["slots_started"] == ["green"]
+    assert started["steps"][0]["nginx"] == "reloaded"
+    order = actions(started)
+    assert order.index("start slots") < order.index("reload nginx") < order.index("wait generation")
+    # Adding a slot to the compose file needs no whole-project `up`: nothing else changed.
+    assert "compose up" not in order
+    assert during_start.failures == [], during_start.statuses
+    assert during_start.total > 20
+    assert during_start.versions == {"1.0.0", "1.1.0"}
+    assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "2")
+    assert stack.state() == canary
+
+    with Traffic(PORT) as during_removal:
+        time.sleep(0.5)
+        removed = ok(stack.converge(live(3, {"blue": BLUE})))
+        time.sleep(0.5)
+    assert removed["steps"][0]["slots_removed"] == ["app-green"]
+    order = actions(removed)
+    assert order.index("reload nginx") < order.index("wait generation") < order.index("drain") \
+        < order.index("remove slots")
+    assert during_removal.failures == [], during_removal.statuses
+    assert during_removal.total > 20
+    assert containers("app-green") == []
+    assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
+    assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "3")
+
+
+def test_a_roll_forward_is_one_call_of_three_steps_without_a_failed_request(stack):
+    ok(stack.converge(live(4, {"blue": BLUE, "green": GREEN}, canary="green", weight=50)))
+    forward = dict(GREEN, mode="stable")
+    steps = [
+        live(5, {"blue": BLUE, "green": GREEN}, canary="green", weight=100),
+        live(5, {"blue": forward, "green": GREEN}, canary="green", weight=100),
+        live(6, {"blue": forward}),
+    ]
+    blue_before = docker("inspect", "--format", "{{.Id}}", "%s-app-blue-1" % STACK).stdout.strip()
+    with Traffic(PORT) as traffic:
+        time.sleep(0.5)
+        result = ok(stack.converge(*steps))
+        time.sleep(0.5)
+    assert traffic.failures == [], traffic.statuses
+    assert [(s["slots_started"], s["slots_removed"], s["nginx"]) for s in result["steps"]] == [
+        ([], [], "reloaded"), (["blue"], [], "unchanged"), ([], ["app-green"], "reloaded")]
+    assert docker("inspect", "--format", "{{.Id}}", "%s-app-blue-1" % STACK).stdout.strip() != blue_before
+    assert containers("app-green") == []
+    assert stack.state() == steps[-1]
+    status, body = get(PORT, "/")
+    assert status == 200 and json.loads(body)["version"] == "1.1.0"
+    # Each file is tested once per distinct content, all before the first write.
+    order = actions(result)
+    assert order.count("validate nginx.conf") == 2
+    assert max(i for i, a in enumerate(order) if a.startswith("validate")) < order.index("write")
+
+
+def with_generation(conf, generation):
+    """nginx.conf with another generation in its /_swiftdeploy/generation answer."""
+    changed, count = re.subn(r"return 200 '\d+';", "return 200 '%d';" % generation, conf)
+    assert count == 1, "the generation answer is not in nginx.conf"
+    return changed
+
+
+def test_a_reload_nginx_does_not_confirm_fails_naming_both_generations(stack):
+    conf = (stack.project / "nginx" / "nginx.conf").read_text()
+    # The file serves 77 while the state says 78: the reload can never be confirmed.
+    state = dict(stack.state(), generation=78)
+    result = stack.converge(state, files={"nginx/nginx.conf": {"content": with_generation(conf, 77), "mode": "0644"}},
+                            health=False)
+    assert result["failed"] is True
+    assert ("step 1: nginx did not serve generation 78 within 10 s after the reload (it still serves generation 77)"
+            in result["msg"]), result["msg"]
+    assert result["changed"] is True and result["files_changed"] == ["nginx/nginx.conf", "state.json"]
+
+
+def test_a_reload_an_interrupted_run_never_made_is_made_by_the_next(stack):
+    # A run wrote nginx.conf and state.json for generation 79, then died before its reload:
+    # nginx still serves the routing before it. The files match, yet the next run reloads.
+    state = dict(stack.state(), generation=79)
+    conf_path = stack.project / "nginx" / "nginx.conf"
+    conf_path.write_text(with_generation(conf_path.read_text(), 79))
+    (stack.project / "state.json").write_text(json.dumps(state, indent=4, sort_keys=True, separators=(",", ": ")) + "\n")
+    served = get(ADMIN_PORT, "/_swiftdeploy/generation")[1]
+    assert served != "79"
+
+    result = ok(stack.converge(state))
+    assert result["files_changed"] == []
+    assert result["changed"] is True
+    assert result["steps"][0]["nginx"] == "reloaded"
+    reload = next(a for a in result["actions"] if a["action"] == "reload nginx")
+    assert reload["detail"].startswith("nginx serves generation %s, not 79: SIGHUP to " % served)
+    assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "79")
+    assert ok(stack.converge(state))["changed"] is False
+
+
+def container_id(service):
+    names = containers(service)
+    assert len(names) == 1, names
+    return docker("inspect", "--format", "{{.Id}}", names[0]).stdout.strip()
+
+
+def test_a_changed_nginx_service_is_recreated_not_reloaded(stack):
+    # Keep this test last: it leaves nginx on another tag of the same image.
+    alias = "%s-nginx:alias" % STACK
+    assert docker("tag", NGINX_IMAGE, alias).returncode == 0
+    try:
+        state = dict(stack.state(), generation=stack.state()["generation"] + 1)
+        compose_text = (stack.project / "docker-compose.yml").read_text()
+        assert compose_text.count("image: %s\n" % NGINX_IMAGE) == 1
+        files = {"docker-compose.yml": {"content": compose_text.replace("image: %s\n" % NGINX_IMAGE,
+                                                                        "image: %s\n" % alias), "mode": "0640"}}
+        nginx_before = container_id("nginx")
+        result = ok(stack.converge(state, files=files))
+        assert result["steps"][0]["nginx"] == "started"
+        order = actions(result)
+        assert "compose up" in order and "reload nginx" not in order
+        assert order.index("compose up") < order.index("wait generation")
+        assert container_id("nginx") != nginx_before
+        assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, str(state["generation"]))
+    finally:
+        stack.down()
+        docker("rmi", alias)
