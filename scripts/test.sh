@@ -26,6 +26,7 @@ stage "ansible-lint (production profile)" bash scripts/lint.sh
 stage "ansible-test sanity" bash scripts/sanity.sh
 stage "pytest: unit and integration" pytest -q -p no:cacheprovider tests
 stage "molecule: default" molecule test -s default
+stage "molecule: canary" molecule test -s canary
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED stages: %s\n' "${failed[*]}"
