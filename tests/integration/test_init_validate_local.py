@@ -73,7 +73,7 @@ def test_init_renders_both_files(local_init, parse_recap, init_report_line):
     assert stat.S_IMODE((project / "docker-compose.yml").stat().st_mode) == 0o640
     nginx_conf = (project / "nginx" / "nginx.conf").read_text()
     assert nginx_conf.startswith("#\n# Ansible managed\n#\n")
-    for directive in ("proxy_connect_timeout 30s;", "proxy_send_timeout 30s;", "proxy_read_timeout 30s;",
+    for directive in ("proxy_connect_timeout 5s;", "proxy_send_timeout 30s;", "proxy_read_timeout 30s;",
                       "server app-blue:3000;", "listen 8080;", "listen 8081;"):
         assert f"    {directive}\n" in nginx_conf, directive
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
@@ -112,11 +112,11 @@ def test_check_diff_shows_a_manifest_change_without_applying_it(rendered_copy, r
     assert init_report_line("nginx/nginx.conf", project, "changed").search(run.stdout), run.describe()
     assert init_report_line("docker-compose.yml", project, "unchanged").search(run.stdout), run.describe()
     assert f"--- before: {project}/nginx/nginx.conf\n" in run.stdout, run.describe()
-    for directive in ("proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout"):
+    for directive in ("proxy_send_timeout", "proxy_read_timeout"):
         assert f"\n-    {directive} 30s;\n" in run.stdout, run.describe()
         assert f"\n+    {directive} 45s;\n" in run.stdout, run.describe()
-    # Exactly those three lines differ.
-    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 6, run.describe()
+    # Exactly those two lines differ: connecting stays capped at 5 s.
+    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 4, run.describe()
     for name in FILES:
         assert ((project / name).read_bytes(), (project / name).stat().st_mtime_ns) == before[name], name
     assert b"proxy_read_timeout 30s;" in (project / "nginx" / "nginx.conf").read_bytes()

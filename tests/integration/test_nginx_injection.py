@@ -110,7 +110,7 @@ def serve_and_get_502(conf):
     port = _free_port()
     name = "swiftdeploy-injection-%d" % port
     subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--user", "101:101", "--read-only",
-                    "--tmpfs", "/tmp", "--tmpfs", "/var/log/nginx:uid=101", "--add-host", "app:127.0.0.1",
+                    "--tmpfs", "/tmp", "--tmpfs", "/var/log/nginx:uid=101", "--add-host", "app-blue:127.0.0.1",
                     "-v", "%s:/etc/nginx/nginx.conf:ro" % conf, "-p", "127.0.0.1:%d:8080" % port, NGINX_IMAGE],
                    check=True, capture_output=True)
     try:
