@@ -557,8 +557,10 @@ def main():
         deploy(work_dir, project_dir, "stable")
         wrk = bench_throughput()
         memory = bench_memory()
-        # POST /chaos only works on a canary; redeploying the same stack switches the app's mode.
-        print("\n  redeploying in canary mode for the chaos measurement")
+        # POST /chaos only works on an app in canary mode. services.mode applies to a stack's
+        # first deploy only (a redeploy keeps the live mode), so the stack is deployed anew.
+        print("\n  deploying anew in canary mode for the chaos measurement")
+        teardown(work_dir, project_dir)
         deploy(work_dir, project_dir, "canary")
         isolation = bench_isolation()
         print_table(summary_rows(wrk, isolation, memory))
