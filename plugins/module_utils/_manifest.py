@@ -99,6 +99,8 @@ SCHEMA = {
         "proxy_timeout": Field("int", default=30, minimum=1, maximum=3600,
                                fix="use a whole number of seconds from 1 to 3600"),
         "admin_port": _port(default=8082),
+        "keepalive_timeout": Field("int", default=0, minimum=0, maximum=300,
+                                   fix="use a whole number of seconds from 0 (no client keep-alive) to 300"),
     }),
     "opa": Field("dict", default={}, children={
         "image": _image(default=DEFAULT_OPA_IMAGE),

@@ -45,7 +45,8 @@ def errors_of(data):
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
     assert result["services"] == SEED["services"]
-    assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30, "admin_port": 8082}
+    assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30, "admin_port": 8082,
+                                  "keepalive_timeout": 0}
     assert result["opa"]["mode"] == "embedded"
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
@@ -158,7 +159,7 @@ def test_reasonable_contacts_are_accepted(contact):
 
 @pytest.mark.parametrize("section, key, expected", [
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
-                      "admin_port, image, port, proxy_timeout."),
+                      "admin_port, image, keepalive_timeout, port, proxy_timeout."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
                           "use one of: image, log_volume, mode, port, restart_policy, version."),
     ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
