@@ -64,6 +64,23 @@ options:
   host:
     description: The host name recorded; by default the managed host's own name.
     type: str
+  release_lock:
+    description:
+      - After the event is written and synced, release the stack lock this run holds, as
+        M(swiftdeploy.stack.stack_lock) with O(swiftdeploy.stack.stack_lock#module:state=released)
+        would. A run's last event and the release then cost one round trip, and the event is
+        always in the history before another run can take the stack.
+      - When the release fails (wrong token), the event stays written and the task fails.
+    type: dict
+    suboptions:
+      path:
+        description: The lock file.
+        type: path
+        required: true
+      token:
+        description: The token that taking the lock returned.
+        type: str
+        required: true
 attributes:
   check_mode:
     support: full
@@ -134,26 +151,25 @@ hash:
   returned: always
   type: str
   sample: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"
+lock_released:
+  description: Whether O(release_lock) removed the lock (false when there was none left to remove).
+  returned: when O(release_lock) is given
+  type: bool
+  sample: true
 """
 
-import getpass
 import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import (
     HistoryError,
     append_event,
     preview_event,
 )
-
-
-def current_user():
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a uid with no passwd entry, as in some containers
-        return str(os.getuid())
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
 
 
 def record_fields(params):
@@ -182,6 +198,11 @@ def main():
             "details": {"type": "dict", "default": {}},
             "actor": {"type": "dict"},
             "host": {"type": "str"},
+            "release_lock": {"type": "dict", "options": {
+                "path": {"type": "path", "required": True},
+                # Not a credential: it only stops one run from releasing another's lock.
+                "token": {"type": "str", "required": True, "no_log": False},
+            }},
         },
         supports_check_mode=True,
     )
@@ -201,7 +222,18 @@ def main():
     except OSError as exc:
         module.fail_json(msg="cannot append to the history %s: %s; check that the directory is "
                              "writable by the remote user." % (path, exc.strerror or exc))
-    module.exit_json(changed=True, record=record, seq=record["seq"], hash=record["hash"])
+    result = {"changed": True, "record": record, "seq": record["seq"], "hash": record["hash"]}
+    lock = module.params["release_lock"]
+    if lock:
+        try:
+            result["lock_released"] = release(lock["path"], lock["token"], check_mode=module.check_mode)["changed"]
+        except LockError as exc:
+            module.fail_json(msg="the event was recorded (seq %s) but the lock was not released: %s"
+                                 % (record["seq"], exc), **result)
+        except OSError as exc:
+            module.fail_json(msg="the event was recorded (seq %s) but the lock %s could not be released: %s"
+                                 % (record["seq"], lock["path"], exc.strerror or exc), **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

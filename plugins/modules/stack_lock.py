@@ -66,6 +66,16 @@ options:
       - With O(state=acquired), the token of a lock this run already holds, to confirm it
         without waiting (C(changed) is false); when the token does not match, it is ignored.
     type: str
+  read:
+    description:
+      - Files to read once the lock is held, returned in RV(files). A run reads the stack's live
+        state here so that what it reads cannot change before it releases the lock, and saves
+        the round trip of a separate read.
+      - Only used with O(state=acquired). A missing file is returned as null; a file larger than
+        1 MiB or not UTF-8 fails the task, naming the file.
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     support: full
@@ -148,6 +158,14 @@ waited_seconds:
   returned: when O(state=acquired)
   type: float
   sample: 12.5
+files:
+  description:
+    - The text of each file named in O(read), keyed by the path as given; null for a file that
+      does not exist.
+  returned: when O(state=acquired)
+  type: dict
+  sample:
+    /root/.swiftdeploy/shop/state.json: '{"mode": "stable", "stable": "blue"}'
 broken_stale:
   description:
     - The holder of a stale lock that was broken (in check mode, that would be broken), with
@@ -163,12 +181,12 @@ broken_stale:
     age_seconds: 7260
 """
 
-import getpass
 import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     LockError,
     acquire,
@@ -176,11 +194,26 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
 )
 
 
-def current_user():
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a uid with no passwd entry, as in some containers
-        return str(os.getuid())
+READ_LIMIT = 1024 * 1024
+
+
+def read_files(paths):
+    """{path: text or None} of small text files; OSError/ValueError name the file."""
+    files = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(READ_LIMIT + 1)
+        except FileNotFoundError:
+            files[path] = None
+            continue
+        if len(data) > READ_LIMIT:
+            raise ValueError("read: %s is larger than 1 MiB; it is not a file this module should read" % path)
+        try:
+            files[path] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("read: %s is not UTF-8 text" % path)
+    return files
 
 
 def main():
@@ -194,6 +227,7 @@ def main():
             # Not a credential: the token only stops one run from releasing another's lock, and
             # it must stay readable in the registered result.
             "token": {"type": "str", "no_log": False},
+            "read": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
@@ -213,6 +247,13 @@ def main():
             result = acquire(path, holder, host=socket.gethostname(), pid=os.getpid(),
                              wait=params["wait"], ttl=params["ttl"], token=params["token"],
                              check_mode=module.check_mode)
+            try:
+                result["files"] = read_files(params["read"])
+            except (OSError, ValueError) as exc:
+                if not module.check_mode:
+                    release(path, result["token"])
+                module.fail_json(msg="%s; the lock was not kept." % (
+                    exc if isinstance(exc, ValueError) else "read: cannot read %s: %s" % (exc.filename, exc.strerror)))
         else:
             result = release(path, params["token"], check_mode=module.check_mode)
     except LockError as exc:
