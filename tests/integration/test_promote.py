@@ -366,6 +366,28 @@ def test_rollback_playbook_leaves_one_stable_slot_and_records_why(stack):
     assert count_canary(stack.port, 200) == 0
 
 
+def test_a_canary_is_not_started_beside_an_unhealthy_stable_slot(stack):
+    stack.ensure_stable()
+    state = stack.state()
+    container = "%s-app-%s-1" % (NAME, state["stable"])
+    before = len(stack.history())
+    # A paused container accepts connections but never answers: the health request times out.
+    assert docker("pause", container).returncode == 0
+    try:
+        run = stack.run("promote", "-e", "mode=canary")
+    finally:
+        docker("unpause", container)
+    assert run.rc != 0, run.describe()
+    assert "Promotion to canary blocked; nothing was started" in run.stdout
+    assert stack.app_slots() == [state["stable"]]
+    assert stack.state() == state
+    assert events_since(stack, before) == ["promote_blocked"]
+    (reason,) = [r for r in stack.history()[-1]["details"]["reasons"] if r.startswith("stable slot")]
+    assert reason.startswith("stable slot %s is not healthy: " % state["stable"]) and "healthz" in reason, reason
+    # The lock was given back with the record: the next run is not refused.
+    assert not (stack.project / ".swiftdeploy.lock").exists()
+
+
 def test_too_few_requests_are_denied_for_lack_of_data(stack):
     stack.ensure_stable()
     stack.ensure_canary(WEIGHT)
