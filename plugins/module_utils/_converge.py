@@ -357,13 +357,21 @@ def compose_argv(docker, project_path, *args):
     return [docker, "compose", "--project-directory", project_path] + list(args)
 
 
-def nginx_test_argv(docker, image, conf_dir, slot_prefix, slots, conf_file):
-    """`nginx -t` on conf_file in the stack's nginx image, with no network and every slot's
-    service name resolvable (nginx resolves upstream host names when it loads a file)."""
-    conf = posixpath.join(conf_dir, "nginx.conf")
+def nginx_test_argv(docker, image, conf_dir, slot_prefix, slots, conf_files):
+    """`nginx -t` on each of conf_files in one container of the stack's nginx image, with no
+    network and every slot's service name resolvable (nginx resolves upstream host names when it
+    loads a file). One container for all the files of a converge: starting one costs more than
+    testing a file. Each file is mounted as <conf_dir>/test-<i>.conf; the shell stops at the
+    first refused file and names it on stderr ("refused: test-<i>.conf")."""
     hosts = ["--add-host=%s%s:127.0.0.1" % (slot_prefix, slot) for slot in sorted(slots)]
-    return ([docker, "run", "--rm", "--network", "none"] + hosts
-            + ["-v", "%s:%s:ro" % (conf_file, conf), image, "nginx", "-t", "-q", "-c", conf])
+    mounts, targets = [], []
+    for index, conf_file in enumerate(conf_files, 1):
+        target = posixpath.join(conf_dir, "test-%d.conf" % index)
+        mounts += ["-v", "%s:%s:ro" % (conf_file, target)]
+        targets.append(target)
+    script = 'for f in "$@"; do nginx -t -q -c "$f" || { echo "refused: ${f##*/}" >&2; exit 1; }; done'
+    return ([docker, "run", "--rm", "--network", "none", "--entrypoint", "sh"] + hosts + mounts
+            + [image, "-c", script, "sh"] + targets)
 
 
 def slot_services(slot_prefix, slots):

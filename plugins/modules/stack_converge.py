@@ -553,29 +553,41 @@ class Converger(object):
     def validate(self, planned):
         """Test every changed nginx.conf and compose file of every step before anything lands."""
         tested = set()
+        confs = []  # (step number, content) of each distinct nginx.conf to test
+        slots = set()
+        conf = self.params["nginx_conf"]
         for number, (step, files, plan, _compose) in enumerate(planned, 1):
-            conf = self.params["nginx_conf"]
             if plan.nginx_conf_changed and self.params["validate_nginx"]:
-                key = ("nginx", files[conf]["content"], tuple(sorted(step["state"]["slots"])))
+                key = ("nginx", files[conf]["content"])
                 if key not in tested:
                     tested.add(key)
-                    self.validate_nginx(number, conf, files[conf]["content"], step["state"]["slots"])
+                    confs.append((number, files[conf]["content"]))
+                    slots.update(step["state"]["slots"])
             if plan.compose_changed:
                 key = ("compose", files[COMPOSE_FILE]["content"])
                 if key not in tested:
                     tested.add(key)
                     self.validate_compose(number, files[COMPOSE_FILE]["content"])
+        if confs:
+            self.validate_nginx(confs, conf, slots)
 
-    def validate_nginx(self, number, relpath, content, slots):
-        with self.action(number, "validate nginx.conf", "nginx -t in %s" % self.params["nginx_image"]):
-            with self.scratch_file(content) as path:
+    def validate_nginx(self, confs, relpath, slots):
+        """nginx -t on every (step, content) of confs, in one container."""
+        steps = ", ".join(str(number) for number, _content in confs)
+        with self.action(confs[0][0], "validate nginx.conf", "nginx -t in %s (step %s)" % (self.params["nginx_image"], steps)):
+            with contextlib.ExitStack() as stack:
+                paths = [stack.enter_context(self.scratch_file(content)) for _number, content in confs]
                 argv = nginx_test_argv(self.docker, self.params["nginx_image"], self.params["nginx_conf_dir"],
-                                       self.prefix, slots, path)
+                                       self.prefix, slots, paths)
                 rc, out, err = self.module.run_command(argv, check_rc=False)
             if rc != 0:
+                text = (err or out or "").strip() or "rc=%d, no output" % rc
+                number = confs[0][0]
+                for index, (step_number, _content) in enumerate(confs, 1):
+                    if "refused: test-%d.conf" % index in text:
+                        number = step_number
                 raise ConvergeError("step %d: %s is refused by nginx -t in %s, nothing was written: %s"
-                                    % (number, relpath, self.params["nginx_image"],
-                                       (err or out or "").strip() or "rc=%d, no output" % rc))
+                                    % (number, relpath, self.params["nginx_image"], text))
 
     def validate_compose(self, number, content):
         with self.action(number, "validate compose file", "docker compose config"):

@@ -12,10 +12,15 @@ import json
 import pathlib
 import re
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
+
+# make setup links the checkout into .collections (integration tests need the set-up anyway).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import nginx_test_argv  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -281,10 +286,30 @@ def test_a_roll_forward_is_one_call_of_three_steps_without_a_failed_request(stac
     assert stack.state() == steps[-1]
     status, body = get(PORT, "/")
     assert status == 200 and json.loads(body)["version"] == "1.1.0"
-    # Each file is tested once per distinct content, all before the first write.
+    # Each distinct file is tested, all in one container, before the first write.
     order = actions(result)
-    assert order.count("validate nginx.conf") == 2
+    (validate,) = [a for a in result["actions"] if a["action"] == "validate nginx.conf"]
+    assert validate["detail"] == "nginx -t in nginx:latest (step 1, 3)"
     assert max(i for i, a in enumerate(order) if a.startswith("validate")) < order.index("write")
+
+
+def test_one_container_tests_several_files_and_names_the_refused_one(stack, tmp_path):
+    """The argv the module runs for a multi-step converge, run for real: the second of two files
+    is refused and the shell names it, which the module turns into that step's number."""
+    good = (stack.project / "nginx" / "nginx.conf").read_text()
+    files = [tmp_path / "good.conf", tmp_path / "bad.conf"]
+    files[0].write_text(good)
+    files[1].write_text(good.replace("server_tokens off;", "server_tokens off;\n    bogus_directive on;", 1))
+    for path in files:
+        path.chmod(0o644)
+    argv = nginx_test_argv("docker", NGINX_IMAGE, "/etc/nginx/swiftdeploy", "app-", {"blue": {}, "green": {}},
+                           [str(path) for path in files])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert 'unknown directive "bogus_directive"' in proc.stderr and "refused: test-2.conf" in proc.stderr
+    assert "refused: test-1.conf" not in proc.stderr
+    proc = subprocess.run(argv[:-1], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def with_generation(conf, generation):

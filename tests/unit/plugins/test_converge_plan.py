@@ -360,9 +360,12 @@ def test_generation_matches(body, generation, expected):
     assert generation_matches(body, generation) is expected
 
 
-def test_nginx_test_argv_resolves_every_slot_without_a_network():
+def test_nginx_test_argv_tests_every_file_in_one_container_without_a_network():
+    script = 'for f in "$@"; do nginx -t -q -c "$f" || { echo "refused: ${f##*/}" >&2; exit 1; }; done'
     assert nginx_test_argv("docker", "nginx:latest", "/etc/nginx/swiftdeploy", "app-", {"green": {}, "blue": {}},
-                           "/tmp/x.conf") == [
-        "docker", "run", "--rm", "--network", "none", "--add-host=app-blue:127.0.0.1",
-        "--add-host=app-green:127.0.0.1", "-v", "/tmp/x.conf:/etc/nginx/swiftdeploy/nginx.conf:ro", "nginx:latest",
-        "nginx", "-t", "-q", "-c", "/etc/nginx/swiftdeploy/nginx.conf"]
+                           ["/tmp/x.conf", "/tmp/y.conf"]) == [
+        "docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "--add-host=app-blue:127.0.0.1",
+        "--add-host=app-green:127.0.0.1",
+        "-v", "/tmp/x.conf:/etc/nginx/swiftdeploy/test-1.conf:ro",
+        "-v", "/tmp/y.conf:/etc/nginx/swiftdeploy/test-2.conf:ro",
+        "nginx:latest", "-c", script, "sh", "/etc/nginx/swiftdeploy/test-1.conf", "/etc/nginx/swiftdeploy/test-2.conf"]
