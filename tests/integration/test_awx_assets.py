@@ -1,0 +1,456 @@
+"""The AWX job templates as code: awx/job_templates.yml and awx/configure.yml.
+
+What is proved here:
+  - every template's playbook exists, and every survey variable and template extra variable is
+    one that playbook really reads (in its own Jinja, or as an option of the role entry point it
+    imports), with a type and choices that agree with roles/swiftdeploy/meta/argument_specs.yml
+    for the role option it feeds (the promote weight's bounds are held against the role's own
+    check in test_ansible_runner.py, which runs it);
+  - every survey_spec passes the checks AWX's API applies when a survey is saved
+    (JobTemplateSurveySpec._validate_spec_data) and when a job is launched with the survey's
+    defaults (SurveyJobTemplateMixin._survey_element_validation), re-implemented below from
+    AWX's documented behaviour and tried against bad surveys first;
+  - awx/configure.yml passes --syntax-check, refuses to start without its two required
+    settings, and, run in check mode against a controller address where nothing listens
+    (127.0.0.1:9), every awx.awx module it calls accepts the arguments it gets (the modules
+    validate them against their own argument_spec before the first request) and fails only
+    when it tries to connect; the job template module receives each survey unchanged. A
+    deliberately bad template fails on its arguments instead, so the two are told apart. This
+    runs the modules themselves, with the arguments the playbook templates for them, which says
+    more than validating hand-built arguments against their argument_spec would.
+
+What cannot be tested: no AWX server is reachable from this machine, so nothing is created,
+AWX's database-level checks (names resolving to an organisation, project, inventory,
+credential; the playbook being in the synced project) do not run, and the surveys are not
+rendered by AWX's UI.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import subprocess
+
+import jinja2
+import jinja2.nodes
+import pytest
+import yaml
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+PLAYBOOKS = {"deploy", "promote", "rollback", "status", "audit", "teardown"}
+# AWX's JobTemplateSurveySpec.ALLOWED_TYPES: the Python type a default must have, per type.
+AWX_SURVEY_TYPES = {"text": str, "textarea": str, "password": str, "multiplechoice": str,
+                    "multiselect": str, "integer": int, "float": (float, int)}
+# A closed port: nothing answers there, so every request is refused at once.
+UNREACHABLE_CONTROLLER = "https://127.0.0.1:9"
+
+
+@pytest.fixture(scope="module")
+def templates(repo_root):
+    data = yaml.safe_load((repo_root / "awx" / "job_templates.yml").read_text())
+    return data["swiftdeploy_awx_job_templates"]
+
+
+@pytest.fixture(scope="module")
+def argument_specs(repo_root):
+    path = repo_root / "roles" / "swiftdeploy" / "meta" / "argument_specs.yml"
+    return yaml.safe_load(path.read_text())["argument_specs"]
+
+
+def pytest_generate_tests(metafunc):
+    if "template" in metafunc.fixturenames:
+        data = yaml.safe_load((REPO_ROOT / "awx" / "job_templates.yml").read_text())
+        entries = data["swiftdeploy_awx_job_templates"]
+        metafunc.parametrize("template", entries, ids=[entry["name"] for entry in entries])
+
+
+# --------------------------------------------------------------------------------------------
+# AWX's survey rules
+# --------------------------------------------------------------------------------------------
+
+
+def _choices(question):
+    choices = question["choices"]
+    if isinstance(choices, str):
+        return [choice for choice in choices.splitlines() if choice.strip()]
+    return list(choices)
+
+
+def awx_survey_spec_errors(spec) -> list[str]:
+    """What AWX's API answers 400 to when this survey_spec is saved: the first error of each
+    question (AWX itself reports only the first of all)."""
+    errors = []
+    for field, kind in (("name", str), ("description", str), ("spec", list)):
+        if field not in spec:
+            errors.append("Field '%s' is missing from survey spec." % field)
+        elif not isinstance(spec[field], kind):
+            errors.append("Expected %s for field '%s'." % (kind.__name__, field))
+    if errors:
+        return errors
+    if not spec["spec"]:
+        return ["'spec' doesn't contain any items."]
+    variables = set()
+    for idx, question in enumerate(spec["spec"]):
+        if not isinstance(question, dict):
+            errors.append("Survey question %d is not a json object." % idx)
+            continue
+        missing = [f for f in ("type", "question_name", "variable", "required") if f not in question]
+        if missing:
+            errors.append("'%s' missing from survey question %d" % (missing[0], idx))
+            continue
+        if not all(isinstance(question[f], str) for f in ("type", "question_name", "variable")):
+            errors.append("'type', 'question_name' and 'variable' in survey question %d must be strings." % idx)
+            continue
+        if not isinstance(question["required"], bool):
+            errors.append("'required' in survey question %d expected to be boolean." % idx)
+            continue
+        if question["variable"] in variables:
+            errors.append("'variable' '%s' duplicated in survey question %d." % (question["variable"], idx))
+            continue
+        variables.add(question["variable"])
+        qtype = question["type"]
+        if qtype not in AWX_SURVEY_TYPES:
+            errors.append("'%s' in survey question %d is not one of the allowed question types." % (qtype, idx))
+            continue
+        default = question.get("default", "")
+        # bool is an int to Python, but not an integer answer to AWX (it compares type(v) != int).
+        if default != "" and (not isinstance(default, AWX_SURVEY_TYPES[qtype]) or isinstance(default, bool)):
+            errors.append("Default value %r in survey question %d expected to be %s." % (default, idx, qtype))
+            continue
+        bad_limit = [key for key in ("min", "max")
+                     if question.get(key) is not None and (not isinstance(question[key], int)
+                                                          or isinstance(question[key], bool))]
+        if bad_limit:
+            errors.append("The %s limit in survey question %d expected to be integer." % (bad_limit[0], idx))
+            continue
+        if qtype in ("multiplechoice", "multiselect"):
+            if "choices" not in question:
+                errors.append("Survey question %d of type %s must specify choices." % (idx, qtype))
+                continue
+            defaults = default.splitlines() if isinstance(default, str) else list(default)
+            if qtype == "multiplechoice" and len(defaults) > 1:
+                errors.append("Multiple Choice (Single Select) can only have one default value.")
+                continue
+            if any(item not in _choices(question) for item in defaults):
+                errors.append("Default choice must be answered from the choices listed.")
+                continue
+    return errors
+
+
+def awx_answer_errors(question, answers) -> list[str]:
+    """What AWX rejects about one question's answer at launch (also applied to the default,
+    which AWX silently drops from the job's variables when it fails these)."""
+    variable, qtype = question["variable"], question["type"]
+    if variable not in answers:
+        return ["'%s' value missing" % variable] if question["required"] else []
+    value = answers[variable]
+    low, high = question.get("min"), question.get("max")
+    if qtype in ("text", "textarea", "password"):
+        if not isinstance(value, str):
+            return ["Value %r for '%s' expected to be a string." % (value, variable)]
+        if low not in ("", None) and len(value) < int(low):
+            return ["'%s' value is too short" % variable]
+        if high not in ("", None) and len(value) > int(high):
+            return ["'%s' value is too long" % variable]
+    elif qtype == "integer":
+        if type(value) is not int:
+            return ["Value %r for '%s' expected to be an integer." % (value, variable)]
+        if low not in ("", None) and value < int(low):
+            return ["'%s' value %s is too small" % (variable, value)]
+        if high not in ("", None) and value > int(high):
+            return ["'%s' value %s is too large" % (variable, value)]
+    elif qtype == "multiplechoice" and value not in _choices(question):
+        return ["Value %r for '%s' expected to be one of %s." % (value, variable, _choices(question))]
+    return []
+
+
+GOOD = {"name": "n", "description": "d", "spec": [
+    {"question_name": "q", "variable": "v", "type": "integer", "required": True, "default": 5, "min": 1, "max": 10}]}
+
+
+def _bad(**changes):
+    spec = copy.deepcopy(GOOD)
+    spec["spec"][0].update(changes)
+    return spec
+
+
+@pytest.mark.parametrize("spec, error", [
+    ({"name": "n", "spec": GOOD["spec"]}, "Field 'description' is missing"),
+    ({"name": "n", "description": "d", "spec": []}, "doesn't contain any items"),
+    (_bad(type="number"), "not one of the allowed question types"),
+    (_bad(default="5"), "expected to be integer"),
+    (_bad(default=True), "expected to be integer"),
+    (_bad(max="10"), "The max limit"),
+    (_bad(required="yes"), "expected to be boolean"),
+    (_bad(type="multiplechoice", default="c", choices=["a", "b"]), "answered from the choices"),
+    (_bad(type="multiplechoice", default="a"), "must specify choices"),
+    ({"name": "n", "description": "d", "spec": GOOD["spec"] * 2}, "duplicated"),
+])
+def test_the_survey_checker_rejects_what_awx_rejects(spec, error):
+    assert awx_survey_spec_errors(GOOD) == []
+    errors = awx_survey_spec_errors(spec)
+    assert errors and error in errors[0], errors
+
+
+@pytest.mark.parametrize("answer, error", [(0, "too small"), (11, "too large"), ("5", "expected to be an integer"),
+                                           (True, "expected to be an integer")])
+def test_the_answer_checker_rejects_what_awx_rejects(answer, error):
+    question = GOOD["spec"][0]
+    assert awx_answer_errors(question, {"v": 10}) == []
+    (message,) = awx_answer_errors(question, {"v": answer})
+    assert error in message
+
+
+# --------------------------------------------------------------------------------------------
+# The templates against AWX's rules and the playbooks
+# --------------------------------------------------------------------------------------------
+
+
+def test_one_template_per_lifecycle_playbook(templates):
+    names = sorted(t["playbook"] for t in templates)
+    assert names == sorted("playbooks/%s.yml" % name for name in PLAYBOOKS)
+    assert len({t["name"] for t in templates}) == len(templates)
+
+
+def test_template_playbook_exists(template, repo_root):
+    assert (repo_root / template["playbook"]).is_file(), (
+        "%s runs %s, which is not in the repository" % (template["name"], template["playbook"]))
+
+
+def test_survey_passes_awx_validation(template):
+    survey = template.get("survey_spec")
+    if survey is None:
+        pytest.skip("%s has no survey" % template["name"])
+    assert awx_survey_spec_errors(survey) == []
+    for question in survey["spec"]:
+        if question.get("default", "") != "":
+            # A default AWX would reject at launch is dropped silently: it must pass.
+            assert awx_answer_errors(question, {question["variable"]: question["default"]}) == [], question
+        elif question["required"]:
+            assert question["type"] == "multiplechoice", (
+                "%s: a required question without a default must be a choice" % question["variable"])
+        if question["type"] == "integer":
+            assert question["min"] <= question["max"], question
+
+
+# Task keywords whose value is a bare Jinja expression rather than a template.
+EXPRESSION_KEYS = {"when", "that", "changed_when", "failed_when", "until"}
+
+
+def _template_variables(text) -> set[str]:
+    """Names a Jinja template loads and does not assign itself (loop variables, set)."""
+    tree = jinja2.Environment().parse(text)
+    loaded = {node.name for node in tree.find_all(jinja2.nodes.Name) if node.ctx == "load"}
+    stored = {node.name for node in tree.find_all(jinja2.nodes.Name) if node.ctx in ("store", "param")}
+    return loaded - stored
+
+
+def _jinja_variables(node, expression=False) -> set[str]:
+    """Every variable the Jinja in a playbook's strings reads."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found |= _jinja_variables(value, expression=key in EXPRESSION_KEYS)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _jinja_variables(value, expression)
+    elif isinstance(node, str):
+        found |= _template_variables("{{ %s }}" % node if expression else node)
+    return found
+
+
+def _role_imports(node):
+    """(tasks_from, vars) of every import_role/include_role of swiftdeploy.stack.swiftdeploy."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _role_imports(item)
+    elif isinstance(node, dict):
+        for key in ("ansible.builtin.import_role", "ansible.builtin.include_role"):
+            if key in node and node[key]["name"] == "swiftdeploy.stack.swiftdeploy":
+                yield node[key].get("tasks_from", "main"), node.get("vars", {})
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                yield from _role_imports(value)
+
+
+def playbook_interface(repo_root, playbook, argument_specs):
+    """(variables the playbook reads, {variable: (role option, its spec, the expression)})."""
+    data = yaml.safe_load((repo_root / playbook).read_text())
+    reads = _jinja_variables(data)
+    feeds = {}
+    for tasks_from, role_vars in _role_imports(data):
+        options = argument_specs.get(tasks_from, {}).get("options", {})
+        reads |= set(options)
+        for option, expression in role_vars.items():
+            for variable in _jinja_variables(expression):
+                feeds[variable] = (option, options[option], expression)
+        for option, spec in options.items():
+            feeds.setdefault(option, (option, spec, None))
+    return reads, feeds
+
+
+def test_survey_and_extra_variables_are_read_by_the_playbook(template, repo_root, argument_specs):
+    reads, _feeds = playbook_interface(repo_root, template["playbook"], argument_specs)
+    asked = [q["variable"] for q in (template.get("survey_spec") or {"spec": []})["spec"]]
+    unknown = [v for v in asked + list(template.get("extra_vars", {})) if v not in reads]
+    assert unknown == [], "%s sets %s, which %s never reads (it reads: %s)" % (
+        template["name"], unknown, template["playbook"], ", ".join(sorted(reads)))
+
+
+def test_survey_types_agree_with_the_role_options(template, repo_root, argument_specs):
+    _reads, feeds = playbook_interface(repo_root, template["playbook"], argument_specs)
+    checked = 0
+    for question in (template.get("survey_spec") or {"spec": []})["spec"]:
+        if question["variable"] not in feeds:
+            continue  # read by the playbook itself, not passed to a role option: fails below
+        option, spec, expression = feeds[question["variable"]]
+        kind = spec.get("type", "str")
+        where = "%s: survey %s -> %s (%s)" % (template["name"], question["variable"], option, kind)
+        if question["type"] == "integer":
+            assert kind == "int", where
+            assert expression is None or "| int" in expression, where
+        elif question["type"] == "multiplechoice" and kind == "bool":
+            # Answers arrive as strings; the playbook must turn them into booleans.
+            assert sorted(_choices(question)) == ["false", "true"], where
+            assert expression is not None and "| bool" in expression, where
+        elif question["type"] == "multiplechoice":
+            assert kind == "str", where
+            if "choices" in spec:
+                assert set(_choices(question)) <= set(spec["choices"]), where
+        else:
+            assert kind in ("str", "path"), where
+        checked += 1
+    # Every question feeds a documented role option, so its type is checked.
+    assert checked == len((template.get("survey_spec") or {"spec": []})["spec"]), template["name"]
+
+
+def test_promote_mode_choices_are_the_modes_the_role_accepts(templates, repo_root):
+    """promote's mode has no `choices` in the argument spec; the role's own check lists them."""
+    (promote,) = [t for t in templates if t["playbook"] == "playbooks/promote.yml"]
+    (mode,) = [q for q in promote["survey_spec"]["spec"] if q["variable"] == "mode"]
+    tasks = yaml.safe_load((repo_root / "roles" / "swiftdeploy" / "tasks" / "promote.yml").read_text())
+    (check,) = [t for t in tasks if t.get("name") == "Check the requested mode"]
+    assert check["ansible.builtin.assert"]["that"] == "swiftdeploy_promote_mode in %s" % (
+        "[%s]" % ", ".join("'%s'" % choice for choice in _choices(mode)))
+
+
+# --------------------------------------------------------------------------------------------
+# awx/configure.yml with the real awx.awx modules
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def configure_env(ansible_env, repo_root):
+    env = {key: value for key, value in ansible_env.items()
+           if not key.startswith(("CONTROLLER_", "TOWER_")) and key.lower() not in ("http_proxy", "https_proxy")}
+    assert (repo_root / ".collections" / "ansible_collections" / "awx" / "awx").is_dir(), (
+        "awx.awx is missing from .collections: run scripts/setup.sh")
+    env.update(CONTROLLER_HOST=UNREACHABLE_CONTROLLER, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    return env
+
+
+REQUIRED = ("-e", "swiftdeploy_awx_scm_url=https://git.example.com/ops/swiftdeploy.git",
+            "-e", "swiftdeploy_awx_ee_image=registry.example.com/swiftdeploy/ee:0.1.0",
+            "-e", json.dumps({"swiftdeploy_awx_machine_credential": "Docker hosts SSH"}))
+
+
+def configure_command(repo_root, *args):
+    return ["ansible-playbook", str(repo_root / "awx" / "configure.yml"), *args]
+
+
+def test_configure_passes_syntax_check(repo_root, ansible_env):
+    proc = subprocess.run(configure_command(repo_root, "--syntax-check"), cwd=repo_root, env=ansible_env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_configure_refuses_to_start_without_the_project_and_image(repo_root, configure_env):
+    proc = subprocess.run(configure_command(repo_root, "--check"), cwd=repo_root, env=configure_env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    report = json.loads(proc.stdout)
+    tasks = report["plays"][0]["tasks"]
+    assert [t["task"]["name"] for t in tasks] == ["Check the required settings"]
+    message = tasks[0]["hosts"]["localhost"]["msg"]
+    assert "swiftdeploy_awx_scm_url" in message and "swiftdeploy_awx_ee_image" in message
+
+
+TAGS = ("swiftdeploy_awx_execution_environment", "swiftdeploy_awx_project", "swiftdeploy_awx_inventory",
+        "swiftdeploy_awx_group", "swiftdeploy_awx_job_templates")
+
+
+@pytest.fixture(scope="module")
+def check_runs(repo_root, configure_env):
+    """configure.yml --check against the unreachable controller, one run per task (a failed task
+    ends the play), in parallel: {tag: [(module args, msg) per module call]}."""
+    procs = {tag: subprocess.Popen(configure_command(repo_root, "--check", "--tags", tag, *REQUIRED),
+                                   cwd=repo_root, env=configure_env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+             for tag in TAGS}
+    runs = {}
+    for tag, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0, "%s reached a controller at %s?\n%s" % (tag, UNREACHABLE_CONTROLLER, stdout)
+        report = json.loads(stdout)
+        (task,) = [t for t in report["plays"][0]["tasks"] if t["task"]["name"] != "Check the required settings"]
+        result = task["hosts"]["localhost"]
+        calls = result.get("results", [result])
+        runs[tag] = [(call.get("invocation", {}).get("module_args"), call.get("msg", ""), stderr) for call in calls]
+    return runs
+
+
+def _assert_reached_the_network(tag, calls):
+    for module_args, msg, stderr in calls:
+        assert module_args is not None, "%s: the module did not run: %s %s" % (tag, msg, stderr)
+        assert "127.0.0.1:9" in msg and "Connection refused" in msg, "%s failed before connecting: %s" % (tag, msg)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_configure_modules_accept_their_arguments(check_runs, tag):
+    _assert_reached_the_network(tag, check_runs[tag])
+    for module_args, _msg, _stderr in check_runs[tag]:
+        assert module_args["controller_host"] == UNREACHABLE_CONTROLLER
+
+
+def test_configure_objects_refer_to_each_other(check_runs):
+    (ee,), (project,), (inventory,), (group,) = (
+        [args for args, _msg, _err in check_runs[tag]] for tag in TAGS[:4])
+    assert ee["image"] == "registry.example.com/swiftdeploy/ee:0.1.0"
+    assert project["scm_url"] == "https://git.example.com/ops/swiftdeploy.git" and project["scm_type"] == "git"
+    assert project["default_environment"] == ee["name"]
+    assert group["inventory"] == inventory["name"] and group["name"] == "swiftdeploy"
+    for args, _msg, _err in check_runs["swiftdeploy_awx_job_templates"]:
+        assert (args["project"], args["inventory"], args["execution_environment"]) == (
+            project["name"], inventory["name"], ee["name"])
+        assert args["organization"] == project["organization"] == inventory["organization"]
+        assert args["credentials"] == ["Docker hosts SSH"]
+
+
+def test_configure_sends_each_template_and_survey_unchanged(check_runs, templates):
+    sent = {args["name"]: args for args, _msg, _err in check_runs["swiftdeploy_awx_job_templates"]}
+    assert sorted(sent) == sorted(t["name"] for t in templates)
+    for template in templates:
+        args = sent[template["name"]]
+        assert args["playbook"] == template["playbook"]
+        assert args["job_type"] == "run"
+        assert args["extra_vars"] == template["extra_vars"]
+        for key in ("ask_variables_on_launch", "ask_limit_on_launch", "allow_simultaneous"):
+            assert args[key] is template[key], (template["name"], key)
+        assert args["survey_enabled"] is ("survey_spec" in template)
+        assert args["survey_spec"] == template.get("survey_spec")
+
+
+def test_a_bad_template_fails_on_its_arguments_not_the_network(repo_root, configure_env):
+    bad = [{"name": "broken", "description": "d", "playbook": "playbooks/status.yml", "extra_vars": {},
+            "ask_variables_on_launch": "sometimes", "ask_limit_on_launch": True, "allow_simultaneous": False}]
+    proc = subprocess.run(configure_command(repo_root, "--check", "--tags", "swiftdeploy_awx_job_templates",
+                                            *REQUIRED, "-e", json.dumps({"swiftdeploy_awx_job_templates": bad})),
+                          cwd=repo_root, env=configure_env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    (task,) = json.loads(proc.stdout)["plays"][0]["tasks"]
+    (result,) = task["hosts"]["localhost"]["results"]
+    assert "ask_variables_on_launch" in result["msg"] and "boolean" in result["msg"], result["msg"]
+    assert "127.0.0.1:9" not in result["msg"]
+
