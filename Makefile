@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote bench-audit clean
 
 setup:
 	bash scripts/setup.sh
@@ -48,6 +48,9 @@ bench-deploy: setup
 
 bench-promote: setup
 	python scripts/bench_promote.py
+
+bench-audit: setup
+	python scripts/bench_audit.py
 
 clean:
 	rm -rf .pytest_cache tests/output reports

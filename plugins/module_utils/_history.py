@@ -10,6 +10,8 @@ imports so that the unit tests can exercise every rule directly.
 Each record carries `prev`, the hash of the record before it (64 zeros for the first), and
 `hash`, the SHA-256 of its own canonical JSON without `hash`. Editing, removing, inserting or
 reordering lines therefore breaks the chain, and `verify` names the first line where it breaks.
+`ChainVerifier` applies the same rules to lines pushed to it one at a time, for readers that go
+through the file anyway (the audit report), so that the file is read once.
 Removing lines from the end cannot be seen from the file alone: compare with a hash kept
 elsewhere (an anchor), which every append returns.
 
@@ -340,6 +342,14 @@ class _Line:
         self.complete = raw.endswith(b"\n")
         self.record, self.error = parse_line(raw[:-1] if self.complete else raw)
 
+    @classmethod
+    def proven(cls, number, seq, event, prev, hash_):
+        """A complete record line whose hash is already known to match its content."""
+        line = cls.__new__(cls)
+        line.number, line.complete, line.error = number, True, None
+        line.record = {"seq": seq, "event": event, "prev": prev, "hash": hash_}
+        return line
+
     # A malformed line still names its seq and event when they can be read, to help find it.
     @property
     def seq(self):
@@ -383,98 +393,73 @@ def _seq_range(first, last):
     return "seq %d to %d are" % (first, last)
 
 
-class _Verifier:
-    """One pass over the file; constant memory however long the history is."""
+def _previous(last):
+    return "the start of the history" if last is _Start else "line %d" % last.number
 
-    def __init__(self, handle):
-        self._raw = iter(handle)
-        self.count = 0
 
-    def next_line(self):
-        raw = next(self._raw, None)
-        if raw is None:
-            return None
-        self.count += 1
-        return _Line(self.count, raw)
+def _check_anchor(anchor):
+    if anchor is not None:
+        if (not isinstance(anchor, dict) or isinstance(anchor.get("seq"), bool)
+                or not isinstance(anchor.get("seq"), int) or anchor["seq"] < 1
+                or not isinstance(anchor.get("hash"), str) or not HASH_RE.match(anchor["hash"])):
+            raise HistoryError("anchor must be {seq: positive integer, hash: 64 lower-case hex "
+                               "digits} as returned by audit_event, not %r." % (anchor,))
 
-    def drain(self):
-        for _raw in self._raw:
-            self.count += 1
 
-    def run(self, anchor):
-        last = _Start
-        anchor_seen = anchor is None
-        while True:
-            line = self.next_line()
-            if line is None:
-                break
-            problem = self._check(line, last)
-            if problem:
-                self.drain()
-                return problem, last
-            if anchor is not None and line.seq == anchor["seq"]:
-                if line.record["hash"] != anchor["hash"]:
-                    self.drain()
-                    return _problem(line, "edited", "the anchor says seq %d has hash %s..., this "
-                                    "line has %s...: the history was rewritten from here or "
-                                    "before" % (anchor["seq"], anchor["hash"][:12],
-                                                line.record["hash"][:12])), last
-                anchor_seen = True
-            last = line
-        if not anchor_seen:
-            return {"line": self.count + 1, "seq": anchor["seq"], "event": None,
-                    "problem": "truncated",
-                    "message": "line %d: the anchor seq %d (hash %s...) is missing; the history "
-                               "ends at seq %d: lines were removed from the end"
-                               % (self.count + 1, anchor["seq"], anchor["hash"][:12],
-                                  last.seq)}, last
-        return None, last
+def _content_problem(line):
+    """Why the line is not a record whose hash matches its content, or None."""
+    if line.error is not None:
+        if not line.complete:  # only the last line of a file can lack its newline
+            return _problem(line, "malformed", "%s and it has no newline at the end of the "
+                            "file: a write was interrupted" % line.error)
+        return _problem(line, "malformed", "%s: the line is malformed" % line.error)
+    try:
+        actual = record_hash(line.record)
+    except ValueError:
+        return _problem(line, "malformed", "it cannot be hashed: the line is malformed")
+    if actual != line.record["hash"]:
+        return _problem(line, "edited", "its hash does not match its content: the line was "
+                                        "edited")
+    return None
 
-    def _check(self, line, last):
-        if line.error is not None:
-            if not line.complete:  # only the last line of a file can lack its newline
-                return _problem(line, "malformed", "%s and it has no newline at the end of the "
-                                "file: a write was interrupted" % line.error)
-            return _problem(line, "malformed", "%s: the line is malformed" % line.error)
-        record = line.record
-        try:
-            actual = record_hash(record)
-        except ValueError:
-            return _problem(line, "malformed", "it cannot be hashed: the line is malformed")
-        if actual != record["hash"]:
-            return _problem(line, "edited", "its hash does not match its content: the line was "
-                                            "edited")
-        expected = last.seq + 1
-        linked = record["prev"] == last.record["hash"]
-        if record["seq"] == expected and linked:
-            return None
-        if linked:
-            return _problem(line, "inserted", "it chains to %s but carries seq %d instead of %d: "
-                            "the line was inserted" % (_previous(last), record["seq"], expected))
-        if record["seq"] == expected:
-            if last is _Start:
-                return _problem(line, "edited", "its prev is not 64 zeros although it is the "
-                                "first record: the line was edited and its hash recomputed")
-            return _problem(last, "edited", "line %d (seq %d) was chained to different content: "
-                            "the line was edited and its hash recomputed"
-                            % (line.number, line.seq))
-        if record["seq"] == last.seq and record["prev"] == last.record["prev"]:
-            return self._fork(line, last)
-        if record["seq"] < expected:
-            return _problem(line, "inserted", "seq %d already appeared before it, expected seq %d: "
-                            "the line was inserted" % (record["seq"], expected))
-        return self._gap(line, last, expected)
 
-    def _fork(self, line, last):
-        """Two neighbouring records claim the same seq after the same predecessor."""
-        if line.record["hash"] == last.record["hash"]:
+def _link_problem(line, last):
+    """How a sound record fails to follow the last good line: a problem, None, or an undecided
+    problem that later lines settle (_Twins, _Gap)."""
+    record = line.record
+    expected = last.seq + 1
+    linked = record["prev"] == last.record["hash"]
+    if record["seq"] == expected and linked:
+        return None
+    if linked:
+        return _problem(line, "inserted", "it chains to %s but carries seq %d instead of %d: "
+                        "the line was inserted" % (_previous(last), record["seq"], expected))
+    if record["seq"] == expected:
+        if last is _Start:
+            return _problem(line, "edited", "its prev is not 64 zeros although it is the "
+                            "first record: the line was edited and its hash recomputed")
+        return _problem(last, "edited", "line %d (seq %d) was chained to different content: "
+                        "the line was edited and its hash recomputed" % (line.number, line.seq))
+    if record["seq"] == last.seq and record["prev"] == last.record["prev"]:
+        if record["hash"] == last.record["hash"]:
             return _problem(line, "inserted", "it repeats line %d exactly: the line was inserted"
                             % last.number)
-        following = self.next_line()
-        if following is None:
-            return _problem(line, "inserted", "line %d carries the same seq and prev and nothing "
-                            "follows to tell which is genuine: one of the two lines was inserted"
-                            % last.number)
+        return _Twins(line, last)
+    if record["seq"] < expected:
+        return _problem(line, "inserted", "seq %d already appeared before it, expected seq %d: "
+                        "the line was inserted" % (record["seq"], expected))
+    return _Gap(line, expected)
+
+
+class _Twins:
+    """Two neighbouring records claim the same seq after the same predecessor: the line after
+    them tells which one the history continues from."""
+
+    def __init__(self, line, last):
+        self.line, self.last = line, last
+
+    def see(self, following):
+        line, last = self.line, self.last
         if following.error is None and following.record["prev"] == line.record["hash"]:
             return _problem(last, "inserted", "line %d carries the same seq and prev, and the "
                             "history continues from line %d: the line was inserted"
@@ -482,34 +467,188 @@ class _Verifier:
         return _problem(line, "inserted", "line %d already carries seq %d after the same line: "
                         "the line was inserted" % (last.number, line.seq))
 
-    def _gap(self, line, last, expected):
-        """seq jumps forward and prev does not link: lines removed, moved, or one put early."""
-        seq = line.seq
-        found_expected = repeated = None
-        while True:
-            later = self.next_line()
-            if later is None:
-                break
-            if later.error is not None:
-                continue
-            if later.seq == seq and repeated is None:
-                repeated = later.number
-            if later.seq == expected and found_expected is None:
-                found_expected = later.number
-        if repeated is not None:
+    def decide(self):
+        return _problem(self.line, "inserted", "line %d carries the same seq and prev and nothing "
+                        "follows to tell which is genuine: one of the two lines was inserted"
+                        % self.last.number)
+
+
+class _Gap:
+    """seq jumps forward and prev does not link: lines removed, moved, or one put early. Only
+    the rest of the file tells which."""
+
+    def __init__(self, line, expected):
+        self.line, self.expected = line, expected
+        self.found_expected = self.repeated = None
+
+    def see(self, later):
+        if later.error is None:
+            if later.seq == self.line.seq and self.repeated is None:
+                self.repeated = later.number
+            if later.seq == self.expected and self.found_expected is None:
+                self.found_expected = later.number
+        return None
+
+    def see_run(self, number, seq, count):
+        """`count` sound lines from line `number` on, carrying seq, seq + 1, ..."""
+        if self.repeated is None and seq <= self.line.seq < seq + count:
+            self.repeated = number + self.line.seq - seq
+        if self.found_expected is None and seq <= self.expected < seq + count:
+            self.found_expected = number + self.expected - seq
+
+    def decide(self):
+        line, expected = self.line, self.expected
+        if self.repeated is not None:
             return _problem(line, "inserted", "expected seq %d; seq %d appears again at line %d: "
-                            "the line was inserted" % (expected, seq, repeated))
-        if found_expected is not None:
+                            "the line was inserted" % (expected, line.seq, self.repeated))
+        if self.found_expected is not None:
             return _problem(line, "reordered", "expected seq %d here, which appears later at line "
-                            "%d: lines were reordered" % (expected, found_expected))
-        missing = seq - expected
+                            "%d: lines were reordered" % (expected, self.found_expected))
+        missing = line.seq - expected
         return _problem(line, "removed", "%s missing before it: %d line%s removed"
-                        % (_seq_range(expected, seq - 1), missing,
+                        % (_seq_range(expected, line.seq - 1), missing,
                            " was" if missing == 1 else "s were"))
 
 
-def _previous(last):
-    return "the start of the history" if last is _Start else "line %d" % last.number
+class ChainVerifier:
+    """verify's rules applied to lines pushed one at a time, in file order.
+
+    For readers that go through the whole history anyway, such as the audit report, so that the
+    file is read once. Push every line with add (or add_proven, add_proven_run), then ask for
+    result, which is what verify returns. After the first break some verdicts still need later
+    lines (a removed line is told from a moved one by what follows); once `settled` is true they
+    cannot change, and later lines are only counted. Memory is constant however long the history
+    is. `anchor_seq` is the anchored seq, 0 without an anchor.
+    """
+
+    def __init__(self, anchor=None):
+        _check_anchor(anchor)
+        self._anchor = anchor
+        self.anchor_seq = anchor["seq"] if anchor is not None else 0
+        self._anchor_seen = anchor is None
+        self.lines = 0
+        self._problem = None
+        self._undecided = None
+        # The last good line as plain values, so that add_proven's usual case makes no object.
+        self._number, self._seq, self._event, self._prev, self._hash = 0, 0, None, None, GENESIS
+        self._last_line = _Start
+
+    @property
+    def settled(self):
+        """True once the first problem is known for certain."""
+        return self._problem is not None
+
+    def add(self, raw):
+        """Check the next line, given as its bytes with the newline (without it only at the end
+        of a torn file). Returns (record, error) as parse_line does."""
+        self.lines += 1
+        line = _Line(self.lines, raw)
+        self._add(line, proven=False)
+        return line.record, line.error
+
+    def add_proven(self, seq, event, prev, hash_):
+        """The next line, which the caller has proven to be a complete record whose `hash`
+        matches its content (for instance: its bytes are exactly its canonical serialisation and
+        hash to it). Only its place in the chain is checked."""
+        self.lines += 1
+        if (self._undecided is None and self._problem is None and seq == self._seq + 1
+                and prev == self._hash and seq != self.anchor_seq):
+            self._number, self._seq, self._event, self._prev, self._hash = (
+                self.lines, seq, event, prev, hash_)
+            self._last_line = None
+            return
+        self._add(_Line.proven(self.lines, seq, event, prev, hash_), proven=True)
+
+    def add_proven_run(self, count, first, last):
+        """The next `count` lines, each proven as for add_proven and each following the one
+        before it (seq one higher, prev the hash of the one before), given by the (seq, event,
+        prev, hash) of the first and of the last. A run that follows the last good line costs
+        no more than one line. The anchored seq, when there is one, must be a run of its own.
+        """
+        if count == 1:
+            self.add_proven(*first)
+            return
+        if first[0] < self.anchor_seq <= last[0] or first[0] <= self.anchor_seq < last[0]:
+            raise ValueError("the anchored seq %d must be a run of its own" % self.anchor_seq)
+        number = self.lines + 1
+        self.add_proven(*first)
+        rest = count - 1
+        if self._problem is None and self._undecided is None and self._number == number:
+            # The first line followed the last good line, so the whole run does.
+            self.lines += rest
+            self._number, self._seq, self._event, self._prev, self._hash = (
+                self.lines, last[0], last[1], last[2], last[3])
+            self._last_line = None
+            return
+        if isinstance(self._undecided, _Twins):  # the second line of the run settles it
+            self.add_proven(first[0] + 1, None, first[3], None)
+            rest -= 1
+        if isinstance(self._undecided, _Gap):
+            self._undecided.see_run(self.lines + 1, first[0] + count - rest, rest)
+        self.lines += rest
+
+    def skip(self):
+        """Count the next line without reading it; only once the verdict is settled."""
+        if not self.settled:
+            raise ValueError("a line can only be skipped once the first problem is settled")
+        self.lines += 1
+
+    def _last(self):
+        if self._last_line is None:
+            self._last_line = _Line.proven(self._number, self._seq, self._event, self._prev,
+                                           self._hash)
+        return self._last_line
+
+    def _add(self, line, proven):
+        if self._problem is not None:
+            return
+        if self._undecided is not None:
+            self._problem = self._undecided.see(line)
+            if self._problem is not None:
+                self._undecided = None
+            return
+        last = self._last()
+        problem = None if proven else _content_problem(line)
+        if problem is None:
+            problem = _link_problem(line, last)
+        if isinstance(problem, (_Twins, _Gap)):
+            self._undecided = problem
+            return
+        if problem is None and line.seq == self.anchor_seq:
+            if line.record["hash"] != self._anchor["hash"]:
+                problem = _problem(line, "edited", "the anchor says seq %d has hash %s..., this "
+                                   "line has %s...: the history was rewritten from here or "
+                                   "before" % (self.anchor_seq, self._anchor["hash"][:12],
+                                               line.record["hash"][:12]))
+            else:
+                self._anchor_seen = True
+        if problem is not None:
+            self._problem = problem
+            return
+        record = line.record
+        self._number, self._seq, self._event, self._prev, self._hash = (
+            line.number, record["seq"], record["event"], record["prev"], record["hash"])
+        self._last_line = line
+
+    def result(self):
+        """{"ok", "lines", "first_problem", "last_seq", "last_hash"}, as verify returns."""
+        problem = self._problem
+        if problem is None and self._undecided is not None:
+            problem = self._undecided.decide()  # nothing more follows
+        if problem is None and not self._anchor_seen:
+            problem = {"line": self.lines + 1, "seq": self.anchor_seq, "event": None,
+                       "problem": "truncated",
+                       "message": "line %d: the anchor seq %d (hash %s...) is missing; the "
+                                  "history ends at seq %d: lines were removed from the end"
+                                  % (self.lines + 1, self.anchor_seq,
+                                     self._anchor["hash"][:12], self._seq)}
+        return {
+            "ok": problem is None,
+            "lines": self.lines,
+            "first_problem": problem,
+            "last_seq": self._seq,
+            "last_hash": self._hash,
+        }
 
 
 def verify(path, anchor=None):
@@ -522,33 +661,25 @@ def verify(path, anchor=None):
     elsewhere and pass them back as anchor={"seq": ..., "hash": ...} to detect a cut tail.
     A missing file is an empty history.
     """
-    if anchor is not None:
-        if (not isinstance(anchor, dict) or isinstance(anchor.get("seq"), bool)
-                or not isinstance(anchor.get("seq"), int) or anchor["seq"] < 1
-                or not isinstance(anchor.get("hash"), str) or not HASH_RE.match(anchor["hash"])):
-            raise HistoryError("anchor must be {seq: positive integer, hash: 64 lower-case hex "
-                               "digits} as returned by audit_event, not %r." % (anchor,))
+    _check_anchor(anchor)
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
         handle = None
     if handle is None:
-        verifier, problem, last = None, None, _Start
+        problem = None
         if anchor is not None:
             problem = {"line": 1, "seq": anchor["seq"], "event": None, "problem": "truncated",
                        "message": "line 1: the anchor seq %d (hash %s...) is missing; the history "
                                   "is empty: lines were removed from the end"
                                   % (anchor["seq"], anchor["hash"][:12])}
-        lines = 0
-    else:
-        with handle:
-            verifier = _Verifier(handle)
-            problem, last = verifier.run(anchor)
-            lines = verifier.count
-    return {
-        "ok": problem is None,
-        "lines": lines,
-        "first_problem": problem,
-        "last_seq": last.seq,
-        "last_hash": last.record["hash"],
-    }
+        return {"ok": problem is None, "lines": 0, "first_problem": problem, "last_seq": 0,
+                "last_hash": GENESIS}
+    chain = ChainVerifier(anchor)
+    with handle:
+        for raw in handle:
+            if chain.settled:
+                chain.skip()
+            else:
+                chain.add(raw)
+    return chain.result()
