@@ -700,12 +700,12 @@ class Converger(object):
                 if not pending:
                     break
                 if time.monotonic() >= deadline:
+                    names = sorted(pending)
                     raise ConvergeError(
                         "step %d: %s did not become healthy within %d s; look at `docker compose "
                         "--project-directory %s logs %s` and raise swiftdeploy_deploy_health_timeout if "
-                        "the app needs longer to start" % (number, ", ".join(sorted(pending)),
-                                                          self.params["wait_timeout"], self.project,
-                                                          " ".join(sorted(pending))))
+                        "the app needs longer to start"
+                        % (number, ", ".join(names), self.params["wait_timeout"], self.project, " ".join(names)))
                 time.sleep(HEALTH_PROBE_POLL)
             record["detail"] = ", ".join("%s healthy (%s)" % item for item in sorted(answered.items()))
 

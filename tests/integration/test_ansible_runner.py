@@ -56,8 +56,8 @@ class Job:
         self.artifacts = stats[-1]["event_data"].get("artifact_data", {}) if stats else None
 
     def describe(self):
-        return "%s: rc=%s status=%s\n%s" % (self.template["name"], self.runner.rc, self.runner.status,
-                                             self.runner.stdout.read())
+        return "%s: rc=%s status=%s\n%s" % (
+            self.template["name"], self.runner.rc, self.runner.status, self.runner.stdout.read())
 
 
 class LaunchRefused(Exception):
@@ -73,7 +73,7 @@ def survey_errors(question, value):
     """AWX's launch-time check of one survey answer."""
     qtype, low, high = question["type"], question.get("min"), question.get("max")
     if qtype == "integer":
-        if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
             return "%r is not an integer" % (value,)
         if (low is not None and value < low) or (high is not None and value > high):
             return "%r is outside %s..%s" % (value, low, high)
@@ -118,7 +118,7 @@ class Traffic:
         self.count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _number in range(threads)]
 
     def _client(self):
         while not self._stop.is_set():
@@ -328,7 +328,7 @@ def test_every_history_line_names_the_awx_job_that_wrote_it(awx):
             assert actor.get("awx_job_template") == job.template["name"], (where, actor)
             assert actor.get("user") == AWX_USER, (where, actor)
             covered += 1
-    assert covered == len(history), "history lines written outside the jobs: %d of %d" % (len(history) - covered,
-                                                                                        len(history))
+    outside = len(history) - covered
+    assert covered == len(history), "history lines written outside the jobs: %d of %d" % (outside, len(history))
     events = [record["event"] for record in history]
     assert "deploy" in events and "promote" in events and "status_scrape" in events

@@ -119,8 +119,8 @@ def awx_survey_spec_errors(spec) -> list[str]:
             errors.append("Default value %r in survey question %d expected to be %s." % (default, idx, qtype))
             continue
         bad_limit = [key for key in ("min", "max")
-                     if question.get(key) is not None and (not isinstance(question[key], int)
-                                                          or isinstance(question[key], bool))]
+                     if question.get(key) is not None
+                     and (not isinstance(question[key], int) or isinstance(question[key], bool))]
         if bad_limit:
             errors.append("The %s limit in survey question %d expected to be integer." % (bad_limit[0], idx))
             continue
@@ -154,7 +154,7 @@ def awx_answer_errors(question, answers) -> list[str]:
         if high not in ("", None) and len(value) > int(high):
             return ["'%s' value is too long" % variable]
     elif qtype == "integer":
-        if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
             return ["Value %r for '%s' expected to be an integer." % (value, variable)]
         if low not in ("", None) and value < int(low):
             return ["'%s' value %s is too small" % (variable, value)]
@@ -453,4 +453,3 @@ def test_a_bad_template_fails_on_its_arguments_not_the_network(repo_root, config
     (result,) = task["hosts"]["localhost"]["results"]
     assert "ask_variables_on_launch" in result["msg"] and "boolean" in result["msg"], result["msg"]
     assert "127.0.0.1:9" not in result["msg"]
-

@@ -45,8 +45,8 @@ def errors_of(data):
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
     assert result["services"] == SEED["services"]
-    assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30, "admin_port": 8082,
-                                  "keepalive_timeout": 0}
+    assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
+                               "admin_port": 8082, "keepalive_timeout": 0}
     assert result["opa"]["mode"] == "embedded"
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
