@@ -14,9 +14,32 @@ It ends with a "figure | value | target | PASS/FAIL" table. It is a benchmark, n
 the exit status is 0 whatever the figures, 2 when the stack cannot be deployed or a required
 tool is missing, 130 when interrupted.
 
+The app image is the manifest's services.image, which `make bench-app` rebuilds first when app/
+has changed (scripts/build-images.sh). Run directly, the script says when that image was not built
+from the current app/ sources. Options, for comparing app variants:
+
+  --only throughput   run part 1 only (one deploy, no canary redeploy), then the table
+  --image NAME        deploy NAME as the app image instead of the manifest's
+  --keepalive-timeout SECONDS
+                      set nginx.keepalive_timeout (client keep-alive on the public port) instead
+                      of the manifest's. With 0, the default, nginx closes every connection after
+                      its response, so each wrk request is a new TCP connection through Docker's
+                      userland proxy (127.0.0.1): at thousands of requests a second, connection
+                      set-up and TIME_WAIT, not the app, then set the latency.
+
+One load generator on the stack's own host is not what a server meets in production: with a new
+connection per request, wrk and Docker's userland proxy open ~5,000 connections a second from
+one address, and the proxy's connections to the container (not loopback, so Linux's default
+tcp_tw_reuse=2 does not apply) run the ephemeral port range out of TIME_WAIT slots within
+seconds. Many real clients never do. So, run as root, the bench sets net.ipv4.tcp_tw_reuse=1 for
+its duration (safe for outgoing connections, RFC 7323 timestamps) and restores it afterwards;
+--keep-sysctl leaves the host's setting alone, to see the effect.
+
 Standard library only, plus PyYAML from the project's venv (Ansible already needs it).
 """
 
+import argparse
+import hashlib
 import http.client
 import itertools
 import json
@@ -80,9 +103,13 @@ def ansible_env():
     return env
 
 
-def write_manifest(work_dir, mode):
+def write_manifest(work_dir, mode, image=None, keepalive_timeout=None):
     """Copy the example manifest, renamed and re-ported so it cannot collide with the demo stack."""
     manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
+    if image:
+        manifest["services"]["image"] = image
+    if keepalive_timeout is not None:
+        manifest["nginx"]["keepalive_timeout"] = keepalive_timeout
     manifest["stack"] = STACK
     manifest["nginx"]["port"] = PUBLIC_PORT
     manifest["nginx"]["admin_port"] = ADMIN_PORT
@@ -140,9 +167,9 @@ def tail(text, lines=25):
     return "\n".join(errors or text.rstrip().splitlines()[-lines:])
 
 
-def deploy(work_dir, project_dir, mode):
+def deploy(work_dir, project_dir, mode, image=None, keepalive_timeout=None):
     started = time.monotonic()
-    manifest = write_manifest(work_dir, mode)
+    manifest = write_manifest(work_dir, mode, image, keepalive_timeout)
     status, output = run_playbook("deploy.yml", manifest, project_dir)
     if status != 0:
         raise DeployError(f"deploy.yml ({mode}) failed with exit status {status}:\n{tail(output)}")
@@ -150,6 +177,36 @@ def deploy(work_dir, project_dir, mode):
     if health.get("mode") != mode:
         raise DeployError(f"deploy.yml succeeded but the app reports mode {health.get('mode')!r}, not {mode!r}")
     print(f"  deployed {STACK} in {mode} mode ({time.monotonic() - started:.1f} s)")
+
+
+def app_sources_hash():
+    """The hash scripts/build-images.sh records in the app image's org.swiftdeploy.source-hash label:
+    sha256 over `sha256sum` lines of app/'s files (no bytecode), sorted by path."""
+    app = REPO / "app"
+    files = sorted(p for p in app.rglob("*")
+                   if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts)
+    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(app).as_posix()}\n"
+                    for p in sorted(files, key=lambda p: f"./{p.relative_to(app).as_posix()}"))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def describe_image(image):
+    """Print which app image is measured, and warn when it is not built from the current app/."""
+    argv = ["docker", "image", "inspect", "-f",
+            '{{.Id}} {{index .Config.Labels "org.swiftdeploy.source-hash"}}', image]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        print(f"  app image {image}: not on this host (the deploy will build it from app/)")
+        return
+    image_id, _sep, built_hash = result.stdout.strip().partition(" ")
+    current = app_sources_hash()
+    if built_hash == current:
+        state = "built from the current app/"
+    elif built_hash in ("", "<no value>"):
+        state = "no source-hash label: cannot tell whether it matches app/"
+    else:
+        state = "WARNING: built from other app/ sources (run scripts/build-images.sh, or make bench-app)"
+    print(f"  app image {image} {image_id[7:19]}: {state}")
 
 
 def teardown(work_dir, project_dir):
@@ -494,7 +551,7 @@ def verdict(ok):
     return "PASS" if ok else "FAIL"
 
 
-def summary_rows(wrk, isolation, memory):
+def summary_rows(wrk, isolation=None, memory=None):
     rows = []
     for connections, r in wrk.items():
         rows.append((f"GET / c={connections}: req/s, p50, p99",
@@ -504,6 +561,8 @@ def summary_rows(wrk, isolation, memory):
                  verdict(p99 <= TARGET_P99_MS)))
     bad = sum(r["non2xx"] + r["socket_errors"] for r in wrk.values())
     rows.append(("GET / non-2xx + socket errors (wrk)", str(bad), "0", verdict(bad == 0)))
+    if isolation is None or memory is None:
+        return rows
     base, busy = isolation["base"], isolation["busy"]
     rows.append(("/healthz p50 idle -> with 4 slow in flight", f"{base['p50']:.2f} -> {busy['p50']:.2f} ms",
                  f"<= 2x (+1 ms), < {TARGET_NORMAL_MS:.0f} ms", verdict(isolation["unaffected"])))
@@ -543,7 +602,43 @@ def check_tools():
         raise DeployError(f"required tools not found: {', '.join(missing)} (wrk: apt-get install wrk)")
 
 
-def main():
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--only", choices=("throughput",),
+                        help="run only this part (for comparing app variants); default: all three")
+    parser.add_argument("--image", help="app image to deploy instead of the manifest's services.image")
+    parser.add_argument("--keep-sysctl", action="store_true",
+                        help="leave net.ipv4.tcp_tw_reuse as it is (see above)")
+    parser.add_argument("--keepalive-timeout", type=int, metavar="SECONDS",
+                        help="nginx.keepalive_timeout for the bench stack instead of the manifest's")
+    return parser.parse_args(argv)
+
+
+TW_REUSE = Path("/proc/sys/net/ipv4/tcp_tw_reuse")
+
+
+def reuse_time_wait(keep):
+    """Set tcp_tw_reuse=1 for the bench (see the module docstring); return the value to restore,
+    or None when nothing was changed."""
+    try:
+        before = TW_REUSE.read_text().strip()
+    except OSError:
+        return None
+    if keep or before == "1":
+        print(f"  net.ipv4.tcp_tw_reuse {before} (left as it is)")
+        return None
+    try:
+        TW_REUSE.write_text("1\n")
+    except OSError as exc:
+        print(f"  net.ipv4.tcp_tw_reuse {before}: cannot set it to 1 ({exc.strerror}); run as root, or expect "
+              "connection set-up to dominate when keep-alive is off")
+        return None
+    print(f"  net.ipv4.tcp_tw_reuse 1 for the bench (was {before}; restored at the end)")
+    return before
+
+
+def main(argv=None):
+    args = parse_args(argv)
     started = time.monotonic()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens under make or a pipe
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -552,17 +647,26 @@ def main():
     work_dir = tempfile.mkdtemp(prefix="swiftdeploy-bench-")
     project_dir = Path(work_dir) / "project"
     print(f"SwiftDeploy app benchmark: stack {STACK}, public :{PUBLIC_PORT}, admin 127.0.0.1:{ADMIN_PORT}")
+    restore_tw_reuse = reuse_time_wait(args.keep_sysctl)
     try:
         check_tools()
-        deploy(work_dir, project_dir, "stable")
+        manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
+        describe_image(args.image or manifest["services"]["image"])
+        keepalive = (args.keepalive_timeout if args.keepalive_timeout is not None
+                     else manifest["nginx"].get("keepalive_timeout", 0))
+        print(f"  nginx.keepalive_timeout {keepalive} s: "
+              + ("client connections are kept alive" if keepalive else "a new client connection per request"))
+        deploy(work_dir, project_dir, "stable", args.image, args.keepalive_timeout)
         wrk = bench_throughput()
-        memory = bench_memory()
-        # POST /chaos only works on an app in canary mode. services.mode applies to a stack's
-        # first deploy only (a redeploy keeps the live mode), so the stack is deployed anew.
-        print("\n  deploying anew in canary mode for the chaos measurement")
-        teardown(work_dir, project_dir)
-        deploy(work_dir, project_dir, "canary")
-        isolation = bench_isolation()
+        isolation = memory = None
+        if args.only != "throughput":
+            memory = bench_memory()
+            # POST /chaos only works on an app in canary mode. services.mode applies to a stack's
+            # first deploy only (a redeploy keeps the live mode), so the stack is deployed anew.
+            print("\n  deploying anew in canary mode for the chaos measurement")
+            teardown(work_dir, project_dir)
+            deploy(work_dir, project_dir, "canary", args.image, args.keepalive_timeout)
+            isolation = bench_isolation()
         print_table(summary_rows(wrk, isolation, memory))
         status = 0
     except DeployError as exc:
@@ -581,6 +685,8 @@ def main():
             gone = False
         if gone:
             shutil.rmtree(work_dir, ignore_errors=True)
+        if restore_tw_reuse is not None:
+            TW_REUSE.write_text(restore_tw_reuse + "\n")
     print(f"\nwall time {time.monotonic() - started:.0f} s")
     return status
 
