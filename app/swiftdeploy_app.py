@@ -75,7 +75,8 @@ LINGER_MAX_BYTES = 1024 * 1024
 MAX_HEAD_BYTES = 32 * 1024
 MAX_HEADERS = 100
 LISTEN_BACKLOG = 128
-STOP_GRACE_SECONDS = 0.5
+STOP_GRACE_SECONDS = 0.5  # for requests in flight at SIGTERM to finish
+CANCEL_GRACE_SECONDS = 0.2  # for the cancelled rest to close
 
 KNOWN_PATHS = ("/", "/healthz", "/metrics", "/chaos")
 KNOWN_METHODS = ("GET", "POST", "HEAD")
@@ -486,7 +487,8 @@ class Exchange:
         self.request = request
         self.started = started
         self.body_pending = request.has_body if request else False
-        self.close = not request.keep_alive if request else True
+        # A stopping server answers what it has and closes, whatever the client asked.
+        self.close = (not request.keep_alive or connection.server.stopping) if request else True
 
     # -- dispatch ---------------------------------------------------------
 
@@ -624,6 +626,8 @@ class Exchange:
                 f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"]
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}\r\n")
+        if server.stopping:
+            self.close = True  # a stop began while this request was being answered
         if self.close:
             head.append("Connection: close\r\n")
         elif self.request.version < (1, 1):
@@ -758,6 +762,7 @@ class AppServer:
         self._loop = asyncio.new_event_loop()
         self._stop = None  # an asyncio.Event, made in the loop by _serve()
         self._connections = set()
+        self.stopping = False  # set once a stop began: answers then close their connection
         self._serving = False
         self._done = threading.Event()
 
@@ -806,11 +811,24 @@ class AppServer:
         finally:
             listener.close()  # stop accepting; the connections are ours to end
             sweeper.cancel()
+            # Graceful: idle connections close now; a request being answered gets up to
+            # STOP_GRACE_SECONDS to finish (its answer says Connection: close), so stopping a
+            # slot that nginx just stopped routing to does not cut the requests still in flight.
+            # What is still running after that (slow chaos) is cancelled: stop within a second.
+            self.stopping = True
+            busy = []
+            for connection in list(self._connections):
+                if connection.waiting_since is not None:
+                    connection.writer.close()  # readuntil() then ends with IncompleteReadError
+                else:
+                    busy.append(connection.task)
+            if busy:
+                await asyncio.wait(busy, timeout=STOP_GRACE_SECONDS)
             tasks = [connection.task for connection in self._connections]
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+                await asyncio.wait(tasks, timeout=CANCEL_GRACE_SECONDS)
             await asyncio.sleep(0)  # let the transports just closed release their sockets
             for signum in stop_signals:
                 loop.remove_signal_handler(signum)

@@ -98,6 +98,34 @@ def test_sigterm_is_fast_with_a_slow_request_and_an_idle_keepalive_connection(ru
     idle.close()
 
 
+def test_sigterm_lets_a_request_in_flight_finish(run_app, free_port):
+    """A slot nginx stopped routing to is stopped with SIGTERM: a request already in flight
+    (here slowed to 0.3 s) is still answered, with Connection: close, and the server stops."""
+    proc = run_app(MODE="canary")
+    wait_healthy(proc, free_port)
+    conn = http.client.HTTPConnection("127.0.0.1", free_port, timeout=10)
+    conn.request("POST", "/chaos", body=json.dumps({"mode": "slow", "duration": 0.3}))
+    assert conn.getresponse().read()
+    answers = []
+
+    def slow_request():
+        client = http.client.HTTPConnection("127.0.0.1", free_port, timeout=10)
+        client.request("GET", "/")
+        response = client.getresponse()
+        answers.append((response.status, response.headers["Connection"], json.loads(response.read())))
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.1)
+    code, seconds = stop_and_time(proc, signal.SIGTERM)
+    worker.join(timeout=5)
+    assert code == 0 and seconds < 1.0, f"exit {code} after {seconds:.2f}s"
+    assert len(answers) == 1, "the request in flight got no answer"
+    status, connection, body = answers[0]
+    assert status == 200 and connection == "close" and body["mode"] == "canary"
+    conn.close()
+
+
 def test_environment_configures_the_program(run_app, free_port, tmp_path):
     proc = run_app(MODE="canary", APP_VERSION="4.5.6")
     wait_healthy(proc, free_port)
