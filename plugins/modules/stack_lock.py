@@ -160,12 +160,21 @@ waited_seconds:
   sample: 12.5
 files:
   description:
-    - The text of each file named in O(read), keyed by the path as given; null for a file that
-      does not exist.
+    - One entry per file named in O(read), in the same order, so a playbook finds a file by its
+      position whatever C(~) expanded to. C(content) is null for a file that does not exist.
   returned: when O(state=acquired)
-  type: dict
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file read, C(~) expanded.
+      type: str
+    content:
+      description: Its text; null when it does not exist.
+      type: str
   sample:
-    /root/.swiftdeploy/shop/state.json: '{"mode": "stable", "stable": "blue"}'
+    - path: /root/.swiftdeploy/shop/state.json
+      content: '{"mode": "stable", "stable": "blue"}'
 broken_stale:
   description:
     - The holder of a stale lock that was broken (in check mode, that would be broken), with
@@ -198,19 +207,20 @@ READ_LIMIT = 1024 * 1024
 
 
 def read_files(paths):
-    """{path: text or None} of small text files; OSError/ValueError name the file."""
-    files = {}
+    """[{path, content (text or None)}] of small text files, in order; OSError/ValueError name
+    the file."""
+    files = []
     for path in paths:
         try:
             with open(path, "rb") as handle:
                 data = handle.read(READ_LIMIT + 1)
         except FileNotFoundError:
-            files[path] = None
+            files.append({"path": path, "content": None})
             continue
         if len(data) > READ_LIMIT:
             raise ValueError("read: %s is larger than 1 MiB; it is not a file this module should read" % path)
         try:
-            files[path] = data.decode("utf-8")
+            files.append({"path": path, "content": data.decode("utf-8")})
         except UnicodeDecodeError:
             raise ValueError("read: %s is not UTF-8 text" % path)
     return files

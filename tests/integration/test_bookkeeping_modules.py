@@ -41,11 +41,27 @@ def test_lock_reads_files_under_the_lock(module, tmp_path):
     lock = tmp_path / ".swiftdeploy.lock"
     rc, result = module("stack_lock", {"path": str(lock), "read": [str(state), str(tmp_path / "absent.yml")]})
     assert rc == 0, result
-    assert result["files"] == {str(state): '{"mode": "canary"}', str(tmp_path / "absent.yml"): None}
+    assert result["files"] == [{"path": str(state), "content": '{"mode": "canary"}'},
+                               {"path": str(tmp_path / "absent.yml"), "content": None}]
     assert lock.exists()
     # A held lock is not read by a second run: it fails naming the holder, before reading.
     rc, second = module("stack_lock", {"path": str(lock), "read": [str(state)]})
     assert rc != 0 and "files" not in second and "stack is locked by" in second["msg"]
+
+
+def test_lock_reads_a_path_under_home_in_order(module, tmp_path):
+    """The role's default project directory is ~/.swiftdeploy/<stack>: files come back in the
+    order asked, whatever ~ expanded to."""
+    home_file = pathlib.Path.home() / (".swiftdeploy-bookkeeping-%s.json" % tmp_path.name)
+    home_file.write_text("{}")
+    try:
+        rc, result = module("stack_lock", {"path": str(tmp_path / ".swiftdeploy.lock"),
+                                           "read": ["~/" + home_file.name, str(tmp_path / "none")]})
+    finally:
+        home_file.unlink()
+    assert rc == 0, result
+    assert result["files"] == [{"path": str(home_file), "content": "{}"},
+                               {"path": str(tmp_path / "none"), "content": None}]
 
 
 def test_lock_refuses_a_file_it_should_not_read_and_keeps_no_lock(module, tmp_path):
