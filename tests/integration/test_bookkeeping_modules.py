@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -159,3 +160,19 @@ def test_project_files_removes_a_link_without_following_it(module, tmp_path):
     rc, result = module("project_files", {"path": str(project), "names": ["linked/precious"]})
     assert rc != 0 and "outside the project directory" in result["msg"]
     assert (keep / "precious").exists()
+
+
+def test_teardown_in_the_default_project_directory(run_playbook, write_manifest, tmp_path):
+    """No swiftdeploy_project_dir: the role's default ~/.swiftdeploy/<stack>, whose ~ the
+    modules expand on the host. A stack never deployed tears down cleanly and records it."""
+    stack = "sdhome-%s" % tmp_path.name.lower().replace("_", "-")[-20:].strip("-")
+    project = pathlib.Path.home() / ".swiftdeploy" / stack
+    manifest = write_manifest(tmp_path / "manifest.yml", {"stack": stack})
+    try:
+        run = run_playbook("teardown", "-e", "swiftdeploy_manifest=%s" % manifest)
+        assert run.rc == 0, run.describe()
+        (line,) = (project / "history.jsonl").read_text().splitlines()
+        assert json.loads(line)["event"] == "teardown"
+        assert not (project / ".swiftdeploy.lock").exists()
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
