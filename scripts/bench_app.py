@@ -614,6 +614,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def final_teardown(work_dir, project_dir):
+    """The benchmarks' last step, from their finally blocks: tear the stack down and remove the
+    work directory once it is gone (kept, with the manifest, when the stack could not be removed)."""
+    print("\n  tearing down")
+    try:
+        gone = teardown(work_dir, project_dir)
+    except KeyboardInterrupt:
+        print(f"  teardown interrupted; remove the stack by hand (docker compose -p {STACK} down -v)")
+        gone = False
+    if gone:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
 TW_REUSE = Path("/proc/sys/net/ipv4/tcp_tw_reuse")
 
 
@@ -677,14 +690,7 @@ def main(argv=None):
         status = 130
     finally:
         # Never leave the bench stack behind, whatever happened above.
-        print("\n  tearing down")
-        try:
-            gone = teardown(work_dir, project_dir)
-        except KeyboardInterrupt:
-            print(f"  teardown interrupted; remove the stack by hand (docker compose -p {STACK} down -v)")
-            gone = False
-        if gone:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        final_teardown(work_dir, project_dir)
         if restore_tw_reuse is not None:
             TW_REUSE.write_text(restore_tw_reuse + "\n")
     print(f"\nwall time {time.monotonic() - started:.0f} s")

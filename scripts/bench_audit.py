@@ -46,6 +46,7 @@ SCRAPE_EVERY = 30.0      # seconds between two status scrapes
 SAMPLE = 200             # lines of each event type checked against the real writer
 
 sys.path.insert(0, str(COLLECTIONS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _history  # noqa: E402  pylint: disable=wrong-import-position
 
 CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
@@ -294,23 +295,6 @@ def run_module(history, dest):
     return wall, result
 
 
-def verdict(ok):
-    return "PASS" if ok else "FAIL"
-
-
-def print_table(rows):
-    header = ("figure", "value", "target", "PASS/FAIL")
-    widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
-
-    def line(row):
-        return " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-    print("\n== Summary ==")
-    print(line(header))
-    print("-+-".join("-" * width for width in widths))
-    for row in rows:
-        print(line(row))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -333,6 +317,9 @@ def main():
                  ", ".join("%s %d" % item for item in sorted(counts.items()))))
 
         result, wall, peak_mb = run_report(history, scratch / "audit_report.md")
+        # Only now: bench_app imports PyYAML, and the report child's ru_maxrss would start from
+        # this process's RSS had it been imported before the child ran (see write_history).
+        from bench_app import print_table, verdict  # pylint: disable=import-outside-toplevel
         report_kb = (scratch / "audit_report.md").stat().st_size / 1024
         print("report: %.2f s wall, %.1f MB peak RSS, %.0f KiB of Markdown, %d chart points, "
               "verified %s" % (wall, peak_mb, report_kb, result["chart_points"],

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +41,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_app import (  # noqa: E402  pylint: disable=wrong-import-position
-    ADMIN_PORT, PUBLIC_PORT, STACK, DeployError, _interrupt, connect, get_json, print_table, run_playbook, tail,
-    teardown, verdict, write_manifest,
+    ADMIN_PORT, PUBLIC_PORT, STACK, DeployError, _interrupt, connect, final_teardown, get_json, print_table,
+    run_playbook, tail, verdict, write_manifest,
 )
 
 CLIENTS = 8
@@ -522,14 +521,7 @@ def main():
     finally:
         if load is not None and load.stopped is None:
             load.stop()
-        print("\n  tearing down")
-        try:
-            gone = teardown(work_dir, project_dir)
-        except KeyboardInterrupt:
-            print(f"  teardown interrupted; remove the stack by hand (docker compose -p {STACK} down -v)")
-            gone = False
-        if gone:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        final_teardown(work_dir, project_dir)
     print(f"\nwall time {time.monotonic() - started:.0f} s")
     return status
 
