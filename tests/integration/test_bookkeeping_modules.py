@@ -1,8 +1,9 @@
 """The bookkeeping modules as a playbook calls them, through real `ansible` ad-hoc runs.
 
 stack_lock's `read` (the live state read under the lock, in the same round trip), audit_event's
-`release_lock` (a run's last event and its release in one round trip) and project_files (one
-round trip for every file teardown removes). Nothing here needs Docker.
+`release_lock` (a run's last event and its release in one round trip) and stack_teardown (lock,
+removal, record and release in one round trip). Nothing here needs Docker: stack_teardown's
+compose part is tested on a real stack in test_deploy_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -120,44 +121,125 @@ def make_project(root: pathlib.Path) -> pathlib.Path:
     return project
 
 
-def test_project_files_removes_files_and_directories_in_one_call(module, tmp_path):
+def teardown_args(project, **extra):
+    args = {"project_path": str(project), "remove": ["state.json", "nginx", "metrics"],
+            "actor": {"user": "tester", "playbook": "bookkeeping"},
+            "history": {"stack": "books", "mode": "stable", "version": "1.0.0", "details": {"clean": True}}}
+    args.update(extra)
+    return args
+
+
+def events(project):
+    path = project / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_stack_teardown_removes_records_and_releases_in_one_call(module, tmp_path):
+    """No compose file (never deployed, or cleaned): nothing to take down, but the files go, the
+    teardown is recorded and the lock is given back. Docker's part is in test_deploy_lifecycle."""
     project = make_project(tmp_path)
-    args = {"path": str(project), "names": ["state.json", "nginx", "metrics"]}
-    rc, preview = module("project_files", args, check=True)
-    assert rc == 0 and preview["changed"] and preview["removed"] == ["state.json", "nginx"]
+    rc, preview = module("stack_teardown", teardown_args(project), check=True)
+    assert rc == 0, preview
+    assert preview["changed"] and preview["removed"] == ["state.json", "nginx"] and preview["stack_removed"] is False
+    assert preview["record"]["event"] == "teardown" and preview["record"]["seq"] == 1
     assert (project / "state.json").exists() and (project / "nginx" / "nginx.conf").exists()
+    assert events(project) == [] and not (project / ".swiftdeploy.lock").exists()
 
-    rc, result = module("project_files", args)
-    assert rc == 0 and result["removed"] == ["state.json", "nginx"]
-    assert sorted(os.listdir(project)) == ["history.jsonl"]
+    rc, result = module("stack_teardown", teardown_args(project))
+    assert rc == 0, result
+    assert result["removed"] == ["state.json", "nginx"] and result["seq"] == 1
+    assert sorted(os.listdir(project)) == ["history.jsonl", "history.jsonl.lock"]
+    (event,) = events(project)
+    assert event["event"] == "teardown" and event["actor"] == {"user": "tester", "playbook": "bookkeeping"}
+    assert event["details"] == {"clean": True, "removed": False, "files_removed": ["state.json", "nginx"]}
 
-    rc, again = module("project_files", args)
-    assert rc == 0 and again["changed"] is False and again["removed"] == []
+    rc, again = module("stack_teardown", teardown_args(project))
+    assert rc == 0 and again["changed"] is False and again["removed"] == [] and again["seq"] == 2
+
+
+def test_stack_teardown_without_history_records_nothing(module, tmp_path):
+    project = make_project(tmp_path)
+    args = teardown_args(project, remove=["state.json", "history.jsonl", "history.jsonl.lock"])
+    del args["history"]
+    rc, result = module("stack_teardown", args)
+    assert rc == 0 and "seq" not in result, result
+    assert sorted(os.listdir(project)) == ["nginx"]
+
+
+def test_stack_teardown_fails_naming_the_holder_and_touches_nothing(module, tmp_path):
+    project = make_project(tmp_path)
+    rc, taken = module("stack_lock", {"path": str(project / ".swiftdeploy.lock"), "holder": {"user": "alice"}})
+    assert rc == 0
+    rc, result = module("stack_teardown", teardown_args(project))
+    assert rc != 0
+    assert "stack is locked by alice" in result["msg"] and result["holder"]["user"] == "alice"
+    assert (project / "state.json").exists() and events(project) == []
+    rc, released = module("stack_lock", {"path": str(project / ".swiftdeploy.lock"), "state": "released",
+                                         "token": taken["token"]})
+    assert rc == 0 and released["changed"], "alice's lock must still be hers"
+
+
+def test_stack_teardown_records_the_wait_for_the_lock(module, tmp_path, repo_root):
+    """Another run holds the lock for 4 s (longer than ansible takes to start the module): the
+    teardown waits, then records lock_wait before teardown."""
+    project = make_project(tmp_path)
+    holder = subprocess.Popen(
+        [str(repo_root / ".venv" / "bin" / "python"), "-c",
+         "import sys, time\n"
+         "sys.path.insert(0, %r)\n"
+         "from ansible_collections.swiftdeploy.stack.plugins.module_utils import _lock\n"
+         "got = _lock.acquire(%r, {'user': 'bob'}, host='h', pid=1)\n"
+         "print('held', flush=True)\n"
+         "time.sleep(4)\n"
+         "_lock.release(%r, got['token'])\n" % (str(repo_root / ".collections"), str(project / ".swiftdeploy.lock"),
+                                                 str(project / ".swiftdeploy.lock"))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, result = module("stack_teardown", teardown_args(project, lock_wait=30))
+    finally:
+        holder.wait(timeout=30)
+    assert rc == 0, result
+    assert result["waited_seconds"] > 0
+    assert [e["event"] for e in events(project)] == ["lock_wait", "teardown"]
+    assert events(project)[0]["details"]["waited_seconds"] == result["waited_seconds"]
+    assert not (project / ".swiftdeploy.lock").exists()
+
+
+def test_stack_teardown_gives_the_lock_back_when_compose_fails(module, tmp_path):
+    project = make_project(tmp_path)
+    (project / "docker-compose.yml").write_text("services: [this is not a compose file\n")
+    rc, result = module("stack_teardown", teardown_args(project))
+    assert rc != 0
+    assert "docker compose down failed" in result["msg"] and "nothing was removed or recorded" in result["msg"]
+    assert (project / "state.json").exists() and events(project) == []
+    assert not (project / ".swiftdeploy.lock").exists(), "a failed teardown must not leave the stack locked"
 
 
 @pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "nginx/../../outside", "."])
-def test_project_files_refuses_names_outside_the_project(module, tmp_path, name):
+def test_stack_teardown_refuses_names_outside_the_project(module, tmp_path, name):
     project = make_project(tmp_path)
     (tmp_path / "outside").write_text("keep me")
-    rc, result = module("project_files", {"path": str(project), "names": ["state.json", name]})
+    rc, result = module("stack_teardown", teardown_args(project, remove=["state.json", name]))
     assert rc != 0
     assert repr(name) in result["msg"]
-    # Refused before anything was removed.
+    # Refused before anything was done: no lock taken, nothing removed or recorded.
     assert (project / "state.json").exists() and (tmp_path / "outside").read_text() == "keep me"
+    assert events(project) == [] and not (project / ".swiftdeploy.lock").exists()
 
 
-def test_project_files_removes_a_link_without_following_it(module, tmp_path):
+def test_stack_teardown_removes_a_link_without_following_it(module, tmp_path):
     project = make_project(tmp_path)
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "precious").write_text("x")
     (project / "build").symlink_to(keep)
     (project / "linked").symlink_to(keep)
-    rc, result = module("project_files", {"path": str(project), "names": ["build"]})
+    rc, result = module("stack_teardown", teardown_args(project, remove=["build"]))
     assert rc == 0 and result["removed"] == ["build"]
     assert not (project / "build").is_symlink() and (keep / "precious").read_text() == "x"
     # A name whose parent is a link out of the project is refused.
-    rc, result = module("project_files", {"path": str(project), "names": ["linked/precious"]})
+    rc, result = module("stack_teardown", teardown_args(project, remove=["linked/precious"]))
     assert rc != 0 and "outside the project directory" in result["msg"]
     assert (keep / "precious").exists()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pathlib
 import subprocess
 import time
@@ -241,6 +242,13 @@ def test_two_deploys_at_once_one_fails_naming_the_holder(tmp_path, write_manifes
 def test_teardown_removes_everything_but_the_history(tmp_path, write_manifest, run_playbook, app_image):
     stack = Stack(tmp_path, write_manifest, run_playbook, "sddown", 18680)
     assert stack.run("deploy").rc == 0
+    before = (stack_objects(stack.name, stack.network, stack.volume), sorted(os.listdir(stack.project)),
+              history(stack.project))
+    check = stack.run("teardown", "-e", "clean=true", "--check")
+    assert check.rc == 0, check.describe()
+    assert "containers, network and volumes would be removed (check mode)" in check.stdout, "check mode must say what it would remove"
+    assert (stack_objects(stack.name, stack.network, stack.volume), sorted(os.listdir(stack.project)),
+            history(stack.project)) == before, "check mode changed something"
     started = time.monotonic()
     run = stack.teardown()
     seconds = time.monotonic() - started

@@ -1,0 +1,374 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: stack_teardown
+short_description: Take a stack down under its lock, forget its files and record it, in one call
+version_added: 0.3.0
+description:
+  - Runs on the Docker host and does the whole of a teardown in one round trip.
+  - First it takes the stack lock C(<project_path>/.swiftdeploy.lock), as
+    M(swiftdeploy.stack.stack_lock) does, waiting up to O(lock_wait) seconds and naming the holder
+    when it cannot.
+  - Then it runs C(docker compose down --volumes --remove-orphans) for the project's
+    C(docker-compose.yml), giving each container O(timeout) seconds to stop (the stack's
+    containers stop in about a second), and removes the entries of O(remove).
+  - Then it appends a C(teardown) event to C(<project_path>/history.jsonl), as
+    M(swiftdeploy.stack.audit_event) does (and a C(lock_wait) event before it when the lock had
+    to be waited for or a stale one was broken), unless O(history) is omitted.
+  - Last it releases the lock, whatever happened before.
+  - C(teardown.yml) used to do this in five module calls, each a round trip costing about half a
+    second on a local host and more over SSH.
+  - When C(docker compose down) fails, nothing is removed or recorded, the lock is released and
+    the task fails with compose's own message.
+  - A project directory without C(docker-compose.yml) (never deployed, or cleaned) has nothing to
+    take down; the files are still removed and the teardown recorded.
+author:
+  - SwiftDeploy contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - swiftdeploy.stack.attributes
+options:
+  project_path:
+    description:
+      - The stack's project directory on the Docker host, holding C(docker-compose.yml) (which
+        names the compose project), C(history.jsonl) and the lock. Created (mode C(0750)) when
+        missing, so that the lock and the history have somewhere to live.
+    type: path
+    required: true
+  remove:
+    description:
+      - Entries of O(project_path) to remove once the stack is down, files and whole directories
+        alike, as relative paths such as V(state.json) or V(nginx). Missing entries are fine.
+      - Every name must stay inside O(project_path). Absolute names, C(..) and names that resolve
+        outside through a symbolic link are refused before anything is done. A symbolic link
+        named here is removed itself, never followed.
+    type: list
+    elements: str
+    default: []
+  timeout:
+    description: Seconds C(docker compose down) gives each container to stop before killing it.
+    type: int
+    default: 5
+  actor:
+    description:
+      - Who runs the teardown; the lock names it as its holder and the history as the actor.
+        C(user) defaults to the remote user; C(playbook), C(awx_job_id) and C(awx_job_template)
+        are kept when present.
+    type: dict
+    default: {}
+  lock_wait:
+    description: Seconds to wait for another run's lock before failing; V(0) fails at once.
+    type: int
+    default: 0
+  lock_ttl:
+    description: Age in seconds after which a lock is stale and is broken (and the broken holder recorded).
+    type: int
+    default: 3600
+  history:
+    description:
+      - The C(teardown) event to record. Omit it to record nothing, for a teardown that purges the
+        history (then list C(history.jsonl) and C(history.jsonl.lock) in O(remove)).
+      - The module adds C(removed) (whether compose removed anything) and C(files_removed) to
+        C(details).
+    type: dict
+    suboptions:
+      stack:
+        description: The stack's name.
+        type: str
+        required: true
+      mode:
+        description: The mode recorded.
+        type: str
+      version:
+        description: The version recorded.
+        type: str
+      details:
+        description: Anything else worth keeping about the teardown.
+        type: dict
+        default: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Takes no lock (but still fails when another run holds it), stops nothing and removes
+        nothing. RV(stack_removed) says whether compose has containers of the project to remove
+        (C(docker compose ps --all)), RV(removed) lists the entries that exist, and RV(record) is
+        the event that would be appended.
+  diff_mode:
+    support: partial
+    details:
+      - The diff lists the entries of O(remove) that are (or would be) removed.
+  idempotent:
+    support: partial
+    details:
+      - A second call takes nothing down and removes nothing (changed=false), but records a
+        second C(teardown) event when O(history) is given, by design.
+  platform:
+    support: full
+    platforms: posix
+requirements:
+  - The C(docker) CLI with the compose plugin (v2) on the Docker host, when there is a compose
+    file to take down.
+notes:
+  - The history needs a local filesystem; C(flock) is not reliable over NFS.
+seealso:
+  - module: swiftdeploy.stack.stack_lock
+  - module: swiftdeploy.stack.audit_event
+  - module: swiftdeploy.stack.stack_converge
+"""
+
+EXAMPLES = r"""
+- name: Take the stack down, delete the generated files and record it
+  swiftdeploy.stack.stack_teardown:
+    project_path: "{{ swiftdeploy_project_path }}"
+    remove: [state.json, metrics, nginx, docker-compose.yml]
+    actor: {user: deploy, playbook: SwiftDeploy teardown}
+    history:
+      stack: shop
+      mode: stable
+      version: "1.4.0"
+      details: {clean: true}
+  register: swiftdeploy_teardown
+"""
+
+RETURN = r"""
+stack_removed:
+  description:
+    - Whether C(docker compose down) removed containers, networks or volumes (in check mode,
+      whether the project has containers to remove).
+  returned: always
+  type: bool
+  sample: true
+removed:
+  description: The entries of O(remove) that were (in check mode, would be) removed, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [state.json, nginx]
+compose_output:
+  description: What C(docker compose down) printed, one line per item, for the log.
+  returned: when there was a compose file to take down (not in check mode)
+  type: list
+  elements: str
+  sample: [" Container shop-nginx-1  Removed", " Network shop-net  Removed"]
+waited_seconds:
+  description: How long the lock was waited for.
+  returned: always
+  type: float
+  sample: 0.0
+broken_stale:
+  description: The holder of a stale lock that was broken to take it, or null.
+  returned: always
+  type: dict
+  sample: null
+holder:
+  description: The holder of the lock when another run holds it.
+  returned: when the lock is held by another run
+  type: dict
+  sample: {user: alice, playbook: SwiftDeploy promote, host: web1, pid: 4242, since: "2026-05-05T20:34:51Z"}
+record:
+  description:
+    - The C(teardown) event appended to the history (in check mode, the one that would be), as
+      M(swiftdeploy.stack.audit_event) returns it.
+  returned: when O(history) is given
+  type: dict
+  sample: {seq: 42, event: teardown, stack: shop, details: {clean: true, removed: true, files_removed: [state.json]}}
+seq:
+  description: The record's position in the history; with RV(hash), the history's anchor.
+  returned: when O(history) is given
+  type: int
+  sample: 42
+hash:
+  description: The record's hash.
+  returned: when O(history) is given
+  type: str
+  sample: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"
+"""
+
+import os
+import re
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import compose_argv
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, append_event, preview_event
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import inside, remove
+
+COMPOSE_FILE = "docker-compose.yml"
+LOCK_FILE = ".swiftdeploy.lock"
+HISTORY_FILE = "history.jsonl"
+# " Container shop-nginx-1  Removed", " Network shop-net  Removed", " Volume shop-logs  Removed"
+REMOVED_LINE = re.compile(r"^\s*(Container|Network|Volume)\s+\S+\s+Removed\s*$")
+
+
+class TeardownError(Exception):
+    pass
+
+
+class Teardown:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.project = self.params["project_path"]
+        self.check = module.check_mode
+        actor = dict(self.params["actor"])
+        if actor.get("user") is None:
+            actor["user"] = current_user()
+        self.actor = actor
+        self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
+                       "broken_stale": None}
+
+    def run(self):
+        try:
+            targets = [(name, inside(self.project, name)) for name in self.params["remove"]]
+        except ValueError as exc:
+            raise TeardownError(str(exc))
+        lock_path = os.path.join(self.project, LOCK_FILE)
+        lock = self.take_lock(lock_path)
+        try:
+            self.record_lock_wait()
+            self.compose_down()
+            self.remove_files(targets)
+            self.record_teardown()
+        finally:
+            if not self.check:
+                self.give_lock_back(lock_path, lock["token"])
+        return self.result
+
+    def take_lock(self, lock_path):
+        try:
+            lock = acquire(lock_path, self.actor, host=socket.gethostname(), pid=os.getpid(),
+                           wait=self.params["lock_wait"], ttl=self.params["lock_ttl"], check_mode=self.check)
+        except LockError as exc:
+            self.module.fail_json(msg=str(exc), holder=exc.holder, **self.result)
+        self.result["waited_seconds"] = lock["waited_seconds"]
+        self.result["broken_stale"] = lock["broken_stale"]
+        return lock
+
+    def give_lock_back(self, lock_path, token):
+        try:
+            release(lock_path, token)
+        except (LockError, OSError) as exc:
+            raise TeardownError("the teardown ran but the lock %s could not be released: %s" % (lock_path, exc))
+
+    def docker(self):
+        docker = self.module.get_bin_path("docker")
+        if not docker:
+            raise TeardownError("the docker CLI is not on PATH on this host, and %s has a compose file to take "
+                                "down; install Docker with the compose plugin (v2)" % self.project)
+        return docker
+
+    def compose_down(self):
+        compose_file = os.path.join(self.project, COMPOSE_FILE)
+        if not os.path.exists(compose_file):
+            return
+        if self.check:
+            argv = compose_argv(self.docker(), self.project, "ps", "--all", "--quiet")
+        else:
+            argv = compose_argv(self.docker(), self.project, "down", "--volumes", "--remove-orphans",
+                                "--timeout", str(self.params["timeout"]))
+        rc, out, err = self.module.run_command(argv, check_rc=False)
+        if rc != 0:
+            text = (err or "").strip() or (out or "").strip() or "(no output)"
+            if "'compose' is not a docker command" in text:
+                text += "; install the docker compose plugin (v2) next to the docker CLI"
+            raise TeardownError("docker compose %s failed (rc=%d) in %s: %s; nothing was removed or recorded"
+                                % ("ps" if self.check else "down", rc, self.project, text))
+        if self.check:
+            self.result["stack_removed"] = bool(out.strip())
+        else:
+            lines = [line for line in (err + out).splitlines() if line.strip()]
+            self.result["compose_output"] = lines
+            self.result["stack_removed"] = any(REMOVED_LINE.match(line) for line in lines)
+        self.result["changed"] = self.result["changed"] or self.result["stack_removed"]
+
+    def remove_files(self, targets):
+        for name, target in targets:
+            if not os.path.lexists(target):
+                continue
+            if not self.check:
+                try:
+                    remove(target)
+                except OSError as exc:
+                    raise TeardownError("cannot remove %s: %s; check that the remote user may write in %s"
+                                        % (target, exc.strerror or exc, self.project))
+            self.result["removed"].append(name)
+        self.result["changed"] = self.result["changed"] or bool(self.result["removed"])
+
+    def append(self, event, details):
+        spec = self.params["history"]
+        fields = {"event": event, "stack": spec["stack"], "host": socket.gethostname(), "actor": self.actor,
+                  "mode": spec["mode"], "version": spec["version"], "details": details}
+        path = os.path.join(self.project, HISTORY_FILE)
+        try:
+            return preview_event(path, fields) if self.check else append_event(path, fields)
+        except HistoryError as exc:
+            raise TeardownError("history %s: %s" % (path, exc))
+        except OSError as exc:
+            raise TeardownError("cannot append to the history %s: %s; check that the directory is writable by "
+                                "the remote user" % (path, exc.strerror or exc))
+
+    def record_lock_wait(self):
+        if self.params["history"] and (self.result["waited_seconds"] > 0 or self.result["broken_stale"] is not None):
+            self.append("lock_wait", {"waited_seconds": self.result["waited_seconds"],
+                                      "broken_stale": self.result["broken_stale"]})
+
+    def record_teardown(self):
+        if not self.params["history"]:
+            return
+        details = dict(self.params["history"]["details"], removed=self.result["stack_removed"],
+                       files_removed=list(self.result["removed"]))
+        record = self.append("teardown", details)
+        self.result.update(record=record, seq=record["seq"], hash=record["hash"])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "project_path": {"type": "path", "required": True},
+            "remove": {"type": "list", "elements": "str", "default": []},
+            "timeout": {"type": "int", "default": 5},
+            "actor": {"type": "dict", "default": {}},
+            "lock_wait": {"type": "int", "default": 0},
+            "lock_ttl": {"type": "int", "default": 3600},
+            "history": {"type": "dict", "options": {
+                "stack": {"type": "str", "required": True},
+                "mode": {"type": "str"},
+                "version": {"type": "str"},
+                "details": {"type": "dict", "default": {}},
+            }},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["timeout"] < 0:
+        module.fail_json(msg="timeout: %d is negative; give the seconds each container has to stop (default 5)."
+                             % params["timeout"])
+    if params["lock_wait"] < 0:
+        module.fail_json(msg="lock_wait: %d is negative; use 0 to fail at once or a number of seconds."
+                             % params["lock_wait"])
+    if params["lock_ttl"] < 1:
+        module.fail_json(msg="lock_ttl: %d is too small; use the age in seconds after which a lock is stale "
+                             "(default 3600)." % params["lock_ttl"])
+    teardown = Teardown(module)
+    try:
+        result = teardown.run()
+    except TeardownError as exc:
+        module.fail_json(msg=str(exc), **teardown.result)
+    if module._diff:
+        listing = "".join("%s\n" % name for name in result["removed"])
+        result["diff"] = {"before": listing, "after": "", "before_header": params["project_path"],
+                          "after_header": params["project_path"]}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
