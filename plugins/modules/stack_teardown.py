@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: stack_teardown
 short_description: Take a stack down under its lock, forget its files and record it, in one call
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Runs on the Docker host and does the whole of a teardown in one round trip.
   - First it takes the stack lock C(<project_path>/.swiftdeploy.lock), as
