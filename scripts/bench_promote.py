@@ -349,6 +349,12 @@ def load_average():
     return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
 
 
+def waited_window(step):
+    """Whether a promote waited the canary window (it did not when it measured from the sample
+    kept when the canary started: the play says which)."""
+    return step["mode"] == "stable" and "(waited for)" in step["output"]
+
+
 def phase_of(phases, when):
     label = phases[0][0] if phases else "-"
     for name, start in phases:
@@ -448,7 +454,9 @@ def report(seq, aborted):
     for step in seq.steps:
         if step["kind"] == "promote":
             extra = (f" ({step['seconds'] - CANARY_WINDOW:.1f} s without the {CANARY_WINDOW} s canary window)"
-                     if step["mode"] == "stable" else "")
+                     if waited_window(step) else "")
+            if step["mode"] == "stable" and not waited_window(step):
+                extra = " (measured from the sample kept when the canary started: no wait)"
             print(f"  {step['label']:<34} {step['seconds']:6.1f} s{extra}, exit {step['status']}")
         else:
             print(f"  {step['label']:<34} {step['seconds'] * 1000:6.1f} ms, HTTP {step['status']}")
@@ -458,7 +466,7 @@ def report(seq, aborted):
         if step["kind"] != "promote":
             continue
         value = f"{step['seconds']:.1f} s"
-        if step["mode"] == "stable":
+        if waited_window(step):
             value += f" ({step['seconds'] - CANARY_WINDOW:.1f} s + {CANARY_WINDOW} s window)"
         rows.append((f"{step['label']}: wall time", value, f"<= {TARGET_PROMOTE_S:.0f} s",
                      verdict(step["seconds"] <= TARGET_PROMOTE_S)))

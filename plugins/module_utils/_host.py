@@ -2,7 +2,7 @@
 # Copyright: SwiftDeploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Host resource figures for the infrastructure policy.
+"""Host resource figures for the infrastructure policy, and what else the gates ask the host.
 
 This is a private module_utils file: its API may change without notice. No Ansible imports.
 """
@@ -10,6 +10,15 @@ This is a private module_utils file: its API may change without notice. No Ansib
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+# Where a docker CLI lives when the remote user's PATH is minimal (as over SSH).
+DOCKER_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/bin", "/bin",
+                               "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 
 def parse_meminfo(text):
@@ -50,3 +59,56 @@ def collect(path, meminfo_path="/proc/meminfo"):
         "mem_free_percent": round(100.0 * available / total, 2),
         "mem_total_mb": round(total / 1024.0, 1),
     }
+
+
+def docker_cli():
+    """The docker CLI's path, or None."""
+    return shutil.which("docker", path=DOCKER_PATH)
+
+
+def _start(argv):
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            close_fds=True)
+
+
+def probe(url, timeout=5):
+    """{ok, status, error} of one GET of a health URL."""
+    try:
+        get_text(url, timeout, service="the health endpoint")
+        return {"ok": True, "status": None, "error": None}
+    except HttpError as exc:
+        return {"ok": False, "status": exc.status, "error": exc.message}
+
+
+def measure(path=None, images=(), health_urls=()):
+    """Everything a gate asks the Docker host, in one go: {resources, images_missing, health}.
+
+    resources: collect() of path, by default the Docker data root (`docker info`), where images
+    and containers land. images_missing: the images `docker image inspect` does not find.
+    health: probe() of each URL. The docker commands run side by side: each costs a CLI start
+    and an API round trip, about 0.1 s, and a deploy asks for four. Raises OSError/ValueError
+    when the figures cannot be read and ValueError when images are asked for without a docker
+    CLI (collect() raises OSError for a path that does not exist).
+    """
+    docker = docker_cli()
+    if images and not docker:
+        raise ValueError("the docker CLI is not on PATH on this host, so it cannot say which images are there; "
+                         "install Docker")
+    info = _start([docker, "info", "--format", "{{.DockerRootDir}}"]) if docker and not path else None
+    inspects = [(image, _start([docker, "image", "inspect", "--format", "{{.Id}}", image]))
+                for image in dict.fromkeys(images)]
+    try:
+        health = dict((url, probe(url)) for url in health_urls)
+        if info is not None:
+            out, _err = info.communicate()
+            root = out.decode("utf-8", "replace").strip()
+            path = root if info.returncode == 0 and root else DEFAULT_DOCKER_ROOT
+        path = path or DEFAULT_DOCKER_ROOT
+        missing = set(image for image, proc in inspects if proc.communicate()[0] is not None and proc.returncode != 0)
+    finally:
+        for proc in [info] + [proc for _image, proc in inspects]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {"resources": collect(path), "images_missing": [image for image in images if image in missing],
+            "health": health}

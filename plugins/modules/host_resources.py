@@ -104,34 +104,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import collect
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
-
-
-def docker_root(module):
-    """The Docker data root, or /var/lib/docker when the engine does not say."""
-    docker = module.get_bin_path("docker")
-    if docker:
-        rc, out, _err = module.run_command([docker, "info", "--format", "{{.DockerRootDir}}"])
-        if rc == 0 and out.strip():
-            return out.strip()
-    return "/var/lib/docker"
-
-
-def missing_images(module, images):
-    if not images:
-        return []
-    docker = module.get_bin_path("docker", required=True)
-    return [image for image in images
-            if module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", image])[0] != 0]
-
-
-def probe(url):
-    try:
-        get_text(url, 5, service="the health endpoint")
-        return {"ok": True, "status": None, "error": None}
-    except HttpError as exc:
-        return {"ok": False, "status": exc.status, "error": exc.message}
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 
 
 def main():
@@ -139,16 +112,15 @@ def main():
                                           "images": {"type": "list", "elements": "str", "default": []},
                                           "health_urls": {"type": "list", "elements": "str", "default": []}},
                            supports_check_mode=True)
-    path = module.params["path"] or docker_root(module)
-    if not os.path.exists(path):
+    path = module.params["path"]
+    if path and not os.path.exists(path):
         module.fail_json(msg="path: %s does not exist on this host; give the Docker data root "
                              "(docker info --format '{{.DockerRootDir}}')." % path)
     try:
-        resources = collect(path)
+        found = measure(path, module.params["images"], module.params["health_urls"])
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot measure host resources: %s" % exc)
-    module.exit_json(changed=False, resources=resources, images_missing=missing_images(module, module.params["images"]),
-                     health=dict((url, probe(url)) for url in module.params["health_urls"]))
+    module.exit_json(changed=False, **found)
 
 
 if __name__ == "__main__":

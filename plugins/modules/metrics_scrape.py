@@ -51,6 +51,18 @@ options:
         parsed, counts as no previous sample and is replaced.
       - Missing parent directories are created.
     type: path
+  max_window_seconds:
+    description:
+      - With O(window_seconds) above 0 and O(state_path), a sample kept in O(state_path) that is
+        at least O(window_seconds) and at most O(max_window_seconds) old starts the window, and
+        the module scrapes once instead of waiting; the window is then that sample's age, a real
+        time window between two real scrapes. Any other kept sample (too young, too old, of
+        another URL) is not used, and the module scrapes, waits and scrapes again.
+      - V(0) never uses a kept sample with O(window_seconds) above 0.
+      - The role keeps such a sample when a canary starts, so that judging it after at least its
+        window of traffic costs no wait; RV(window_source) says which way the window was taken.
+    type: float
+    default: 0
   timeout:
     description: Seconds to wait for each scrape to answer.
     type: float
@@ -183,6 +195,14 @@ sample:
       description: The app's version.
       type: str
       sample: 2.0.0
+window_source:
+  description:
+    - Where the window starts. V(previous) - the sample kept in O(state_path) (O(window_seconds=0));
+      V(kept) - a kept sample within O(max_window_seconds); V(waited) - a scrape this run took
+      O(window_seconds) before the last; V(none) - no sample to compare with.
+  returned: success
+  type: str
+  sample: kept
 previous_found:
   description: Whether there was a sample to compare with; false on the first run with
     O(window_seconds=0).
@@ -196,74 +216,14 @@ message:
   sample: "80 requests in 30.0 s (2.67/s), 20 errors (25.00%), p99 9.9 ms"
 """
 
-import json
 import math
-import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import (
-    STATE_FORMAT,
-    MetricsError,
-    Sample,
-    empty_window,
-    parse,
-    window,
-)
-
-SERVICE = "the SwiftDeploy app"
-
-
-def scrape(url, timeout):
-    """One Sample of the app at `url`; raises HttpError or MetricsError."""
-    text = get_text(url, timeout, service=SERVICE)
-    taken_at = time.time()
-    try:
-        sample = parse(text, taken_at)
-    except MetricsError as exc:
-        raise MetricsError("%s did not answer with Prometheus metrics (%s); give a slot's /metrics URL"
-                           % (url, exc))
-    if sample.uptime is None:
-        raise MetricsError("%s answered with metrics, but not the SwiftDeploy app's (no app_uptime_seconds); "
-                           "give a slot's /metrics URL" % url)
-    return sample
-
-
-def read_state(path, url):
-    """(the Sample kept in `path` for `url` or None, why there is none)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except FileNotFoundError:
-        return None, "no previous sample in %s" % path
-    except ValueError as exc:
-        return None, "%s is not a sample file this module wrote (%s); it is replaced" % (path, exc)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        return None, "%s is not a sample file this module wrote; it is replaced" % path
-    if state.get("url") != url:
-        return None, ("%s holds a sample of %s, not of %s; keep one state file per slot"
-                      % (path, state.get("url"), url))
-    try:
-        return Sample.from_dict(state.get("sample")), None
-    except MetricsError as exc:
-        return None, "%s holds a damaged sample (%s); it is replaced" % (path, exc)
-
-
-def write_state(module, path, url, sample):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump({"format": STATE_FORMAT, "url": url, "sample": sample.to_dict()}, stream, sort_keys=True)
-            stream.write("\n")
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    module.atomic_move(temporary, path)
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError, empty_window, window
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import read_state, scrape, write_state
 
 
 def describe(figures):
@@ -289,6 +249,12 @@ def check_options(module):
         module.fail_json(msg="window_seconds must be 0 (compare with the sample kept in state_path) or a "
                              "positive number of seconds to wait between two scrapes, got %g"
                              % params["window_seconds"])
+    if not math.isfinite(params["max_window_seconds"]) or params["max_window_seconds"] < 0:
+        module.fail_json(msg="max_window_seconds must be 0 (always wait) or a number of seconds at least "
+                             "window_seconds, got %s" % params["max_window_seconds"])
+    if 0 < params["max_window_seconds"] < params["window_seconds"]:
+        module.fail_json(msg="max_window_seconds (%g) is shorter than window_seconds (%g); give at least the "
+                             "window, or 0 to always wait" % (params["max_window_seconds"], params["window_seconds"]))
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds, got %g" % params["timeout"])
     if params["window_seconds"] == 0 and not params["state_path"]:
@@ -302,6 +268,7 @@ def main():
             "url": {"type": "str", "required": True},
             "window_seconds": {"type": "float", "default": 0},
             "state_path": {"type": "path"},
+            "max_window_seconds": {"type": "float", "default": 0},
             "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,
@@ -310,16 +277,24 @@ def main():
     url, path = module.params["url"], module.params["state_path"]
     wait = module.params["window_seconds"]
 
-    previous, missing = None, None
-    if wait == 0:
+    previous, missing, source = None, None, "none"
+    if wait == 0 or (path and module.params["max_window_seconds"] > 0):
         try:
             previous, missing = read_state(path, url)
         except OSError as exc:
             module.fail_json(msg="cannot read the previous sample from %s: %s" % (path, exc.strerror or exc))
+        source = "previous" if previous is not None else "none"
+        if wait > 0 and previous is not None:
+            age = time.time() - previous.taken_at
+            if not wait <= age <= module.params["max_window_seconds"]:
+                previous = None
     try:
-        if wait > 0:
+        if wait > 0 and previous is None:
             previous = scrape(url, module.params["timeout"])
+            source = "waited"
             time.sleep(wait)
+        elif wait > 0:
+            source = "kept"
         current = scrape(url, module.params["timeout"])
     except (HttpError, MetricsError) as exc:
         module.fail_json(msg=str(exc))
@@ -336,11 +311,11 @@ def main():
 
     if path and not module.check_mode:
         try:
-            write_state(module, path, url, current)
+            write_state(path, url, current)
         except OSError as exc:
             module.fail_json(msg="cannot keep the sample in %s: %s" % (path, exc.strerror or exc))
 
-    module.exit_json(changed=False, window=figures, sample=current.summary(),
+    module.exit_json(changed=False, window=figures, sample=current.summary(), window_source=source,
                      previous_found=previous is not None, message=message)
 
 

@@ -128,6 +128,97 @@ options:
     description: Test a changed O(nginx_conf) with C(nginx -t) in O(nginx_image) before anything is written.
     type: bool
     default: true
+  metrics_baseline:
+    description:
+      - After a converge that changed something, take one sample of each slot's metrics and keep
+        it on the host, as M(swiftdeploy.stack.metrics_scrape) keeps its samples in
+        O(swiftdeploy.stack.metrics_scrape#module:state_path), in the same round trip. The role
+        keeps a new canary's first sample this way, and judging the canary later measures from it,
+        without waiting a window (see O(swiftdeploy.stack.metrics_scrape#module:max_window_seconds)).
+      - A sample that cannot be taken is a warning, not a failure (the converge is done); the
+        judge then waits a window instead.
+      - Not taken in check mode.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      url:
+        description: The slot's metrics URL as the host reaches it.
+        type: str
+        required: true
+      state_path:
+        description: Where to keep the sample.
+        type: path
+        required: true
+  history:
+    description:
+      - Events to append to the stack's history in the same round trip, as
+        M(swiftdeploy.stack.audit_event) appends them (same line format, file lock, sync and hash
+        chain), and the stack lock to release after them. A run's converge, its record and the
+        release of its lock then cost one round trip instead of two.
+      - Events with C(when=before) are appended before anything is planned, so they stay in the
+        history even when the converge fails (for example the refusal that a roll-back follows).
+        Events with C(when=after) are appended once every step has converged, and C(when=changed)
+        ones only when the converge changed something. Their C(details) get C(changed), whether
+        the converge changed anything.
+      - Nothing is appended after a failed converge, and the lock is not released then; the
+        playbook releases it.
+    type: dict
+    suboptions:
+      path:
+        description: The history file, for example C(<project>/history.jsonl).
+        type: path
+        required: true
+      stack:
+        description: The stack's name, recorded in every event.
+        type: str
+      version:
+        description: The app version recorded in every event.
+        type: str
+      mode:
+        description: The mode recorded in events that do not give their own.
+        type: str
+      actor:
+        description:
+          - Who caused the events, as for M(swiftdeploy.stack.audit_event)'s
+            O(swiftdeploy.stack.audit_event#module:actor); C(user) defaults to the remote user.
+        type: dict
+      events:
+        description: The events, appended in this order within each C(when).
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          event:
+            description: What happened, as for M(swiftdeploy.stack.audit_event).
+            type: str
+            required: true
+          when:
+            description: V(before) the converge, V(after) it, or after it only when it V(changed) something.
+            type: str
+            choices: [before, after, changed]
+            default: after
+          mode:
+            description: The mode this event concerns; by default O(history.mode).
+            type: str
+          details:
+            description: Anything else worth keeping about the event.
+            type: dict
+            default: {}
+      release_lock:
+        description:
+          - After the converge and its events, release the stack lock this run holds, as
+            M(swiftdeploy.stack.stack_lock) with O(swiftdeploy.stack.stack_lock#module:state=released) would.
+        type: dict
+        suboptions:
+          path:
+            description: The lock file.
+            type: path
+            required: true
+          token:
+            description: The token that taking the lock returned.
+            type: str
+            required: true
 attributes:
   check_mode:
     support: full
@@ -135,6 +226,7 @@ attributes:
       - Plans every step, tests the changed files with C(nginx -t) and C(docker compose config),
         and asks C(docker compose ps) and nginx what runs and is served, but writes nothing and
         starts, reloads or removes nothing. RV(actions) lists what would be done.
+        O(history) events are returned as they would be appended, and no lock is released.
       - From the second step on, check mode assumes the earlier steps succeeded.
   diff_mode:
     support: full
@@ -154,6 +246,7 @@ notes:
   - See C(docs/converge.md) in the collection for why each step comes where it does.
 seealso:
   - module: swiftdeploy.stack.stack_lock
+  - module: swiftdeploy.stack.audit_event
   - module: community.docker.docker_compose_v2
 """
 
@@ -301,6 +394,37 @@ seconds:
   returned: always
   type: float
   sample: 7.9
+metrics_baseline:
+  description: For each O(metrics_baseline) entry, whether its sample was kept (C(ok)) and why not (C(error)).
+  returned: when O(metrics_baseline) is given and the converge changed something (not in check mode)
+  type: list
+  elements: dict
+  sample: [{url: "http://127.0.0.1:8082/slots/green/metrics", ok: true, error: null}]
+records:
+  description:
+    - The events of O(history) appended (in check mode, that would be), in order, each as
+      M(swiftdeploy.stack.audit_event) returns it in its RV(swiftdeploy.stack.audit_event#module:record).
+  returned: when O(history) is given
+  type: list
+  elements: dict
+  sample:
+    - {seq: 12, event: deploy, stack: shop, mode: stable, version: "1.0.0", details: {changed: true},
+       prev: "6f1e...", hash: "0a9b..."}
+seq:
+  description: The last appended event's position in the history; with RV(hash), the history's anchor.
+  returned: when O(history) appended an event
+  type: int
+  sample: 12
+hash:
+  description: The last appended event's hash.
+  returned: when O(history) appended an event
+  type: str
+  sample: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"
+lock_released:
+  description: Whether O(history.release_lock) removed the lock (false when there was none left to remove).
+  returned: when O(history.release_lock) is given and the converge succeeded
+  type: bool
+  sample: true
 diff:
   description: One diff per changed file and step, in Ansible's diff format.
   returned: when diff mode is on
@@ -317,6 +441,7 @@ import contextlib
 import errno
 import json
 import os
+import socket
 import tempfile
 import time
 
@@ -339,7 +464,12 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     running_services,
     slot_services,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, append_event, preview_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import scrape, write_state
 
 COMPOSE_FILE = "docker-compose.yml"
 NGINX_SERVICE = "nginx"
@@ -888,6 +1018,78 @@ class Converger(object):
                 time.sleep(HEALTH_POLL)
 
 
+def keep_baselines(module, entries):
+    """Sample each slot's metrics and keep it; failures are warnings (the converge is done)."""
+    kept = []
+    for entry in entries:
+        try:
+            write_state(entry["state_path"], entry["url"], scrape(entry["url"], 5))
+            kept.append({"url": entry["url"], "ok": True, "error": None})
+        except (HttpError, MetricsError, OSError) as exc:
+            error = ("%s: %s" % (entry["state_path"], exc.strerror or exc)) if isinstance(exc, OSError) else str(exc)
+            module.warn("metrics baseline of %s not kept (%s); judging the canary will wait a window instead"
+                        % (entry["url"], error))
+            kept.append({"url": entry["url"], "ok": False, "error": error})
+    return kept
+
+
+class Recorder(object):
+    """The O(history) events of one converge, and the release of the lock after them."""
+
+    def __init__(self, spec, check_mode):
+        self.spec = spec
+        self.check = check_mode
+        actor = dict(spec["actor"] or {})
+        if actor.get("user") is None:
+            actor["user"] = current_user()
+        self.actor = actor
+        self.records = []
+
+    def append(self, phase, changed=None):
+        """Append the events of this phase ('before', or 'after' with the converge's changed)."""
+        for event in self.spec["events"]:
+            wanted = event["when"] == phase or (phase == "after" and event["when"] == "changed" and changed)
+            if not wanted:
+                continue
+            details = dict(event["details"])
+            if phase == "after":
+                details["changed"] = bool(changed)
+            fields = {"event": event["event"], "stack": self.spec["stack"], "host": socket.gethostname(),
+                      "actor": self.actor, "mode": event["mode"] or self.spec["mode"],
+                      "version": self.spec["version"], "details": details}
+            path = self.spec["path"]
+            try:
+                if self.check:
+                    record = preview_event(path, fields)
+                else:
+                    directory = os.path.dirname(os.path.abspath(path))
+                    if not os.path.isdir(directory):
+                        os.makedirs(directory, 0o750, exist_ok=True)
+                    record = append_event(path, fields)
+            except HistoryError as exc:
+                raise ConvergeError("history %s: %s" % (path, exc))
+            except OSError as exc:
+                raise ConvergeError("cannot append to the history %s: %s; check that the directory is writable by "
+                                    "the remote user" % (path, exc.strerror or exc))
+            self.records.append(record)
+
+    def release(self):
+        lock = self.spec["release_lock"]
+        if not lock or self.check:
+            return None
+        try:
+            return release(lock["path"], lock["token"])["changed"]
+        except (LockError, OSError) as exc:
+            raise ConvergeError("the stack converged and its events were recorded, but the lock %s was not "
+                                "released: %s" % (lock["path"], exc))
+
+    def result(self):
+        result = {"records": self.records}
+        if self.records:
+            result.update(seq=self.records[-1]["seq"], hash=self.records[-1]["hash"])
+        return result
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -908,20 +1110,54 @@ def main():
             "validate_nginx": {"type": "bool", "default": True},
             "slot_port": {"type": "int"},
             "slot_health_path": {"type": "str", "default": "/healthz"},
+            "metrics_baseline": {"type": "list", "elements": "dict", "default": [], "options": {
+                "url": {"type": "str", "required": True},
+                "state_path": {"type": "path", "required": True},
+            }},
+            "history": {"type": "dict", "options": {
+                "path": {"type": "path", "required": True},
+                "stack": {"type": "str"},
+                "version": {"type": "str"},
+                "mode": {"type": "str"},
+                "actor": {"type": "dict"},
+                "events": {"type": "list", "elements": "dict", "required": True, "options": {
+                    "event": {"type": "str", "required": True},
+                    "when": {"type": "str", "choices": ["before", "after", "changed"], "default": "after"},
+                    "mode": {"type": "str"},
+                    "details": {"type": "dict", "default": {}},
+                }},
+                "release_lock": {"type": "dict", "options": {
+                    "path": {"type": "path", "required": True},
+                    # Not a credential: it only stops one run from releasing another's lock.
+                    "token": {"type": "str", "required": True, "no_log": False},
+                }},
+            }},
         },
         supports_check_mode=True,
     )
     if not module.params["steps"]:
         module.fail_json(msg="steps: give at least one step (files and state)")
     converger = Converger(module)
+    recorder = Recorder(module.params["history"], module.check_mode) if module.params["history"] else None
     try:
+        if recorder:
+            recorder.append("before")
         result = converger.converge()
+        if module.params["metrics_baseline"] and result["changed"] and not module.check_mode:
+            result["metrics_baseline"] = keep_baselines(module, module.params["metrics_baseline"])
+        if recorder:
+            recorder.append("after", result["changed"])
+            released = recorder.release()
+            result.update(recorder.result())
+            if released is not None:
+                result["lock_released"] = released
     except (PlanError, ConvergeError) as exc:
         module.fail_json(msg=str(exc), actions=converger.actions, files_changed=converger.files_changed,
-                         changed=converger.changed)
+                         changed=converger.changed, **(recorder.result() if recorder else {}))
     except OSError as exc:
         module.fail_json(msg="cannot write in %s: %s" % (converger.project, exc), actions=converger.actions,
-                         files_changed=converger.files_changed, changed=converger.changed)
+                         files_changed=converger.files_changed, changed=converger.changed,
+                         **(recorder.result() if recorder else {}))
     if module._diff:
         result["diff"] = converger.diff.diffs
     module.exit_json(**result)

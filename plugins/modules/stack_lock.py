@@ -76,6 +76,28 @@ options:
     type: list
     elements: path
     default: []
+  host:
+    description:
+      - Once the lock is held, also measure the host and ask it what the gates need, in the same
+        round trip, exactly as M(swiftdeploy.stack.host_resources) does with the same options;
+        the result is in RV(host). Saves a deploy or a promotion one round trip.
+      - Only used with O(state=acquired). When the measurement fails, the lock is released and
+        the task fails.
+    type: dict
+    suboptions:
+      path:
+        description: As O(swiftdeploy.stack.host_resources#module:path); empty means the Docker data root.
+        type: path
+      images:
+        description: As O(swiftdeploy.stack.host_resources#module:images).
+        type: list
+        elements: str
+        default: []
+      health_urls:
+        description: As O(swiftdeploy.stack.host_resources#module:health_urls).
+        type: list
+        elements: str
+        default: []
 attributes:
   check_mode:
     support: full
@@ -96,6 +118,8 @@ notes:
   - Needs a local filesystem on the managed host; C(O_EXCL) and C(flock) are not reliable over NFS.
   - To clear the lock of a run that is certainly dead, remove the file named in the message.
   - See C(docs/audit-trail.md) in the collection for the lock file's format.
+seealso:
+  - module: swiftdeploy.stack.host_resources
 """
 
 EXAMPLES = r"""
@@ -175,6 +199,17 @@ files:
   sample:
     - path: /root/.swiftdeploy/shop/state.json
       content: '{"mode": "stable", "stable": "blue"}'
+host:
+  description:
+    - What M(swiftdeploy.stack.host_resources) returns for O(host) (C(resources),
+      C(images_missing) and C(health)), measured while the lock is held.
+  returned: when O(state=acquired) and O(host) is given
+  type: dict
+  sample:
+    resources: {disk_free_gb: 81.52, disk_path: /var/lib/docker, cpu_load_1m: 0.42, cpu_count: 2,
+                mem_free_percent: 71.3, mem_total_mb: 24105.6}
+    images_missing: []
+    health: {"http://127.0.0.1:8082/slots/blue/healthz": {ok: true, status: null, error: null}}
 broken_stale:
   description:
     - The holder of a stale lock that was broken (in check mode, that would be broken), with
@@ -195,6 +230,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     LockError,
@@ -226,6 +262,25 @@ def read_files(paths):
     return files
 
 
+def give_back(module, path, result):
+    """Release a lock this call has just taken, because the call fails after all."""
+    if not module.check_mode:
+        release(path, result["token"])
+
+
+def measure_host(module, path, result):
+    host = module.params["host"]
+    if host["path"] and not os.path.exists(host["path"]):
+        give_back(module, path, result)
+        module.fail_json(msg="host.path: %s does not exist on this host; give the Docker data root "
+                             "(docker info --format '{{.DockerRootDir}}'); the lock was not kept." % host["path"])
+    try:
+        return measure(host["path"], host["images"], host["health_urls"])
+    except (OSError, ValueError) as exc:
+        give_back(module, path, result)
+        module.fail_json(msg="cannot measure host resources: %s; the lock was not kept." % exc)
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -238,6 +293,11 @@ def main():
             # it must stay readable in the registered result.
             "token": {"type": "str", "no_log": False},
             "read": {"type": "list", "elements": "path", "default": []},
+            "host": {"type": "dict", "options": {
+                "path": {"type": "path"},
+                "images": {"type": "list", "elements": "str", "default": []},
+                "health_urls": {"type": "list", "elements": "str", "default": []},
+            }},
         },
         supports_check_mode=True,
     )
@@ -260,10 +320,11 @@ def main():
             try:
                 result["files"] = read_files(params["read"])
             except (OSError, ValueError) as exc:
-                if not module.check_mode:
-                    release(path, result["token"])
+                give_back(module, path, result)
                 module.fail_json(msg="%s; the lock was not kept." % (
                     exc if isinstance(exc, ValueError) else "read: cannot read %s: %s" % (exc.filename, exc.strerror)))
+            if params["host"] is not None:
+                result["host"] = measure_host(module, path, result)
         else:
             result = release(path, params["token"], check_mode=module.check_mode)
     except LockError as exc:

@@ -183,16 +183,16 @@ def test_stack_teardown_records_the_wait_for_the_lock(module, tmp_path, repo_roo
     """Another run holds the lock for 4 s (longer than ansible takes to start the module): the
     teardown waits, then records lock_wait before teardown."""
     project = make_project(tmp_path)
+    lock = str(project / ".swiftdeploy.lock")
+    script = ("import sys, time\n"
+              "sys.path.insert(0, %r)\n"
+              "from ansible_collections.swiftdeploy.stack.plugins.module_utils import _lock\n"
+              "got = _lock.acquire(%r, {'user': 'bob'}, host='h', pid=1)\n"
+              "print('held', flush=True)\n"
+              "time.sleep(4)\n"
+              "_lock.release(%r, got['token'])\n" % (str(repo_root / ".collections"), lock, lock))
     holder = subprocess.Popen(
-        [str(repo_root / ".venv" / "bin" / "python"), "-c",
-         "import sys, time\n"
-         "sys.path.insert(0, %r)\n"
-         "from ansible_collections.swiftdeploy.stack.plugins.module_utils import _lock\n"
-         "got = _lock.acquire(%r, {'user': 'bob'}, host='h', pid=1)\n"
-         "print('held', flush=True)\n"
-         "time.sleep(4)\n"
-         "_lock.release(%r, got['token'])\n" % (str(repo_root / ".collections"), str(project / ".swiftdeploy.lock"),
-                                                 str(project / ".swiftdeploy.lock"))],
+        [str(repo_root / ".venv" / "bin" / "python"), "-c", script],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

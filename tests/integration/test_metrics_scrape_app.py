@@ -316,6 +316,46 @@ def test_window_seconds_keeps_the_newer_sample_for_later_runs(app, scrape_env, t
     assert later["window"]["requests"] == 4
 
 
+def test_a_kept_sample_within_max_window_starts_the_window_without_waiting(app, scrape_env, tmp_path):
+    """The role keeps a canary's first sample; judging it later measures from that sample (its
+    age is the window) instead of waiting window_seconds, when the age is within the bounds."""
+    scrape = Scraper(scrape_env)
+    state = tmp_path / "slot.json"
+    scrape(url=app.metrics_url, state_path=str(state))          # the baseline
+    app.hit(6)
+    time.sleep(1.2)
+    started = time.monotonic()
+    result = scrape(url=app.metrics_url, window_seconds=1, max_window_seconds=30, state_path=str(state))
+    took = time.monotonic() - started
+    assert result["window_source"] == "kept" and result["previous_found"] is True
+    assert result["window"]["requests"] == 6
+    assert 1.2 <= result["window"]["window_seconds"] < 30
+    # It scraped once: far less than the 1 s wait plus a scrape that a waited window costs on top
+    # of ansible's start-up (measured apart, below).
+    waited_started = time.monotonic()
+    waited = scrape(url=app.metrics_url, window_seconds=1, state_path=str(state))
+    waited_took = time.monotonic() - waited_started
+    assert waited["window_source"] == "waited" and waited["window"]["requests"] == 0
+    assert waited_took - took > 0.5, (took, waited_took)
+
+
+@pytest.mark.parametrize("age, wait, max_window", [
+    # ansible's start-up (about a second) ages the sample too: 3 s is out of its reach.
+    pytest.param(0, 3, 30, id="too-young"),
+    pytest.param(2.5, 1, 2, id="too-old"),
+])
+def test_a_kept_sample_outside_the_bounds_is_not_used(app, scrape_env, tmp_path, age, wait, max_window):
+    scrape = Scraper(scrape_env)
+    state = tmp_path / "slot.json"
+    scrape(url=app.metrics_url, state_path=str(state))
+    app.hit(3)
+    time.sleep(age)
+    result = scrape(url=app.metrics_url, window_seconds=wait, max_window_seconds=max_window, state_path=str(state))
+    assert result["window_source"] == "waited"
+    assert result["window"]["requests"] == 0, "the requests before the waited window must not count"
+    assert wait <= result["window"]["window_seconds"] < wait + 1
+
+
 def test_state_of_another_slot_or_damaged_is_replaced(app, scrape_env, tmp_path):
     scrape = Scraper(scrape_env)
     state = tmp_path / "slot.json"
@@ -344,6 +384,8 @@ def test_state_of_another_slot_or_damaged_is_replaced(app, scrape_env, tmp_path)
                  "'ftp://127.0.0.1:{port}/metrics' is not an http(s) URL", id="bad-url"),
     pytest.param({"url": "http://127.0.0.1:{port}/metrics"},
                  "state_path is required when window_seconds is 0", id="no-state-path"),
+    pytest.param({"url": "http://127.0.0.1:{port}/metrics", "window_seconds": 5, "max_window_seconds": 2},
+                 "max_window_seconds (2) is shorter than window_seconds (5)", id="max-below-window"),
     pytest.param({"url": "http://127.0.0.1:{port}/metrics", "window_seconds": -1},
                  "window_seconds must be 0 (compare with the sample kept in state_path) or a positive", id="negative"),
 ])

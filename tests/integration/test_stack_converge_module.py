@@ -21,6 +21,7 @@ import pytest
 # make setup links the checkout into .collections (integration tests need the set-up anyway).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import nginx_test_argv  # noqa: E402
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import acquire  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -116,15 +117,20 @@ class ConvergeStack:
         self.run_playbook = run_playbook
         self.runs = 0
 
-    def converge(self, *lives, check=False, files=None, health=True, probe=True):
+    def converge(self, *lives, check=False, files=None, health=True, probe=True, history=None, baseline=None):
         """Run the playbook with one step per live state; return the module's result."""
         self.runs += 1
         extra = self.tmp_path / ("vars-%d.json" % self.runs)
         result_file = self.tmp_path / ("result-%d.json" % self.runs)
-        extra.write_text(json.dumps({
+        values = {
             "converge_manifest": str(self.manifest), "converge_project": str(self.project),
             "converge_result": str(result_file), "converge_lives": list(lives),
-            "converge_files": files or {}, "converge_health": health, "converge_probe": probe}))
+            "converge_files": files or {}, "converge_health": health, "converge_probe": probe}
+        if history is not None:
+            values["converge_history"] = history
+        if baseline is not None:
+            values["converge_baseline"] = baseline
+        extra.write_text(json.dumps(values))
         run = self.run_playbook(PLAYBOOK, "-e", "@%s" % extra, check=check)
         assert run.rc == 0, run.describe()
         assert result_file.exists(), run.describe()
@@ -349,6 +355,81 @@ def test_a_reload_an_interrupted_run_never_made_is_made_by_the_next(stack):
     assert reload["detail"].startswith("nginx serves generation %s, not 79: SIGHUP to " % served)
     assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "79")
     assert ok(stack.converge(state))["changed"] is False
+
+
+def take_lock(stack):
+    path = stack.tmp_path / ".swiftdeploy.lock"
+    return path, acquire(str(path), {"user": "tester"}, host="test", pid=1)["token"]
+
+
+def history_of(stack, events, lock=None):
+    spec = {"path": str(stack.tmp_path / "history.jsonl"), "stack": STACK, "version": "1.0.0", "mode": "stable",
+            "actor": {"user": "tester", "playbook": "converge test"}, "events": events}
+    if lock:
+        spec["release_lock"] = {"path": str(lock[0]), "token": lock[1]}
+    return spec
+
+
+def recorded(stack):
+    path = stack.tmp_path / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_events_and_the_lock_release_ride_along_with_the_converge(stack):
+    """One round trip: events before and after the converge, the changed-only one skipped for a
+    converge that changed nothing, then the lock released."""
+    lock = take_lock(stack)
+    before = len(recorded(stack))
+    result = ok(stack.converge(stack.state(), history=history_of(stack, [
+        {"event": "lock_wait", "when": "before", "details": {"waited_seconds": 0}},
+        {"event": "deploy", "details": {"port": PORT}},
+        {"event": "promote", "when": "changed", "mode": "canary"}], lock)))
+    assert result["changed"] is False
+    events = recorded(stack)[before:]
+    assert [(e["event"], e["mode"]) for e in events] == [("lock_wait", "stable"), ("deploy", "stable")]
+    assert events[0]["details"] == {"waited_seconds": 0}
+    assert events[1]["details"] == {"port": PORT, "changed": False}
+    assert events[1]["actor"] == {"user": "tester", "playbook": "converge test"}
+    assert [r["seq"] for r in result["records"]] == [e["seq"] for e in events]
+    assert (result["seq"], result["hash"]) == (events[-1]["seq"], events[-1]["hash"])
+    assert result["lock_released"] is True and not lock[0].exists()
+
+
+def test_a_changed_converge_keeps_the_canary_baseline_and_records_the_changed_event(stack):
+    canary = dict(stack.state(), generation=stack.state()["generation"] + 1, canary="green", weight=50, mode="canary",
+                  slots={"blue": stack.state()["slots"][stack.state()["stable"]], "green": GREEN})
+    baseline = stack.tmp_path / "metrics" / "green.json"
+    url = "http://127.0.0.1:%d/slots/green/metrics" % ADMIN_PORT
+    unreachable = "http://127.0.0.1:%d/slots/nowhere/metrics" % ADMIN_PORT
+    before = len(recorded(stack))
+    result = ok(stack.converge(canary, history=history_of(stack, [{"event": "promote", "when": "changed",
+                                                                   "mode": "canary"}]),
+                               baseline=[{"url": url, "state_path": str(baseline)},
+                                         {"url": unreachable, "state_path": str(stack.tmp_path / "metrics" / "x.json")}]))
+    assert result["changed"] is True
+    (event,) = recorded(stack)[before:]
+    assert event["event"] == "promote" and event["details"] == {"changed": True}
+    kept = json.loads(baseline.read_text())
+    assert kept["url"] == url and kept["sample"]["mode"] == "canary" and kept["sample"]["version"] == "1.1.0"
+    assert result["metrics_baseline"][0] == {"url": url, "ok": True, "error": None}
+    # A baseline that cannot be taken warns; the converge is done all the same.
+    assert result["metrics_baseline"][1]["ok"] is False and "404" in result["metrics_baseline"][1]["error"]
+    assert any("metrics baseline of %s not kept" % unreachable in w for w in result.get("warnings", []))
+    assert "lock_released" not in result
+
+
+def test_a_failed_converge_records_only_what_came_before_and_keeps_the_lock(stack):
+    lock = take_lock(stack)
+    before = len(recorded(stack))
+    bad = {"nginx/nginx.conf": {"content": "events {}\nhttp {\n    bogus_directive on;\n}\n", "mode": "0644"}}
+    target = dict(stack.state(), generation=stack.state()["generation"] + 1, weight=20)
+    result = stack.converge(target, files=bad, history=history_of(stack, [
+        {"event": "promote_blocked", "when": "before"}, {"event": "rollback"}], lock))
+    assert result["failed"] is True and "refused by nginx -t" in result["msg"]
+    assert [e["event"] for e in recorded(stack)[before:]] == ["promote_blocked"]
+    assert [r["event"] for r in result["records"]] == ["promote_blocked"]
+    assert lock[0].exists(), "the playbook releases the lock after a failed converge"
+    lock[0].unlink()
 
 
 def container_id(service):

@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Scraping an app slot's /metrics and keeping the sample on the host for the next window.
+
+Used by the metrics_scrape module and by stack_converge (the baseline sample of a new canary).
+This is a private module_utils file: its API may change without notice. No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import STATE_FORMAT, MetricsError, Sample, parse
+
+SERVICE = "the SwiftDeploy app"
+
+
+def scrape(url, timeout):
+    """One Sample of the app at `url`; raises HttpError or MetricsError."""
+    text = get_text(url, timeout, service=SERVICE)
+    taken_at = time.time()
+    try:
+        sample = parse(text, taken_at)
+    except MetricsError as exc:
+        raise MetricsError("%s did not answer with Prometheus metrics (%s); give a slot's /metrics URL"
+                           % (url, exc))
+    if sample.uptime is None:
+        raise MetricsError("%s answered with metrics, but not the SwiftDeploy app's (no app_uptime_seconds); "
+                           "give a slot's /metrics URL" % url)
+    return sample
+
+
+def read_state(path, url):
+    """(the Sample kept in `path` for `url` or None, why there is none)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return None, "no previous sample in %s" % path
+    except ValueError as exc:
+        return None, "%s is not a sample file this module wrote (%s); it is replaced" % (path, exc)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        return None, "%s is not a sample file this module wrote; it is replaced" % path
+    if state.get("url") != url:
+        return None, ("%s holds a sample of %s, not of %s; keep one state file per slot"
+                      % (path, state.get("url"), url))
+    try:
+        return Sample.from_dict(state.get("sample")), None
+    except MetricsError as exc:
+        return None, "%s holds a damaged sample (%s); it is replaced" % (path, exc)
+
+
+def write_state(path, url, sample):
+    """Keep sample in path, replaced atomically (a reader sees the old file or the new one)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump({"format": STATE_FORMAT, "url": url, "sample": sample.to_dict()}, stream, sort_keys=True)
+            stream.write("\n")
+        os.chmod(temporary, 0o640)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    os.replace(temporary, path)
