@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 
@@ -112,3 +113,25 @@ def measure(path=None, images=(), health_urls=()):
                 proc.wait()
     return {"resources": collect(path), "images_missing": [image for image in images if image in missing],
             "health": health}
+
+
+def run_side_by_side(argvs):
+    """Run the commands at the same time; [(rc, stdout, stderr, seconds)] in argvs' order.
+
+    For independent checks whose time is mostly process start-up (docker CLI, a container).
+    """
+    started = time.monotonic()
+    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              close_fds=True) for argv in argvs]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate()
+            results.append((proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                            round(time.monotonic() - started, 3)))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results

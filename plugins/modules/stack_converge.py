@@ -465,6 +465,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     slot_services,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, append_event, preview_event
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import run_side_by_side
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
@@ -681,9 +682,14 @@ class Converger(object):
         return step, files, plan, compose
 
     def validate(self, planned):
-        """Test every changed nginx.conf and compose file of every step before anything lands."""
+        """Test every changed nginx.conf and compose file of every step before anything lands.
+
+        The tests run side by side (each costs mostly a docker CLI or a container start); their
+        verdicts are then read in order, compose files first, as one by one.
+        """
         tested = set()
         confs = []  # (step number, content) of each distinct nginx.conf to test
+        composes = []  # (step number, content) of each distinct compose file to test
         slots = set()
         conf = self.params["nginx_conf"]
         for number, (step, files, plan, _compose) in enumerate(planned, 1):
@@ -697,37 +703,42 @@ class Converger(object):
                 key = ("compose", files[COMPOSE_FILE]["content"])
                 if key not in tested:
                     tested.add(key)
-                    self.validate_compose(number, files[COMPOSE_FILE]["content"])
-        if confs:
-            self.validate_nginx(confs, conf, slots)
-
-    def validate_nginx(self, confs, relpath, slots):
-        """nginx -t on every (step, content) of confs, in one container."""
-        steps = ", ".join(str(number) for number, _content in confs)
-        with self.action(confs[0][0], "validate nginx.conf", "nginx -t in %s (step %s)" % (self.params["nginx_image"], steps)):
-            with contextlib.ExitStack() as stack:
+                    composes.append((number, files[COMPOSE_FILE]["content"]))
+        if not confs and not composes:
+            return
+        with contextlib.ExitStack() as stack:
+            checks = [("compose", number, self.compose("-f", stack.enter_context(self.scratch_file(content)),
+                                                       "config", "--quiet"))
+                      for number, content in composes]
+            if confs:
                 paths = [stack.enter_context(self.scratch_file(content)) for _number, content in confs]
-                argv = nginx_test_argv(self.docker, self.params["nginx_image"], self.params["nginx_conf_dir"],
-                                       self.prefix, slots, paths)
-                rc, out, err = self.module.run_command(argv, check_rc=False)
-            if rc != 0:
-                text = (err or out or "").strip() or "rc=%d, no output" % rc
-                number = confs[0][0]
-                for index, (step_number, _content) in enumerate(confs, 1):
-                    if "refused: test-%d.conf" % index in text:
-                        number = step_number
-                raise ConvergeError("step %d: %s is refused by nginx -t in %s, nothing was written: %s"
-                                    % (number, relpath, self.params["nginx_image"], text))
+                checks.append(("nginx", confs[0][0], nginx_test_argv(
+                    self.docker, self.params["nginx_image"], self.params["nginx_conf_dir"], self.prefix, slots, paths)))
+            results = run_side_by_side([argv for _kind, _number, argv in checks])
+        for (kind, number, argv), (rc, out, err, seconds) in zip(checks, results):
+            if kind == "compose":
+                self.actions.append({"step": number, "action": "validate compose file", "seconds": seconds,
+                                     "detail": "docker compose config"})
+                if rc != 0:
+                    message = self.command_failure(argv, "docker compose config", rc, out, err)
+                    raise ConvergeError("step %d: %s is refused by docker compose, nothing was written: %s"
+                                        % (number, COMPOSE_FILE, message))
+            else:
+                self.nginx_verdict(confs, conf, rc, out, err, seconds)
 
-    def validate_compose(self, number, content):
-        with self.action(number, "validate compose file", "docker compose config"):
-            with self.scratch_file(content) as path:
-                argv = self.compose("-f", path, "config", "--quiet")
-                rc, out, err = self.module.run_command(argv, check_rc=False)
-            if rc != 0:
-                message = self.command_failure(argv, "docker compose config", rc, out, err)
-                raise ConvergeError("step %d: %s is refused by docker compose, nothing was written: %s"
-                                    % (number, COMPOSE_FILE, message))
+    def nginx_verdict(self, confs, relpath, rc, out, err, seconds):
+        """The result of nginx -t on every (step, content) of confs, tested in one container."""
+        steps = ", ".join(str(number) for number, _content in confs)
+        self.actions.append({"step": confs[0][0], "action": "validate nginx.conf", "seconds": seconds,
+                             "detail": "nginx -t in %s (step %s)" % (self.params["nginx_image"], steps)})
+        if rc != 0:
+            text = (err or out or "").strip() or "rc=%d, no output" % rc
+            number = confs[0][0]
+            for index, (step_number, _content) in enumerate(confs, 1):
+                if "refused: test-%d.conf" % index in text:
+                    number = step_number
+            raise ConvergeError("step %d: %s is refused by nginx -t in %s, nothing was written: %s"
+                                % (number, relpath, self.params["nginx_image"], text))
 
     def apply(self, number, step, files, plan, compose_text):
         report = {"step": number, "changed": False, "files_changed": plan.files_changed,
