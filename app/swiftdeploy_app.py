@@ -49,6 +49,7 @@ after socket_timeout.
 
 import asyncio
 import bisect
+import collections
 import json
 import logging
 import math
@@ -77,6 +78,12 @@ MAX_HEADERS = 100
 LISTEN_BACKLOG = 128
 STOP_GRACE_SECONDS = 0.5  # for requests in flight at SIGTERM to finish
 CANCEL_GRACE_SECONDS = 0.2  # for the cancelled rest to close
+
+# /metrics?ago=N answers with the counters as they were at least N seconds ago, from a snapshot
+# the app takes every SNAPSHOT_SECONDS and keeps for HISTORY_SECONDS: a canary judge then gets a
+# window of the last N seconds at once instead of scraping, waiting N seconds and scraping again.
+SNAPSHOT_SECONDS = 1.0
+HISTORY_SECONDS = 600
 
 KNOWN_PATHS = ("/", "/healthz", "/metrics", "/chaos")
 KNOWN_METHODS = ("GET", "POST", "HEAD")
@@ -276,9 +283,29 @@ class Metrics:
         self._requests = {}
         # (method, path) -> [count per bucket, not cumulative (the last one is +Inf), sum]
         self._latency = {}
+        # (monotonic time, requests, latency) every SNAPSHOT_SECONDS, oldest first
+        self._snapshots = collections.deque()
 
     def uptime(self):
         return max(0.0, self._clock() - self._started)
+
+    def take_snapshot(self):
+        """Keep the counters as they are now (the app calls this every SNAPSHOT_SECONDS)."""
+        now = self._clock()
+        with self._lock:
+            requests = dict(self._requests)
+            latency = {route: (list(counts), total) for route, (counts, total) in self._latency.items()}
+        self._snapshots.append((now, requests, latency))
+        while self._snapshots and now - self._snapshots[0][0] > HISTORY_SECONDS + SNAPSHOT_SECONDS:
+            self._snapshots.popleft()
+
+    def snapshot_ago(self, seconds):
+        """(age, requests, latency) of the newest snapshot at least `seconds` old, or None."""
+        now = self._clock()
+        for taken, requests, latency in reversed(self._snapshots):
+            if now - taken >= seconds:
+                return now - taken, requests, latency
+        return None
 
     def observe(self, method, path, status, seconds):
         method, path = label_method(method), label_path(path)
@@ -292,10 +319,18 @@ class Metrics:
             series[0][bisect.bisect_left(BUCKETS, seconds)] += 1
             series[1] += seconds
 
-    def render(self, chaos_code=0):
-        with self._lock:
-            requests = sorted(self._requests.items())
-            latency = sorted((route, (list(counts), total)) for route, (counts, total) in self._latency.items())
+    def render(self, chaos_code=0, ago=None):
+        """The metrics now, or with `ago` (a snapshot_ago() result) as they were then: the
+        counters and app_uptime_seconds of that moment, and app_snapshot_age_seconds."""
+        if ago is None:
+            with self._lock:
+                requests = sorted(self._requests.items())
+                latency = sorted((route, (list(counts), total)) for route, (counts, total) in self._latency.items())
+            uptime = self.uptime()
+        else:
+            age, requests, latency = ago
+            requests, latency = sorted(requests.items()), sorted(latency.items())
+            uptime = max(0.0, self.uptime() - age)
         lines = [
             "# HELP http_requests_total Total HTTP requests by method, path and status code.",
             "# TYPE http_requests_total counter",
@@ -319,7 +354,7 @@ class Metrics:
         lines += [
             "# HELP app_uptime_seconds Seconds since the process started.",
             "# TYPE app_uptime_seconds gauge",
-            f"app_uptime_seconds {_number(round(self.uptime(), 3))}",
+            f"app_uptime_seconds {_number(round(uptime, 3))}",
             "# HELP app_mode Deployment mode: 0 stable, 1 canary.",
             "# TYPE app_mode gauge",
             f"app_mode {1 if self.mode == 'canary' else 0}",
@@ -330,6 +365,12 @@ class Metrics:
             "# TYPE app_info gauge",
             f"app_info{_labels(version=self.version, mode=self.mode)} 1",
         ]
+        if ago is not None:
+            lines += [
+                "# HELP app_snapshot_age_seconds How old these counters are (/metrics?ago=N).",
+                "# TYPE app_snapshot_age_seconds gauge",
+                f"app_snapshot_age_seconds {_number(round(ago[0], 3))}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -543,8 +584,25 @@ class Exchange:
         })
 
     async def metrics(self):
-        text = self.server.metrics.render(self.server.chaos.code)
-        self.send(200, text.encode("utf-8"), METRICS_TYPE)
+        metrics, target = self.server.metrics, self.request.target
+        query = target.split("?", 1)[1] if "?" in target else ""
+        ago = None
+        if query:
+            name, _sep, value = query.partition("=")
+            try:
+                seconds = float(value) if name == "ago" else math.nan
+            except ValueError:
+                seconds = math.nan
+            if not 0 < seconds <= HISTORY_SECONDS:
+                self.send_json(400, {"error": f"query {_printable(query, 60)!r}: give ago=SECONDS, more than 0 and at "
+                                              f"most {HISTORY_SECONDS}, or no query for the metrics now"})
+                return
+            ago = metrics.snapshot_ago(seconds)
+            if ago is None:
+                self.send_json(404, {"error": f"no snapshot {seconds:g} s old yet: this app has run "
+                                              f"{metrics.uptime():.1f} s", "uptime_seconds": round(metrics.uptime(), 3)})
+                return
+        self.send(200, metrics.render(self.server.chaos.code, ago).encode("utf-8"), METRICS_TYPE)
 
     async def chaos(self):
         server = self.server
@@ -806,11 +864,13 @@ class AppServer:
         listener = await asyncio.start_server(self._on_connection, sock=self.socket, limit=MAX_HEAD_BYTES,
                                               backlog=LISTEN_BACKLOG)
         sweeper = asyncio.create_task(self._close_idle_connections())
+        snapshots = asyncio.create_task(self._take_snapshots())
         try:
             await self._stop.wait()
         finally:
             listener.close()  # stop accepting; the connections are ours to end
             sweeper.cancel()
+            snapshots.cancel()
             # Graceful: idle connections close now; a request being answered gets up to
             # STOP_GRACE_SECONDS to finish (its answer says Connection: close), so stopping a
             # slot that nginx just stopped routing to does not cut the requests still in flight.
@@ -832,6 +892,11 @@ class AppServer:
             await asyncio.sleep(0)  # let the transports just closed release their sockets
             for signum in stop_signals:
                 loop.remove_signal_handler(signum)
+
+    async def _take_snapshots(self):
+        while True:
+            self.metrics.take_snapshot()
+            await asyncio.sleep(SNAPSHOT_SECONDS)
 
     async def _close_idle_connections(self):
         # Closes connections that have waited socket_timeout for a request head. nginx gives up

@@ -30,6 +30,7 @@ except ImportError:  # the managed host need not have it: the fallback parser st
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
 UPTIME = "app_uptime_seconds"
+SNAPSHOT_AGE = "app_snapshot_age_seconds"
 MODE = "app_mode"
 CHAOS = "chaos_active"
 INFO = "app_info"
@@ -241,10 +242,12 @@ class Sample(object):
     sums      {path: seconds} and counts {path: observations} of the latency histogram
     uptime    app_uptime_seconds; mode, chaos: the gauges' names ("canary", "error", ...);
     version   app_info's version label. Each is None when the text lacks it.
+    snapshot_age  app_snapshot_age_seconds: set when the app answered /metrics?ago=N with its
+              counters as they were that many seconds ago; not kept by to_dict().
     """
 
     def __init__(self, taken_at, requests=None, buckets=None, sums=None, counts=None,
-                 uptime=None, mode=None, chaos=None, version=None):
+                 uptime=None, mode=None, chaos=None, version=None, snapshot_age=None):
         self.taken_at = float(taken_at)
         self.requests = dict(requests or {})
         self.buckets = {path: dict(bounds) for path, bounds in (buckets or {}).items()}
@@ -254,6 +257,7 @@ class Sample(object):
         self.mode = mode
         self.chaos = chaos
         self.version = version
+        self.snapshot_age = snapshot_age
 
     def summary(self):
         return {"taken_at": self.taken_at, "uptime": self.uptime, "mode": self.mode,
@@ -315,13 +319,14 @@ def parse(text, taken_at):
             sums[path] = sums.get(path, 0) + value
         elif name == DURATION + "_count":
             counts[path] = counts.get(path, 0) + value
-        elif name in (UPTIME, MODE, CHAOS) and not labels:
+        elif name in (UPTIME, MODE, CHAOS, SNAPSHOT_AGE) and not labels:
             gauges[name] = value
         elif name == INFO:
             version = labels.get("version", version)
     return Sample(taken_at, requests, buckets, sums, counts, uptime=gauges.get(UPTIME),
                   mode=_gauge_name(gauges.get(MODE), MODE_NAMES),
-                  chaos=_gauge_name(gauges.get(CHAOS), CHAOS_NAMES), version=version)
+                  chaos=_gauge_name(gauges.get(CHAOS), CHAOS_NAMES), version=version,
+                  snapshot_age=gauges.get(SNAPSHOT_AGE))
 
 
 def _gauge_name(value, names):

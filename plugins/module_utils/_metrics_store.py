@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import STATE_FORMAT, MetricsError, Sample, parse
 
 SERVICE = "the SwiftDeploy app"
@@ -33,6 +33,31 @@ def scrape(url, timeout):
     if sample.uptime is None:
         raise MetricsError("%s answered with metrics, but not the SwiftDeploy app's (no app_uptime_seconds); "
                            "give a slot's /metrics URL" % url)
+    return sample
+
+
+def scrape_ago(url, seconds, timeout):
+    """The app's Sample of `seconds` ago, from its own snapshots (GET <url>?ago=<seconds>), or
+    None when it has none that old (404) or does not keep any (another server, an older app).
+
+    Its taken_at is now minus the snapshot's age (app_snapshot_age_seconds), so the window to a
+    scrape taken now is the snapshot's real age, at least `seconds`.
+    """
+    asked = "%s%sago=%s" % (url, "&" if "?" in url else "?", format(seconds, "g"))
+    try:
+        text = get_text(asked, timeout, service=SERVICE)
+    except HttpError:
+        # 404/400: no snapshot that old, or a server that keeps none. Anything else (down, not
+        # http) the plain scrape that follows reports with the URL as given.
+        return None
+    answered = time.time()
+    try:
+        sample = parse(text, answered)
+    except MetricsError:
+        return None
+    if sample.uptime is None or sample.snapshot_age is None or sample.snapshot_age < seconds:
+        return None
+    sample.taken_at = answered - sample.snapshot_age
     return sample
 
 

@@ -51,18 +51,17 @@ options:
         parsed, counts as no previous sample and is replaced.
       - Missing parent directories are created.
     type: path
-  max_window_seconds:
+  use_history:
     description:
-      - With O(window_seconds) above 0 and O(state_path), a sample kept in O(state_path) that is
-        at least O(window_seconds) and at most O(max_window_seconds) old starts the window, and
-        the module scrapes once instead of waiting; the window is then that sample's age, a real
-        time window between two real scrapes. Any other kept sample (too young, too old, of
-        another URL) is not used, and the module scrapes, waits and scrapes again.
-      - V(0) never uses a kept sample with O(window_seconds) above 0.
-      - The role keeps such a sample when a canary starts, so that judging it after at least its
-        window of traffic costs no wait; RV(window_source) says which way the window was taken.
-    type: float
-    default: 0
+      - With O(window_seconds) above 0, first ask the app for its counters as they were
+        O(window_seconds) ago (C(<url>?ago=<window_seconds>)); the SwiftDeploy app keeps a
+        snapshot of its counters every second for ten minutes. The window is then the last
+        O(window_seconds) (up to a second more) without waiting, between two real sets of
+        counters of the same process. When the app has no snapshot that old (it started less than
+        O(window_seconds) ago) or does not answer such a query, the module scrapes, waits
+        O(window_seconds) and scrapes again. RV(window_source) says which happened.
+    type: bool
+    default: true
   timeout:
     description: Seconds to wait for each scrape to answer.
     type: float
@@ -198,11 +197,12 @@ sample:
 window_source:
   description:
     - Where the window starts. V(previous) - the sample kept in O(state_path) (O(window_seconds=0));
-      V(kept) - a kept sample within O(max_window_seconds); V(waited) - a scrape this run took
-      O(window_seconds) before the last; V(none) - no sample to compare with.
+      V(history) - the app's own snapshot of O(window_seconds) ago (O(use_history));
+      V(waited) - a scrape this run took O(window_seconds) before the last; V(none) - no sample
+      to compare with.
   returned: success
   type: str
-  sample: kept
+  sample: history
 previous_found:
   description: Whether there was a sample to compare with; false on the first run with
     O(window_seconds=0).
@@ -223,7 +223,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError, empty_window, window
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import read_state, scrape, write_state
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import read_state, scrape, scrape_ago, write_state
 
 
 def describe(figures):
@@ -249,12 +249,6 @@ def check_options(module):
         module.fail_json(msg="window_seconds must be 0 (compare with the sample kept in state_path) or a "
                              "positive number of seconds to wait between two scrapes, got %g"
                              % params["window_seconds"])
-    if not math.isfinite(params["max_window_seconds"]) or params["max_window_seconds"] < 0:
-        module.fail_json(msg="max_window_seconds must be 0 (always wait) or a number of seconds at least "
-                             "window_seconds, got %s" % params["max_window_seconds"])
-    if 0 < params["max_window_seconds"] < params["window_seconds"]:
-        module.fail_json(msg="max_window_seconds (%g) is shorter than window_seconds (%g); give at least the "
-                             "window, or 0 to always wait" % (params["max_window_seconds"], params["window_seconds"]))
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds, got %g" % params["timeout"])
     if params["window_seconds"] == 0 and not params["state_path"]:
@@ -268,7 +262,7 @@ def main():
             "url": {"type": "str", "required": True},
             "window_seconds": {"type": "float", "default": 0},
             "state_path": {"type": "path"},
-            "max_window_seconds": {"type": "float", "default": 0},
+            "use_history": {"type": "bool", "default": True},
             "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,
@@ -278,23 +272,20 @@ def main():
     wait = module.params["window_seconds"]
 
     previous, missing, source = None, None, "none"
-    if wait == 0 or (path and module.params["max_window_seconds"] > 0):
+    if wait == 0:
         try:
             previous, missing = read_state(path, url)
         except OSError as exc:
             module.fail_json(msg="cannot read the previous sample from %s: %s" % (path, exc.strerror or exc))
         source = "previous" if previous is not None else "none"
-        if wait > 0 and previous is not None:
-            age = time.time() - previous.taken_at
-            if not wait <= age <= module.params["max_window_seconds"]:
-                previous = None
     try:
+        if wait > 0 and module.params["use_history"]:
+            previous = scrape_ago(url, wait, module.params["timeout"])
+            source = "history" if previous is not None else source
         if wait > 0 and previous is None:
             previous = scrape(url, module.params["timeout"])
             source = "waited"
             time.sleep(wait)
-        elif wait > 0:
-            source = "kept"
         current = scrape(url, module.params["timeout"])
     except (HttpError, MetricsError) as exc:
         module.fail_json(msg=str(exc))

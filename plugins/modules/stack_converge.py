@@ -128,28 +128,6 @@ options:
     description: Test a changed O(nginx_conf) with C(nginx -t) in O(nginx_image) before anything is written.
     type: bool
     default: true
-  metrics_baseline:
-    description:
-      - After a converge that changed something, take one sample of each slot's metrics and keep
-        it on the host, as M(swiftdeploy.stack.metrics_scrape) keeps its samples in
-        O(swiftdeploy.stack.metrics_scrape#module:state_path), in the same round trip. The role
-        keeps a new canary's first sample this way, and judging the canary later measures from it,
-        without waiting a window (see O(swiftdeploy.stack.metrics_scrape#module:max_window_seconds)).
-      - A sample that cannot be taken is a warning, not a failure (the converge is done); the
-        judge then waits a window instead.
-      - Not taken in check mode.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      url:
-        description: The slot's metrics URL as the host reaches it.
-        type: str
-        required: true
-      state_path:
-        description: Where to keep the sample.
-        type: path
-        required: true
   history:
     description:
       - Events to append to the stack's history in the same round trip, as
@@ -394,12 +372,6 @@ seconds:
   returned: always
   type: float
   sample: 7.9
-metrics_baseline:
-  description: For each O(metrics_baseline) entry, whether its sample was kept (C(ok)) and why not (C(error)).
-  returned: when O(metrics_baseline) is given and the converge changed something (not in check mode)
-  type: list
-  elements: dict
-  sample: [{url: "http://127.0.0.1:8082/slots/green/metrics", ok: true, error: null}]
 records:
   description:
     - The events of O(history) appended (in check mode, that would be), in order, each as
@@ -469,8 +441,6 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import run
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import scrape, write_state
 
 COMPOSE_FILE = "docker-compose.yml"
 NGINX_SERVICE = "nginx"
@@ -1029,21 +999,6 @@ class Converger(object):
                 time.sleep(HEALTH_POLL)
 
 
-def keep_baselines(module, entries):
-    """Sample each slot's metrics and keep it; failures are warnings (the converge is done)."""
-    kept = []
-    for entry in entries:
-        try:
-            write_state(entry["state_path"], entry["url"], scrape(entry["url"], 5))
-            kept.append({"url": entry["url"], "ok": True, "error": None})
-        except (HttpError, MetricsError, OSError) as exc:
-            error = ("%s: %s" % (entry["state_path"], exc.strerror or exc)) if isinstance(exc, OSError) else str(exc)
-            module.warn("metrics baseline of %s not kept (%s); judging the canary will wait a window instead"
-                        % (entry["url"], error))
-            kept.append({"url": entry["url"], "ok": False, "error": error})
-    return kept
-
-
 class Recorder(object):
     """The O(history) events of one converge, and the release of the lock after them."""
 
@@ -1121,10 +1076,6 @@ def main():
             "validate_nginx": {"type": "bool", "default": True},
             "slot_port": {"type": "int"},
             "slot_health_path": {"type": "str", "default": "/healthz"},
-            "metrics_baseline": {"type": "list", "elements": "dict", "default": [], "options": {
-                "url": {"type": "str", "required": True},
-                "state_path": {"type": "path", "required": True},
-            }},
             "history": {"type": "dict", "options": {
                 "path": {"type": "path", "required": True},
                 "stack": {"type": "str"},
@@ -1154,8 +1105,6 @@ def main():
         if recorder:
             recorder.append("before")
         result = converger.converge()
-        if module.params["metrics_baseline"] and result["changed"] and not module.check_mode:
-            result["metrics_baseline"] = keep_baselines(module, module.params["metrics_baseline"])
         if recorder:
             recorder.append("after", result["changed"])
             released = recorder.release()

@@ -267,7 +267,7 @@ def test_window_counts_the_known_mix_and_survives_a_restart(app, scrape, tmp_pat
 
 
 def test_window_seconds_scrapes_twice_around_live_traffic(app, scrape_env):
-    """window_seconds=3: a thread waits for the module's first scrape, then sends 30 requests
+    """window_seconds=3 without the app's history: a thread waits for the module's first scrape, then sends 30 requests
     (and probes); the module's second scrape, 3 s later, must count exactly those 30."""
     started = threading.Event()
     done = threading.Event()
@@ -293,7 +293,8 @@ def test_window_seconds_scrapes_twice_around_live_traffic(app, scrape_env):
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
     assert started.wait(30)
-    result = Scraper(scrape_env)(url=app.metrics_url, window_seconds=3)
+    # use_history=false: the app's own snapshot would start the window at once (tested below).
+    result = Scraper(scrape_env)(url=app.metrics_url, window_seconds=3, use_history=False)
     thread.join(timeout=30)
     assert not problems, problems
     assert done.is_set()
@@ -316,44 +317,36 @@ def test_window_seconds_keeps_the_newer_sample_for_later_runs(app, scrape_env, t
     assert later["window"]["requests"] == 4
 
 
-def test_a_kept_sample_within_max_window_starts_the_window_without_waiting(app, scrape_env, tmp_path):
-    """The role keeps a canary's first sample; judging it later measures from that sample (its
-    age is the window) instead of waiting window_seconds, when the age is within the bounds."""
-    scrape = Scraper(scrape_env)
-    state = tmp_path / "slot.json"
-    scrape(url=app.metrics_url, state_path=str(state))          # the baseline
-    app.hit(6)
-    time.sleep(1.2)
+def test_the_apps_own_snapshot_starts_the_window_without_waiting(app, scrape_env):
+    """The app keeps a snapshot of its counters every second: window_seconds=4 asks for the one
+    of 4 s ago and scrapes once. The window is the last 4-5 s: requests made 6 s before are not
+    in it, requests made just before the module started are (ansible takes about a second)."""
+    time.sleep(1.5)
+    app.hit(5)
+    time.sleep(6)
+    app.hit(7)
     started = time.monotonic()
-    result = scrape(url=app.metrics_url, window_seconds=1, max_window_seconds=30, state_path=str(state))
+    result = Scraper(scrape_env)(url=app.metrics_url, window_seconds=4)
     took = time.monotonic() - started
-    assert result["window_source"] == "kept" and result["previous_found"] is True
-    assert result["window"]["requests"] == 6
-    assert 1.2 <= result["window"]["window_seconds"] < 30
-    # It scraped once: far less than the 1 s wait plus a scrape that a waited window costs on top
-    # of ansible's start-up (measured apart, below).
-    waited_started = time.monotonic()
-    waited = scrape(url=app.metrics_url, window_seconds=1, state_path=str(state))
-    waited_took = time.monotonic() - waited_started
-    assert waited["window_source"] == "waited" and waited["window"]["requests"] == 0
-    assert waited_took - took > 0.5, (took, waited_took)
+    assert result["window_source"] == "history" and result["previous_found"] is True
+    assert result["window"]["requests"] == 7
+    assert 4 <= result["window"]["window_seconds"] < 5.5
+    assert result["window"]["counter_reset"] is False
+    # The waited way costs the window on top: compared in the same minute.
+    started = time.monotonic()
+    waited = Scraper(scrape_env)(url=app.metrics_url, window_seconds=4, use_history=False)
+    assert waited["window_source"] == "waited"
+    assert time.monotonic() - started - took > 3
 
 
-@pytest.mark.parametrize("age, wait, max_window", [
-    # ansible's start-up (about a second) ages the sample too: 3 s is out of its reach.
-    pytest.param(0, 3, 30, id="too-young"),
-    pytest.param(2.5, 1, 2, id="too-old"),
-])
-def test_a_kept_sample_outside_the_bounds_is_not_used(app, scrape_env, tmp_path, age, wait, max_window):
-    scrape = Scraper(scrape_env)
-    state = tmp_path / "slot.json"
-    scrape(url=app.metrics_url, state_path=str(state))
+def test_a_canary_younger_than_its_window_is_waited_for(app, scrape_env):
+    """A freshly started app has no snapshot window_seconds old (404 to ?ago=): the module
+    scrapes, waits and scrapes again, and counts only what came in between."""
     app.hit(3)
-    time.sleep(age)
-    result = scrape(url=app.metrics_url, window_seconds=wait, max_window_seconds=max_window, state_path=str(state))
+    result = Scraper(scrape_env)(url=app.metrics_url, window_seconds=3)
     assert result["window_source"] == "waited"
     assert result["window"]["requests"] == 0, "the requests before the waited window must not count"
-    assert wait <= result["window"]["window_seconds"] < wait + 1
+    assert 3 <= result["window"]["window_seconds"] < 4
 
 
 def test_state_of_another_slot_or_damaged_is_replaced(app, scrape_env, tmp_path):
@@ -384,8 +377,6 @@ def test_state_of_another_slot_or_damaged_is_replaced(app, scrape_env, tmp_path)
                  "'ftp://127.0.0.1:{port}/metrics' is not an http(s) URL", id="bad-url"),
     pytest.param({"url": "http://127.0.0.1:{port}/metrics"},
                  "state_path is required when window_seconds is 0", id="no-state-path"),
-    pytest.param({"url": "http://127.0.0.1:{port}/metrics", "window_seconds": 5, "max_window_seconds": 2},
-                 "max_window_seconds (2) is shorter than window_seconds (5)", id="max-below-window"),
     pytest.param({"url": "http://127.0.0.1:{port}/metrics", "window_seconds": -1},
                  "window_seconds must be 0 (compare with the sample kept in state_path) or a positive", id="negative"),
 ])

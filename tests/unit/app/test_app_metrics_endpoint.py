@@ -136,3 +136,71 @@ def test_random_paths_do_not_add_series(stable, method):
     assert new == set()
     assert stable.value("http_requests_total", method=method if method == "GET" else "other",
                         path="other", status_code="404") == 501
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_snapshots_give_the_counters_as_they_were(appmod):
+    """A Metrics with a clock we move: the newest snapshot at least N s old is the one served,
+    with its own uptime and its age, and snapshots older than the history are dropped."""
+    clock = FakeClock()
+    metrics = appmod.Metrics("canary", "2.0.0", clock=clock)
+    metrics.observe("GET", "/", 200, 0.003)
+    metrics.take_snapshot()                      # t=1000: 1 request
+    clock.now += 1
+    metrics.observe("GET", "/", 500, 0.2)
+    metrics.take_snapshot()                      # t=1001: 2 requests
+    clock.now += 5.5                             # t=1006.5
+    assert metrics.snapshot_ago(7) is None
+    age, requests, _latency = metrics.snapshot_ago(5)
+    assert age == 5.5 and sum(requests.values()) == 2
+    age, requests, _latency = metrics.snapshot_ago(6)
+    assert age == 6.5 and sum(requests.values()) == 1
+
+    text = metrics.render(0, metrics.snapshot_ago(6))
+    found = {family.name: family for family in text_string_to_metric_families(text)}
+    (uptime,) = found["app_uptime_seconds"].samples
+    assert uptime.value == pytest.approx(0.0)    # the process started at t=1000
+    (sample_age,) = found["app_snapshot_age_seconds"].samples
+    assert sample_age.value == 6.5
+    counts = {s.labels["status_code"]: s.value for s in found["http_requests"].samples
+              if s.name == "http_requests_total"}
+    assert counts == {"200": 1}
+    assert "app_snapshot_age_seconds" not in metrics.render(0)
+
+    clock.now += appmod.HISTORY_SECONDS
+    metrics.take_snapshot()
+    assert [round(clock.now - taken, 1) for taken, _r, _l in metrics._snapshots] == [0.0]
+
+
+def test_metrics_ago_over_http(stable):
+    """The running app snapshots its counters every second: ?ago=1 after a second and a half
+    serves the earlier counts; bad queries and a history too short are refused, not guessed."""
+    stable.request("GET", "/")
+    time.sleep(1.5)
+    for _attempt in range(4):
+        stable.request("GET", "/")
+    then = stable.request("GET", "/metrics?ago=1")
+    now = stable.request("GET", "/metrics")
+    assert then.status == 200 and now.status == 200
+
+    def root_count(reply):
+        return sum(s.value for family in text_string_to_metric_families(reply.body.decode())
+                   for s in family.samples
+                   if s.name == "http_requests_total" and s.labels["path"] == "/")
+
+    assert root_count(then) in (0, 1) and root_count(now) == 5
+    assert b"app_snapshot_age_seconds" in then.body and b"app_snapshot_age_seconds" not in now.body
+
+    too_old = stable.request("GET", "/metrics?ago=500")
+    assert too_old.status == 404 and b"no snapshot 500 s old yet" in too_old.body
+    for query in ("ago=0", "ago=-1", "ago=601", "ago=x", "since=5", "ago=nan"):
+        bad = stable.request("GET", "/metrics?" + query)
+        assert bad.status == 400, (query, bad.status)
+        assert b"give ago=SECONDS" in bad.body
