@@ -350,8 +350,8 @@ def load_average():
 
 
 def waited_window(step):
-    """Whether a promote waited the canary window (it did not when it measured from the sample
-    kept when the canary started: the play says which)."""
+    """Whether a promote waited the canary window (it does not when the app had a snapshot of a
+    window ago: the play says which)."""
     return step["mode"] == "stable" and "(waited for)" in step["output"]
 
 
@@ -456,7 +456,7 @@ def report(seq, aborted):
             extra = (f" ({step['seconds'] - CANARY_WINDOW:.1f} s without the {CANARY_WINDOW} s canary window)"
                      if waited_window(step) else "")
             if step["mode"] == "stable" and not waited_window(step):
-                extra = " (measured from the sample kept when the canary started: no wait)"
+                extra = " (its last window from the app's own snapshot: no wait)"
             print(f"  {step['label']:<34} {step['seconds']:6.1f} s{extra}, exit {step['status']}")
         else:
             print(f"  {step['label']:<34} {step['seconds'] * 1000:6.1f} ms, HTTP {step['status']}")
