@@ -298,14 +298,37 @@ def test_an_empty_history_and_a_missing_one(tmp_path):
         build_report(str(tmp_path))
 
 
+def range_lines(handle, start, end):
+    return [line for block in report._range_blocks(handle, start, end) for line in block]
+
+
 def test_lines_appended_after_the_start_are_left_for_the_next_report(hist):
     lifecycle(hist)
     lines = hist.path.read_bytes().splitlines(keepends=True)
     with open(hist.path, "rb") as handle:
         size = len(lines[0]) + len(lines[1])
-        assert list(report._range_lines(handle, 0, size)) == lines[:2]
-        assert list(report._range_lines(handle, size, size)) == []
-        assert list(report._range_lines(handle, size, size + len(lines[2]))) == [lines[2]]
+        assert range_lines(handle, 0, size) == lines[:2]
+        assert range_lines(handle, size, size) == []
+        assert range_lines(handle, size, size + len(lines[2])) == [lines[2]]
+
+
+@pytest.mark.parametrize("block", [7, 100, 1 << 20])
+def test_a_range_is_read_in_blocks_as_lines_of_the_file(tmp_path, monkeypatch, block):
+    """Blocks cut lines anywhere; the lines come out whole, as iterating the file gives them."""
+    monkeypatch.setattr(report, "BLOCK_BYTES", block)
+    lines = [b"first line\n", b"\n", b"a" * 250 + b"\n", b"x\n", b"last, cut short"]
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"".join(lines))
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        assert range_lines(handle, 0, size) == lines
+        assert range_lines(handle, len(lines[0]), size) == lines[1:]
+        # An end inside a line (one being written when the report started): read up to its
+        # newline, or to the end of the file.
+        assert range_lines(handle, 0, len(lines[0]) + 1) == lines[:2]
+        assert range_lines(handle, 0, len(lines[0]) + 5 + 100) == lines[:3]
+        assert range_lines(handle, size - 3, size) == [b"cut short"[-3:]]
+        assert range_lines(handle, size - len(lines[-1]) - 2, size - 3) == lines[-2:]
 
 
 def test_the_report_depends_on_the_history_only(hist):
