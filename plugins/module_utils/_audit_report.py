@@ -101,9 +101,14 @@ _FLOAT = (rb'-?(?:0\.0|(?=[0-9.]{3,16}[,}\]])(?:[1-9][0-9]*\.(?:0|[0-9]*[1-9])'
 _INT = rb'(?:0|-?[1-9][0-9]{0,17})'
 _OPT_NUM = rb'(?:null|' + _FLOAT + rb'|' + _INT + rb')'
 _FLAG = rb'(?:true|false|null)'
-_TAIL = (rb'"hash":"([0-9a-f]{64})","host":(' + _STR + rb'),"mode":(' + _OPT_STR + rb'),'
-         rb'"prev":"([0-9a-f]{64})","seq":([1-9][0-9]{0,17}),"stack":(' + _OPT_STR + rb'),'
-         rb'"timestamp":(' + _STR + rb'),"version":(' + _OPT_STR + rb')\}\n?')
+# The top-level strings after details, matched in the line's text: a string without escapes
+# gives its inside (the first group), one with escapes (the second group) is decoded by json.
+_PLAIN_OR_ESCAPED = '"([ !#-\\[\\]-~]*)"|(' + _STR.decode("ascii") + ')'
+_TEXT_STR = '(?:' + _PLAIN_OR_ESCAPED + ')'
+_TEXT_OPT_STR = '(?:null|' + _PLAIN_OR_ESCAPED + ')'
+_TAIL = ('"hash":"([0-9a-f]{64})","host":' + _TEXT_STR + ',"mode":' + _TEXT_OPT_STR + ','
+         '"prev":"([0-9a-f]{64})","seq":([1-9][0-9]{0,17}),"stack":' + _TEXT_OPT_STR + ','
+         '"timestamp":' + _TEXT_STR + ',"version":' + _TEXT_OPT_STR + '\\}\n?')
 
 # A timestamp in the writer's form (_history.utc_timestamp), seconds up to 60 for a leap second.
 _TIMESTAMP_FORM = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)"
@@ -136,7 +141,7 @@ _SCRAPE_LINE = re.compile(
 _SCRAPE_LINE_NL = re.compile(_SCRAPE_LINE.pattern + rb'\n')
 _SCRAPE_LINE = re.compile(_SCRAPE_LINE.pattern + rb'\n?')
 # Any other record: the top level field by field; actor and details are checked by re-encoding.
-_RECORD_TAIL = re.compile(rb'\},"event":"([a-z][a-z0-9_]{0,63})",' + _TAIL)
+_RECORD_TAIL = re.compile(r'\},"event":"([a-z][a-z0-9_]{0,63})",' + _TAIL)
 _RECORD_HEAD = b'{"actor":{'
 _DETAILS_KEY = b'},"details":{'
 _EVENT_KEY = b'},"event":"'
@@ -158,7 +163,8 @@ def _canonical_object(raw):
     None."""
     try:
         text = raw.decode("ascii")
-        value = _DECODER.decode(text)
+        # raw_decode: what follows the value (the decode method checks) makes the texts differ.
+        value = _DECODER.raw_decode(text)[0]
         if isinstance(value, dict) and _CANONICAL.encode(value) == text:
             return value
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -182,16 +188,20 @@ def _body_end(raw):
 
 class LineProver:
     """Recognises lines whose bytes are their record's canonical serialisation and hash to their
-    `hash`: the fast path. It remembers its verdict on actors, which repeat from line to line.
+    `hash`: the fast path. It remembers its verdict on actors, which repeat from line to line, and
+    on short details.
 
     Both methods take a line's bytes, with or without its newline. None means "not proven", not
     "not genuine": such a line must be checked the slow way.
     """
 
     _ACTORS_KEPT = 4096
+    _DETAILS_KEPT = 1024
+    _DETAILS_BYTES = 1024   # longer details are not remembered: the memory stays small
 
     def __init__(self):
         self._actors = {}
+        self._details = {}
         self.known_actor = self._actors.get  # the verdict on an actor already seen, else None
 
     def actor(self, raw):
@@ -230,32 +240,52 @@ class LineProver:
         tail_at = raw.rfind(_EVENT_KEY)
         if split < 0 or tail_at <= split:
             return None
-        match = _RECORD_TAIL.fullmatch(raw, tail_at)
+        text = raw.decode("ascii")
+        match = _RECORD_TAIL.fullmatch(text, tail_at)
         if match is None:
             return None
         actor = self.actor(raw[9:split + 1])
         if actor is False:
             return None
-        details = _canonical_object(raw[split + 12:tail_at + 1])
+        details = self.details(raw[split + 12:tail_at + 1])
         if details is None:
             return None
-        start, end = match.span(2)
-        claimed = match.group(2).decode("ascii")
-        if hashlib.sha256(raw[:start - 8] + raw[end + 2:_body_end(raw)]).hexdigest() != claimed:
+        (event, claimed, host, host_escaped, mode, mode_escaped, prev, seq, stack, stack_escaped,
+         stamp, stamp_escaped, version, version_escaped) = match.groups()
+        start = match.start(2)  # of the hash: 64 characters, then `",`
+        if _sha256(raw[:start - 8] + raw[start + 66:_body_end(raw)]).hexdigest() != claimed:
             return None
         return {
-            "seq": int(match.group(6)),
-            "timestamp": _string(match.group(8)),
-            "event": match.group(1).decode("ascii"),
-            "stack": _string(match.group(7)),
-            "host": _string(match.group(3)),
+            "seq": int(seq),
+            "timestamp": stamp if stamp_escaped is None else json.loads(stamp_escaped),
+            "event": event,
+            "stack": stack if stack_escaped is None else json.loads(stack_escaped),
+            "host": host if host_escaped is None else json.loads(host_escaped),
             "actor": dict(actor),
-            "mode": _string(match.group(4)),
-            "version": _string(match.group(9)),
+            "mode": mode if mode_escaped is None else json.loads(mode_escaped),
+            "version": version if version_escaped is None else json.loads(version_escaped),
             "details": details,
-            "prev": match.group(5).decode("ascii"),
+            "prev": prev,
             "hash": claimed,
         }
+
+    def details(self, raw):
+        """The details object that raw encodes when raw is its canonical JSON, else None. Short
+        ones are remembered: blocked operations, bypasses and teardowns tend to repeat theirs.
+        Each call returns a dict of its own (its values may be shared: read them only)."""
+        if len(raw) > self._DETAILS_BYTES:
+            return _canonical_object(raw)
+        details = self._details.get(raw)
+        if details is None:
+            if len(self._details) >= self._DETAILS_KEPT:
+                self._details.clear()
+            details = self._details[raw] = _canonical_object(raw)
+            if details is None:
+                self._details[raw] = False
+                return None
+        elif details is False:
+            return None
+        return dict(details)
 
 
 def prove_line(raw):

@@ -645,6 +645,42 @@ def test_lines_the_fast_path_cannot_prove_go_the_slow_way(hist):
     assert b"\\u00e9" in escaped and prove_line(escaped) == record  # ASCII, canonical: proven
 
 
+def test_escaped_top_level_strings_are_proven_and_decoded(hist):
+    """Strings after details with escapes (ASCII, canonical) are decoded as json reads them."""
+    record = hist.add("deploy", mode="caf\u00e9", version='1"0\\x', stack="tab\there")
+    escaped = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    assert b'\\u00e9' in escaped and b'1\\"0\\\\x' in escaped and b"tab\\there" in escaped
+    assert slow_verdict(escaped) == record and prove_line(escaped) == record
+    plain = hist.add("deploy", mode=None, version=None, stack=None)
+    assert prove_line(serialize(plain)) == plain == slow_verdict(serialize(plain))
+
+
+def test_the_prover_remembers_short_details_and_what_it_refused(hist):
+    prover = LineProver()
+    details = {"policy": "infrastructure", "reasons": ["disk full"], "checked": {"cpu": 0.5}}
+    first, second = (serialize(hist.add("deploy_blocked", details=details)) for _ in range(2))
+    records = [prover.record(first), prover.record(second), prover.record(first)]
+    assert records == [slow_verdict(first), slow_verdict(second), slow_verdict(first)]
+    assert records[0]["details"] == records[1]["details"] == details
+    assert records[0]["details"] is not records[1]["details"]  # each record has its own dict
+    assert len(prover._details) == 1  # pylint: disable=protected-access
+    # Details that are not canonical (here: unsorted) are refused, and refused again when seen
+    # again; the slow path still reads the line.
+    record = json.loads(first)
+    unsorted = canonical_text(body_of(record)).replace(
+        '"checked":{"cpu":0.5},"policy":"infrastructure","reasons":["disk full"]',
+        '"policy":"infrastructure","checked":{"cpu":0.5},"reasons":["disk full"]')
+    forged = rehashed(record, unsorted)
+    assert slow_verdict(forged) is None
+    assert prover.record(forged) is None and prover.record(forged) is None
+    assert len(prover._details) == 2  # pylint: disable=protected-access
+    # Long details are proven every time, not remembered.
+    long_details = {"notes": ["n%d" % number for number in range(300)]}
+    line = serialize(hist.add("deploy", details=long_details))
+    assert prover.record(line) == prover.record(line) == slow_verdict(line)
+    assert len(prover._details) == 2  # pylint: disable=protected-access
+
+
 def canonical_text(body):
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
