@@ -645,8 +645,9 @@ class _Digest:
         each other go to the chain as runs. Lines that are not sound records go to chain.add,
         which names what is wrong with them. Plain status_scrape lines (nine in ten) are proven
         and summed up here, inline, from their raw tokens (LineProver.scrape makes the same
-        checks, for one line); other records go through record(), after which the locals that
-        mirror the digest's state for the inline path are reset.
+        checks, for one line); other records go through record(), and after a status_scrape
+        that went that way the locals that mirror the digest's state for the inline path are
+        reset.
         """
         prover = LineProver()
         prove_record, known_actor, check_actor = prover.record, prover.known_actor, prover.actor
@@ -727,11 +728,6 @@ class _Digest:
                             seen[2] = stamp.decode("ascii")
                         continue
                 # Any other line
-                if bucket is not None:
-                    bucket[:] = error_sum, error_count, p99_sum, p99_count
-                    bucket = None
-                    low = high = 0.0
-                chaos_token = None
                 record = prove_record(raw)
                 sound = record is not None
                 if not sound:
@@ -761,6 +757,14 @@ class _Digest:
                     last_seq, last_event, last_prev, last_hash = (
                         seq, record["event"], prev, record["hash"].encode("ascii"))
                 last_inline = None  # record() notes the last stamp and names itself
+                if record["event"] == SCRAPE:
+                    # A scrape the inline path could not take: record() adds it to the chart and
+                    # to the chaos state, so the inline path writes its bucket back first and
+                    # starts over after it. Other events touch neither.
+                    if bucket is not None:
+                        bucket[:] = error_sum, error_count, p99_sum, p99_count
+                    bucket = chaos_token = None
+                    low = high = 0.0
                 self.record(record)
                 need_first = False
         if bucket is not None:

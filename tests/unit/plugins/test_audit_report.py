@@ -834,6 +834,32 @@ def test_every_table_of_a_hostile_report_keeps_its_columns(hist):
     assert cell_text(title) == "Audit report: stack s|t`<x> on web1"
 
 
+def test_scrapes_summed_inline_and_the_slow_way_share_buckets_and_chaos_state(hist):
+    """Plain scrapes are summed up inline; one the fast path cannot prove (a P99 in exponent
+    form) goes through record(). Both kinds in one chart bucket and one chaos period, with other
+    events between, add up as one."""
+    hist.scrape(1.0, 10.0, minutes=0)
+    hist.add("lock_wait", details={"waited_seconds": 1}, minutes=0)
+    hist.scrape(2.0, 20.0, minutes=0)
+    hist.scrape(3.0, 1e-05, chaos="error", canary=False, reasons=["slow"], minutes=0)
+    hist.scrape(4.0, 40.0, chaos="error", minutes=0)
+    hist.add("deploy", minutes=0)
+    hist.scrape(5.0, 50.0, minutes=0)
+    hist.scrape(6.0, 60.0, minutes=2)
+    lines = hist.path.read_bytes().splitlines(keepends=True)
+    inline = [LineProver().scrape(line) is not None for line in lines]
+    assert inline == [True, False, True, False, True, False, True, True]
+    result = build_report(str(hist.path))
+    assert result["verified"] and result["summary"]["status_scrapes"] == 6
+    assert result["summary"]["chaos_transitions"] == 2
+    assert result["summary"]["scrape_policy_failures"] == 1
+    chart = mermaid(result["markdown"])
+    assert chart[4:6] == ["    line [3, 6]", "    line [24, 60]"]  # (10+20+0.00001+40+50)/5
+    states, transitions = tables(section(result["markdown"], "Chaos"))
+    assert states[1][:2] == ["error", "2"]
+    assert [row[1:] for row in transitions[1:]] == [["none", "error"], ["error", "none"]]
+
+
 def test_the_chart_is_a_well_formed_mermaid_xychart(hist):
     for number in range(200):  # 200 scrapes over 200 hours: more buckets than the chart keeps
         hist.scrape(error_rate=number % 7, p99=None if number % 10 == 0 else 100.0 + number,
