@@ -152,8 +152,9 @@ _sha256 = hashlib.sha256
 _MINUTE_OF_DAY = {b"%02d:%02d" % (hour, minute): hour * 3600 + minute * 60
                   for hour in range(24) for minute in range(60)}
 
+# check_circular off: it only encodes what _DECODER just parsed, which cannot hold a cycle.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                              allow_nan=False)
+                              allow_nan=False, check_circular=False)
 _DECODER = json.JSONDecoder()
 _FLAGS = {b"true": True, b"false": False, b"null": None}
 
