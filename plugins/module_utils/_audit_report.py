@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hashlib
+import io
 import json
 import math
 import os
@@ -67,6 +68,7 @@ POLICY_REASONS_SHOWN = 50
 POLICY_REASONS_KEPT = 500   # distinct reason sets counted apart; later new ones are pooled
 CHAOS_STATES_KEPT = 100     # distinct chaos states counted apart; later new ones are pooled
 PART_BYTES = 16 * 1024 * 1024   # a history is read in parallel parts of at least this size
+BLOCK_BYTES = 1024 * 1024       # and read in blocks of this size
 SCRAPE = "status_scrape"
 BLOCKED_EVENTS = ("deploy_blocked", "promote_blocked")
 NO_CHAOS = (None, "", "none", "None")
@@ -99,9 +101,14 @@ _FLOAT = (rb'-?(?:0\.0|(?=[0-9.]{3,16}[,}\]])(?:[1-9][0-9]*\.(?:0|[0-9]*[1-9])'
 _INT = rb'(?:0|-?[1-9][0-9]{0,17})'
 _OPT_NUM = rb'(?:null|' + _FLOAT + rb'|' + _INT + rb')'
 _FLAG = rb'(?:true|false|null)'
-_TAIL = (rb'"hash":"([0-9a-f]{64})","host":(' + _STR + rb'),"mode":(' + _OPT_STR + rb'),'
-         rb'"prev":"([0-9a-f]{64})","seq":([1-9][0-9]{0,17}),"stack":(' + _OPT_STR + rb'),'
-         rb'"timestamp":(' + _STR + rb'),"version":(' + _OPT_STR + rb')\}\n?')
+# The top-level strings after details, matched in the line's text: a string without escapes
+# gives its inside (the first group), one with escapes (the second group) is decoded by json.
+_PLAIN_OR_ESCAPED = '"([ !#-\\[\\]-~]*)"|(' + _STR.decode("ascii") + ')'
+_TEXT_STR = '(?:' + _PLAIN_OR_ESCAPED + ')'
+_TEXT_OPT_STR = '(?:null|' + _PLAIN_OR_ESCAPED + ')'
+_TAIL = ('"hash":"([0-9a-f]{64})","host":' + _TEXT_STR + ',"mode":' + _TEXT_OPT_STR + ','
+         '"prev":"([0-9a-f]{64})","seq":([1-9][0-9]{0,17}),"stack":' + _TEXT_OPT_STR + ','
+         '"timestamp":' + _TEXT_STR + ',"version":' + _TEXT_OPT_STR + '\\}\n?')
 
 # A timestamp in the writer's form (_history.utc_timestamp), seconds up to 60 for a leap second.
 _TIMESTAMP_FORM = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)"
@@ -111,10 +118,14 @@ _TIMESTAMP_FORM = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:
 _PLAIN_STR = rb'"[ !#-\[\]-~]*"'
 _PLAIN_OPT_STR = rb'(?:null|' + _PLAIN_STR + rb')'
 # A status_scrape line as the role writes it today (templates/status.json.j2), field by field,
-# with plain strings. The actor is checked apart (its keys vary). The hash is any 64 characters
-# here: only a SHA-256 hex digest can equal the digest computed.
+# with plain strings. The actor is checked apart (its keys vary; `[^}]*` only finds where it
+# ends). The hash is any 64 characters here: only a SHA-256 hex digest can equal the digest
+# computed. So is prev, which is checked apart: it is 64 lower-case hex digits when it equals the
+# hash of the line before, and otherwise goes through _HEX64. (Classes of one excluded character
+# are much cheaper per character for the regex engine than ranges, and these are the longest
+# fields.)
 _SCRAPE_LINE = re.compile(
-    rb'\{"actor":(\{[^{}]*\}),"details":\{'
+    rb'\{"actor":(\{[^}]*\}),"details":\{'
     rb'"chaos":(' + _PLAIN_OPT_STR + rb'),"error_rate_percent":(' + _OPT_NUM + rb'),'
     rb'"errors":' + _OPT_NUM + rb',"mode":' + _PLAIN_OPT_STR + rb','
     rb'"p99_latency_ms":(' + _OPT_NUM + rb'),"policy_canary_pass":(' + _FLAG + rb'),'
@@ -122,17 +133,28 @@ _SCRAPE_LINE = re.compile(
     rb'"policy_reasons":\[((?:' + _PLAIN_STR + rb'(?:,' + _PLAIN_STR + rb')*)?)\],'
     rb'"req_s":' + _OPT_NUM + rb',"requests":' + _OPT_NUM + rb',"weight":' + _OPT_NUM + rb'\},'
     rb'"event":"status_scrape","hash":"([^"]{64})","host":' + _PLAIN_STR + rb','
-    rb'"mode":' + _PLAIN_OPT_STR + rb',"prev":"([0-9a-f]{64})","seq":([1-9][0-9]{0,17}),'
+    rb'"mode":' + _PLAIN_OPT_STR + rb',"prev":"([^"]{64})","seq":([1-9][0-9]{0,17}),'
     rb'"stack":' + _PLAIN_OPT_STR + rb',"timestamp":"(' + _TIMESTAMP_FORM.encode() + rb')",'
-    rb'"version":' + _PLAIN_OPT_STR + rb'\}\n?')
+    rb'"version":' + _PLAIN_OPT_STR + rb'\}')
+# The scan takes complete lines only that way; a last line without its newline goes the general
+# way, which knows it was cut short.
+_SCRAPE_LINE_NL = re.compile(_SCRAPE_LINE.pattern + rb'\n')
+_SCRAPE_LINE = re.compile(_SCRAPE_LINE.pattern + rb'\n?')
 # Any other record: the top level field by field; actor and details are checked by re-encoding.
-_RECORD_TAIL = re.compile(rb'\},"event":"([a-z][a-z0-9_]{0,63})",' + _TAIL)
+_RECORD_TAIL = re.compile(r'\},"event":"([a-z][a-z0-9_]{0,63})",' + _TAIL)
 _RECORD_HEAD = b'{"actor":{'
 _DETAILS_KEY = b'},"details":{'
 _EVENT_KEY = b'},"event":"'
 
+_HEX64 = re.compile(rb'[0-9a-f]{64}').fullmatch
+_sha256 = hashlib.sha256
+# Seconds since midnight of b"HH:MM", for every hour and minute the timestamp pattern allows.
+_MINUTE_OF_DAY = {b"%02d:%02d" % (hour, minute): hour * 3600 + minute * 60
+                  for hour in range(24) for minute in range(60)}
+
+# check_circular off: it only encodes what _DECODER just parsed, which cannot hold a cycle.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                              allow_nan=False)
+                              allow_nan=False, check_circular=False)
 _DECODER = json.JSONDecoder()
 _FLAGS = {b"true": True, b"false": False, b"null": None}
 
@@ -142,7 +164,8 @@ def _canonical_object(raw):
     None."""
     try:
         text = raw.decode("ascii")
-        value = _DECODER.decode(text)
+        # raw_decode: what follows the value (the decode method checks) makes the texts differ.
+        value = _DECODER.raw_decode(text)[0]
         if isinstance(value, dict) and _CANONICAL.encode(value) == text:
             return value
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -166,16 +189,21 @@ def _body_end(raw):
 
 class LineProver:
     """Recognises lines whose bytes are their record's canonical serialisation and hash to their
-    `hash`: the fast path. It remembers its verdict on actors, which repeat from line to line.
+    `hash`: the fast path. It remembers its verdict on actors, which repeat from line to line, and
+    on short details.
 
     Both methods take a line's bytes, with or without its newline. None means "not proven", not
     "not genuine": such a line must be checked the slow way.
     """
 
     _ACTORS_KEPT = 4096
+    _DETAILS_KEPT = 1024
+    _DETAILS_BYTES = 1024   # longer details are not remembered: the memory stays small
 
     def __init__(self):
         self._actors = {}
+        self._details = {}
+        self.known_actor = self._actors.get  # the verdict on an actor already seen, else None
 
     def actor(self, raw):
         actor = self._actors.get(raw)
@@ -201,7 +229,7 @@ class LineProver:
         start, end = match.span(8)
         claimed = tokens[7].decode("ascii")
         body = raw[:start - 8] + (raw[end + 2:-1] if raw[-1] == 10 else raw[end + 2:])
-        if hashlib.sha256(body).hexdigest() != claimed:
+        if _sha256(body).hexdigest() != claimed or not _HEX64(tokens[8]):
             return None
         return claimed, tokens
 
@@ -213,32 +241,52 @@ class LineProver:
         tail_at = raw.rfind(_EVENT_KEY)
         if split < 0 or tail_at <= split:
             return None
-        match = _RECORD_TAIL.fullmatch(raw, tail_at)
+        text = raw.decode("ascii")
+        match = _RECORD_TAIL.fullmatch(text, tail_at)
         if match is None:
             return None
         actor = self.actor(raw[9:split + 1])
         if actor is False:
             return None
-        details = _canonical_object(raw[split + 12:tail_at + 1])
+        details = self.details(raw[split + 12:tail_at + 1])
         if details is None:
             return None
-        start, end = match.span(2)
-        claimed = match.group(2).decode("ascii")
-        if hashlib.sha256(raw[:start - 8] + raw[end + 2:_body_end(raw)]).hexdigest() != claimed:
+        (event, claimed, host, host_escaped, mode, mode_escaped, prev, seq, stack, stack_escaped,
+         stamp, stamp_escaped, version, version_escaped) = match.groups()
+        start = match.start(2)  # of the hash: 64 characters, then `",`
+        if _sha256(raw[:start - 8] + raw[start + 66:_body_end(raw)]).hexdigest() != claimed:
             return None
         return {
-            "seq": int(match.group(6)),
-            "timestamp": _string(match.group(8)),
-            "event": match.group(1).decode("ascii"),
-            "stack": _string(match.group(7)),
-            "host": _string(match.group(3)),
+            "seq": int(seq),
+            "timestamp": stamp if stamp_escaped is None else json.loads(stamp_escaped),
+            "event": event,
+            "stack": stack if stack_escaped is None else json.loads(stack_escaped),
+            "host": host if host_escaped is None else json.loads(host_escaped),
             "actor": dict(actor),
-            "mode": _string(match.group(4)),
-            "version": _string(match.group(9)),
+            "mode": mode if mode_escaped is None else json.loads(mode_escaped),
+            "version": version if version_escaped is None else json.loads(version_escaped),
             "details": details,
-            "prev": match.group(5).decode("ascii"),
+            "prev": prev,
             "hash": claimed,
         }
+
+    def details(self, raw):
+        """The details object that raw encodes when raw is its canonical JSON, else None. Short
+        ones are remembered: blocked operations, bypasses and teardowns tend to repeat theirs.
+        Each call returns a dict of its own (its values may be shared: read them only)."""
+        if len(raw) > self._DETAILS_BYTES:
+            return _canonical_object(raw)
+        details = self._details.get(raw)
+        if details is None:
+            if len(self._details) >= self._DETAILS_KEPT:
+                self._details.clear()
+            details = self._details[raw] = _canonical_object(raw)
+            if details is None:
+                self._details[raw] = False
+                return None
+        elif details is False:
+            return None
+        return dict(details)
 
 
 def prove_line(raw):
@@ -589,18 +637,22 @@ class _Digest:
 
     # Reading ---------------------------------------------------------------------------------
 
-    def scan(self, lines, chain):
+    def scan(self, blocks, chain):
         """Push every line to the chain and sum up every record.
 
+        blocks yields lists of lines (with their newline) as _range_blocks reads them.
         Lines are proven the fast way (plain status_scrape lines, then any line in the writer's
         layout) or by re-serialising them (parse_line and record_hash); proven lines that follow
         each other go to the chain as runs. Lines that are not sound records go to chain.add,
-        which names what is wrong with them. Plain status_scrape lines (nine in ten) are summed
-        up here, inline, from their raw tokens; other records go through record(), after which
-        the locals that mirror the digest's state for the inline path are reset.
+        which names what is wrong with them. Plain status_scrape lines (nine in ten) are proven
+        and summed up here, inline, from their raw tokens (LineProver.scrape makes the same
+        checks, for one line); other records go through record(), and after a status_scrape
+        that went that way the locals that mirror the digest's state for the inline path are
+        reset.
         """
         prover = LineProver()
-        prove_scrape, prove_record = prover.scrape, prover.record
+        prove_record, known_actor, check_actor = prover.record, prover.known_actor, prover.actor
+        scrape_line = _SCRAPE_LINE_NL.fullmatch
         add_run, anchor_seq = chain.add_proven_run, chain.anchor_seq
         chart, day_seconds = self.chart, self.clock.day_seconds
         scrapes = 0
@@ -612,10 +664,71 @@ class _Digest:
         day_key = day = None                # b"YYYY-MM-DD" and its seconds since 1970
         low = high = 0.0                    # the chart bucket now filled inline: [low, high)
         bucket = None
+        # The bucket's counters while it is filled inline, written back before anything else
+        # reads the chart: the same additions in the same order as on the bucket itself.
+        error_sum = p99_sum = 0.0
+        error_count = p99_count = 0
         chaos_token = seen = None
-        for raw in lines:
-            proven = prove_scrape(raw)
-            if proven is None:
+        for lines in blocks:
+            for raw in lines:
+                match = scrape_line(raw)
+                if match is not None:
+                    (actor, chaos, error_rate, p99, canary_pass, infra_pass, reasons, token, prev,
+                     seq, stamp) = match.groups()
+                    start = match.start(8)  # of the hash: 64 characters, then `",`
+                    if ((known_actor(actor) or check_actor(actor))
+                            and _sha256(raw[:start - 8] + raw[start + 66:-1]).hexdigest()
+                            == token.decode("ascii")
+                            and (prev == last_hash or _HEX64(prev))):
+                        seq = int(seq)
+                        if run and seq == last_seq + 1 and prev == last_hash and seq != anchor_seq:
+                            run += 1
+                        else:
+                            if run:
+                                add_run(run, first, _run_end(last_seq, last_event, last_prev,
+                                                             last_hash))
+                            run, first = 1, (seq, SCRAPE, prev.decode("ascii"),
+                                             token.decode("ascii"))
+                            if seq == anchor_seq:
+                                add_run(1, first, first)
+                                run = 0
+                        last_seq, last_event, last_prev, last_hash = seq, SCRAPE, prev, token
+                        scrapes += 1
+                        last_inline = raw
+                        if need_first:
+                            self.first_stamp = stamp.decode("ascii")
+                            need_first = False
+                        if error_rate != b"null" or p99 != b"null":
+                            if stamp[:10] != day_key:
+                                day_key = stamp[:10]
+                                day = day_seconds(day_key)
+                            if day is not None:
+                                minute = day + _MINUTE_OF_DAY[stamp[11:16]]
+                                if not low <= minute < high:
+                                    if bucket is not None:
+                                        bucket[:] = error_sum, error_count, p99_sum, p99_count
+                                    chart.add(minute, None, None)
+                                    bucket, low, high = chart.current()
+                                    error_sum, error_count, p99_sum, p99_count = bucket
+                                if error_rate != b"null":
+                                    error_sum += float(error_rate)
+                                    error_count += 1
+                                if p99 != b"null":
+                                    p99_sum += float(p99)
+                                    p99_count += 1
+                        if infra_pass == b"false" or canary_pass == b"false":
+                            self._policy_failure(stamp.decode("ascii"), _FLAGS[infra_pass],
+                                                 _FLAGS[canary_pass],
+                                                 tuple(json.loads(b"[" + reasons + b"]")))
+                        if chaos != chaos_token:
+                            chaos_token = chaos
+                            seen = self._chaos_now(_chaos_state(_string(chaos)),
+                                                   stamp.decode("ascii"))
+                        elif seen is not None:
+                            seen[0] += 1
+                            seen[2] = stamp.decode("ascii")
+                        continue
+                # Any other line
                 record = prove_record(raw)
                 sound = record is not None
                 if not sound:
@@ -645,55 +758,18 @@ class _Digest:
                     last_seq, last_event, last_prev, last_hash = (
                         seq, record["event"], prev, record["hash"].encode("ascii"))
                 last_inline = None  # record() notes the last stamp and names itself
+                if record["event"] == SCRAPE:
+                    # A scrape the inline path could not take: record() adds it to the chart and
+                    # to the chaos state, so the inline path writes its bucket back first and
+                    # starts over after it. Other events touch neither.
+                    if bucket is not None:
+                        bucket[:] = error_sum, error_count, p99_sum, p99_count
+                    bucket = chaos_token = None
+                    low = high = 0.0
                 self.record(record)
                 need_first = False
-                low = high = 0.0
-                chaos_token = None
-                continue
-            claimed, (_actor, chaos, error_rate, p99, canary_pass, infra_pass, reasons, token,
-                      prev, seq, stamp) = proven
-            seq = int(seq)
-            if run and seq == last_seq + 1 and prev == last_hash and seq != anchor_seq:
-                run += 1
-            else:
-                if run:
-                    add_run(run, first, _run_end(last_seq, last_event, last_prev, last_hash))
-                run, first = 1, (seq, SCRAPE, prev.decode("ascii"), claimed)
-                if seq == anchor_seq:
-                    add_run(1, first, first)
-                    run = 0
-            last_seq, last_event, last_prev, last_hash = seq, SCRAPE, prev, token
-            scrapes += 1
-            last_inline = raw
-            if need_first:
-                self.first_stamp = stamp.decode("ascii")
-                need_first = False
-            if error_rate != b"null" or p99 != b"null":
-                if stamp[:10] != day_key:
-                    day_key = stamp[:10]
-                    day = day_seconds(day_key)
-                if day is not None:
-                    minute = day + int(stamp[11:13]) * 3600 + int(stamp[14:16]) * 60
-                    if low <= minute < high:
-                        if error_rate != b"null":
-                            bucket[0] += float(error_rate)
-                            bucket[1] += 1
-                        if p99 != b"null":
-                            bucket[2] += float(p99)
-                            bucket[3] += 1
-                    else:
-                        chart.add(minute, None if error_rate == b"null" else float(error_rate),
-                                  None if p99 == b"null" else float(p99))
-                        bucket, low, high = chart.current()
-            if infra_pass == b"false" or canary_pass == b"false":
-                self._policy_failure(stamp.decode("ascii"), _FLAGS[infra_pass],
-                                     _FLAGS[canary_pass], tuple(json.loads(b"[" + reasons + b"]")))
-            if chaos != chaos_token:
-                chaos_token = chaos
-                seen = self._chaos_now(_chaos_state(_string(chaos)), stamp.decode("ascii"))
-            elif seen is not None:
-                seen[0] += 1
-                seen[2] = stamp.decode("ascii")
+        if bucket is not None:
+            bucket[:] = error_sum, error_count, p99_sum, p99_count
         if run:
             add_run(run, first, _run_end(last_seq, last_event, last_prev, last_hash))
         if last_inline is not None:
@@ -1006,18 +1082,27 @@ def _replay(items, chain):
             chain.add(first)
 
 
-def _range_lines(handle, start, end):
-    """The lines of the file between two line starts. Lines appended after `end` was taken are
-    left for the next reader."""
+def _range_blocks(handle, start, end):
+    """The lines of the file between two line starts, as iterating the file gives them (with
+    their newline), in lists read BLOCK_BYTES at a time. Lines appended after `end` was taken are
+    left for the next reader; a line that `end` cuts (one still being written when the report
+    started) is read whole, up to its newline, as reading the file line by line would."""
     if start >= end:
         return
     handle.seek(start)
-    position = start
-    for raw in handle:
-        yield raw
-        position += len(raw)
-        if position >= end:
-            return
+    position, carry = start, b""
+    while position < end:
+        data = handle.read(min(BLOCK_BYTES, end - position))
+        if not data:  # the file shrank meanwhile
+            break
+        position += len(data)
+        # BytesIO finds newlines with memchr: several times faster than bytes.split here.
+        lines = io.BytesIO(carry + data).readlines()
+        carry = b"" if lines[-1].endswith(b"\n") else lines.pop()
+        if lines:
+            yield lines
+    if carry:
+        yield [carry + handle.readline()]
 
 
 def _line_ranges(handle, size, parts):
@@ -1068,7 +1153,7 @@ def _work(path, start, end, anchor_seq, timeline_limit, fd):
     digest = _Digest(timeline_limit, continued=True)
     chain = _ChainLog(anchor_seq, lambda items: _send(fd, ("items", items)))
     with open(path, "rb") as handle:
-        digest.scan(_range_lines(handle, start, end), chain)
+        digest.scan(_range_blocks(handle, start, end), chain)
     chain.flush()
     _send(fd, ("digest", digest))
 
@@ -1181,12 +1266,12 @@ def _read_parts(path, handle, ranges, chain, digest, timeline_limit):
                 workers.append(_Worker(path, start, end, chain.anchor_seq, timeline_limit))
             except OSError:  # cannot fork: read what is left here
                 workers.append(None)
-        digest.scan(_range_lines(handle, *ranges[0]), chain)
+        digest.scan(_range_blocks(handle, *ranges[0]), chain)
         for (start, end), worker in zip(ranges[1:], workers):
             part = worker.results(chain) if worker is not None else None
             if part is None:  # the worker failed before sending anything: read its part here
                 part = _Digest(timeline_limit, continued=True)
-                part.scan(_range_lines(handle, start, end), chain)
+                part.scan(_range_blocks(handle, start, end), chain)
             digest.merge(part)
     finally:  # after a failure: stop the workers whose results are no longer wanted
         for worker in workers:

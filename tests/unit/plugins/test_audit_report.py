@@ -298,14 +298,37 @@ def test_an_empty_history_and_a_missing_one(tmp_path):
         build_report(str(tmp_path))
 
 
+def range_lines(handle, start, end):
+    return [line for block in report._range_blocks(handle, start, end) for line in block]
+
+
 def test_lines_appended_after_the_start_are_left_for_the_next_report(hist):
     lifecycle(hist)
     lines = hist.path.read_bytes().splitlines(keepends=True)
     with open(hist.path, "rb") as handle:
         size = len(lines[0]) + len(lines[1])
-        assert list(report._range_lines(handle, 0, size)) == lines[:2]
-        assert list(report._range_lines(handle, size, size)) == []
-        assert list(report._range_lines(handle, size, size + len(lines[2]))) == [lines[2]]
+        assert range_lines(handle, 0, size) == lines[:2]
+        assert range_lines(handle, size, size) == []
+        assert range_lines(handle, size, size + len(lines[2])) == [lines[2]]
+
+
+@pytest.mark.parametrize("block", [7, 100, 1 << 20])
+def test_a_range_is_read_in_blocks_as_lines_of_the_file(tmp_path, monkeypatch, block):
+    """Blocks cut lines anywhere; the lines come out whole, as iterating the file gives them."""
+    monkeypatch.setattr(report, "BLOCK_BYTES", block)
+    lines = [b"first line\n", b"\n", b"a" * 250 + b"\n", b"x\n", b"last, cut short"]
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"".join(lines))
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        assert range_lines(handle, 0, size) == lines
+        assert range_lines(handle, len(lines[0]), size) == lines[1:]
+        # An end inside a line (one being written when the report started): read up to its
+        # newline, or to the end of the file.
+        assert range_lines(handle, 0, len(lines[0]) + 1) == lines[:2]
+        assert range_lines(handle, 0, len(lines[0]) + 5 + 100) == lines[:3]
+        assert range_lines(handle, size - 3, size) == [b"cut short"[-3:]]
+        assert range_lines(handle, size - len(lines[-1]) - 2, size - 3) == lines[-2:]
 
 
 def test_the_report_depends_on_the_history_only(hist):
@@ -622,6 +645,42 @@ def test_lines_the_fast_path_cannot_prove_go_the_slow_way(hist):
     assert b"\\u00e9" in escaped and prove_line(escaped) == record  # ASCII, canonical: proven
 
 
+def test_escaped_top_level_strings_are_proven_and_decoded(hist):
+    """Strings after details with escapes (ASCII, canonical) are decoded as json reads them."""
+    record = hist.add("deploy", mode="caf\u00e9", version='1"0\\x', stack="tab\there")
+    escaped = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    assert b'\\u00e9' in escaped and b'1\\"0\\\\x' in escaped and b"tab\\there" in escaped
+    assert slow_verdict(escaped) == record and prove_line(escaped) == record
+    plain = hist.add("deploy", mode=None, version=None, stack=None)
+    assert prove_line(serialize(plain)) == plain == slow_verdict(serialize(plain))
+
+
+def test_the_prover_remembers_short_details_and_what_it_refused(hist):
+    prover = LineProver()
+    details = {"policy": "infrastructure", "reasons": ["disk full"], "checked": {"cpu": 0.5}}
+    first, second = (serialize(hist.add("deploy_blocked", details=details)) for _ in range(2))
+    records = [prover.record(first), prover.record(second), prover.record(first)]
+    assert records == [slow_verdict(first), slow_verdict(second), slow_verdict(first)]
+    assert records[0]["details"] == records[1]["details"] == details
+    assert records[0]["details"] is not records[1]["details"]  # each record has its own dict
+    assert len(prover._details) == 1  # pylint: disable=protected-access
+    # Details that are not canonical (here: unsorted) are refused, and refused again when seen
+    # again; the slow path still reads the line.
+    record = json.loads(first)
+    unsorted = canonical_text(body_of(record)).replace(
+        '"checked":{"cpu":0.5},"policy":"infrastructure","reasons":["disk full"]',
+        '"policy":"infrastructure","checked":{"cpu":0.5},"reasons":["disk full"]')
+    forged = rehashed(record, unsorted)
+    assert slow_verdict(forged) is None
+    assert prover.record(forged) is None and prover.record(forged) is None
+    assert len(prover._details) == 2  # pylint: disable=protected-access
+    # Long details are proven every time, not remembered.
+    long_details = {"notes": ["n%d" % number for number in range(300)]}
+    line = serialize(hist.add("deploy", details=long_details))
+    assert prover.record(line) == prover.record(line) == slow_verdict(line)
+    assert len(prover._details) == 2  # pylint: disable=protected-access
+
+
 def canonical_text(body):
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -773,6 +832,32 @@ def test_every_table_of_a_hostile_report_keeps_its_columns(hist):
     assert [row[3] for row in stale[1:]] == HOSTILE
     title = MARKDOWN.parse(markdown)[1]
     assert cell_text(title) == "Audit report: stack s|t`<x> on web1"
+
+
+def test_scrapes_summed_inline_and_the_slow_way_share_buckets_and_chaos_state(hist):
+    """Plain scrapes are summed up inline; one the fast path cannot prove (a P99 in exponent
+    form) goes through record(). Both kinds in one chart bucket and one chaos period, with other
+    events between, add up as one."""
+    hist.scrape(1.0, 10.0, minutes=0)
+    hist.add("lock_wait", details={"waited_seconds": 1}, minutes=0)
+    hist.scrape(2.0, 20.0, minutes=0)
+    hist.scrape(3.0, 1e-05, chaos="error", canary=False, reasons=["slow"], minutes=0)
+    hist.scrape(4.0, 40.0, chaos="error", minutes=0)
+    hist.add("deploy", minutes=0)
+    hist.scrape(5.0, 50.0, minutes=0)
+    hist.scrape(6.0, 60.0, minutes=2)
+    lines = hist.path.read_bytes().splitlines(keepends=True)
+    inline = [LineProver().scrape(line) is not None for line in lines]
+    assert inline == [True, False, True, False, True, False, True, True]
+    result = build_report(str(hist.path))
+    assert result["verified"] and result["summary"]["status_scrapes"] == 6
+    assert result["summary"]["chaos_transitions"] == 2
+    assert result["summary"]["scrape_policy_failures"] == 1
+    chart = mermaid(result["markdown"])
+    assert chart[4:6] == ["    line [3, 6]", "    line [24, 60]"]  # (10+20+0.00001+40+50)/5
+    states, transitions = tables(section(result["markdown"], "Chaos"))
+    assert states[1][:2] == ["error", "2"]
+    assert [row[1:] for row in transitions[1:]] == [["none", "error"], ["error", "none"]]
 
 
 def test_the_chart_is_a_well_formed_mermaid_xychart(hist):
