@@ -26,6 +26,7 @@ roll forward); 130 when interrupted.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import signal
@@ -47,7 +48,8 @@ from bench_app import (  # noqa: E402  pylint: disable=wrong-import-position
 
 CLIENTS = 8
 CLIENT_TIMEOUT = 10.0          # a request unanswered this long is a failure (timeout)
-CLIENT_PAUSE = 0.001           # between two requests of one client: leaves the 2-CPU host room for Ansible
+CLIENT_PAUSE = 0.001           # with --rate 0, between two requests of one client
+DEFAULT_RATE = 0.0             # --rate: requests per second of each client (0: as fast as they can)
 WARMUP_SECONDS = 3.0           # load before the first step
 CANARY_HOLD_SECONDS = 6.0      # load on a canary before judging it (its window is 5 s)
 SETTLE_SECONDS = 2.0           # load after the other steps
@@ -149,8 +151,9 @@ class Load:
     connection that had already carried a request (a keep-alive connection the server may have
     closed meanwhile) rather than a fresh one."""
 
-    def __init__(self, clients):
+    def __init__(self, clients, rate=0.0):
         self.clients = clients
+        self.rate = rate  # requests per second of each client; 0: as fast as it can (CLIENT_PAUSE apart)
         self.records = [[] for _index in range(clients)]
         self.connections_opened = [0] * clients
         self.max_delay = 0.0
@@ -165,7 +168,15 @@ class Load:
     def _client(self, index):
         records = self.records[index]
         conn = connect(PUBLIC_PORT, timeout=CLIENT_TIMEOUT)
+        interval = 1.0 / self.rate if self.rate else 0.0
+        next_at = time.monotonic() + interval * index / self.clients  # the clients spread over an interval
         while not self._stop.is_set():
+            if interval:
+                # Paced: a fixed schedule, so a slow answer is not made up for by a burst after it.
+                now = time.monotonic()
+                if next_at > now:
+                    time.sleep(next_at - now)
+                next_at = max(next_at + interval, time.monotonic())
             reused = conn.sock is not None  # http.client opens the socket on demand
             if not reused:
                 self.connections_opened[index] += 1
@@ -182,7 +193,7 @@ class Load:
             ended = time.monotonic()
             mode = response.getheader("X-Mode") or "stable"
             records.append(self._classify(started, ended, response.status, mode, body, reused))
-            if CLIENT_PAUSE:
+            if CLIENT_PAUSE and not interval:
                 time.sleep(CLIENT_PAUSE)
         conn.close()
 
@@ -487,14 +498,28 @@ def report(seq, aborted):
 
 # ---------------------------------------------------------------------------
 
+def parse_args():
+    parser = argparse.ArgumentParser(description="Promotion under constant load (make bench-promote).")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
+                        help="requests per second of each of the %d clients; 0 sends as fast as they can "
+                             "(default %g)" % (CLIENTS, DEFAULT_RATE))
+    args = parser.parse_args()
+    if args.rate < 0:
+        parser.error("--rate: %g is negative; give requests per second per client, or 0 for as fast as they can"
+                     % args.rate)
+    return args
+
+
 def main():
+    args = parse_args()
     started = time.monotonic()
     sys.stdout.reconfigure(line_buffering=True)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _interrupt)
     print(f"SwiftDeploy promotion under load: stack {STACK}, public :{PUBLIC_PORT}, admin 127.0.0.1:{ADMIN_PORT}, "
-          f"{CLIENTS} clients, canary {CANARY_WEIGHT}% / {CANARY_WINDOW} s window")
+          f"{CLIENTS} clients ({f'{args.rate:g} req/s each' if args.rate else 'as fast as they can'}), "
+          f"canary {CANARY_WEIGHT}% / {CANARY_WINDOW} s window")
     busy = stack_in_use()
     if busy:
         print(f"ERROR: stack {STACK} already has containers ({', '.join(busy)}): another benchmark is running; "
@@ -507,7 +532,7 @@ def main():
     try:
         base, newer = write_manifests(work_dir)
         deploy_stable(base, project_dir)
-        load = Load(CLIENTS)
+        load = Load(CLIENTS, args.rate)
         seq = Sequence(load, base, newer, project_dir)
         load.start()
         aborted = None
