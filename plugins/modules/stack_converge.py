@@ -121,7 +121,8 @@ options:
   drain_seconds:
     description:
       - Seconds to let requests already sent to a leaving slot finish, after nginx stopped routing
-        to it and before its container is removed.
+        to it and before its container is stopped (SIGTERM). An app that finishes what it is
+        answering on SIGTERM, as the SwiftDeploy app does, needs none (the role passes V(0)).
     type: float
     default: 2
   validate_nginx:
@@ -452,6 +453,7 @@ GENERATION_POLL = 0.05
 HEALTH_POLL = 0.2
 HEALTH_PROBE_POLL = 0.05
 HEALTH_PROBE_TIMEOUT = 0.5
+STOP_SECONDS = 10  # docker stop's grace before SIGKILL; the app stops within a second of SIGTERM
 
 
 class ConvergeError(Exception):
@@ -758,7 +760,7 @@ class Converger(object):
         leaving = set(slot_services(self.prefix, plan.removed)) | set(orphans(expected, entries))
         leaving = sorted(set(entry.get("Service") for entry in entries) & leaving)
         if leaving:
-            self.remove(number, leaving, drain=any(service in running for service in leaving))
+            self.remove(number, leaving, entries, drain=any(service in running for service in leaving))
             report["slots_removed"] = leaving
             self.note_change(report)
 
@@ -968,16 +970,25 @@ class Converger(object):
                         % (number, generation, GENERATION_TIMEOUT, when, seen, self.project))
                 time.sleep(GENERATION_POLL)
 
-    def remove(self, number, services, drain):
+    def remove(self, number, services, entries, drain):
+        """Stop (SIGTERM, then up to STOP_SECONDS) and remove the containers of services that
+        left, by name: compose no longer knows a slot its file dropped, and `up --remove-orphans`
+        would also check every other service again (about 0.7 s more here)."""
         detail = ", ".join(services)
-        if drain and self.check:
-            self.skipped(number, "drain", "%g s before removing %s" % (self.params["drain_seconds"], detail))
-        elif drain:
-            with self.action(number, "drain", "%g s for requests already sent to %s"
-                             % (self.params["drain_seconds"], detail)):
-                time.sleep(self.params["drain_seconds"])
-        self.docker_change(number, "remove slots", detail,
-                           ["up", "-d", "--remove-orphans", "--wait", "--wait-timeout", str(self.params["wait_timeout"])])
+        if drain and self.params["drain_seconds"] > 0:
+            if self.check:
+                self.skipped(number, "drain", "%g s before removing %s" % (self.params["drain_seconds"], detail))
+            else:
+                with self.action(number, "drain", "%g s for requests already sent to %s"
+                                 % (self.params["drain_seconds"], detail)):
+                    time.sleep(self.params["drain_seconds"])
+        names = sorted(entry["Name"] for entry in entries if entry.get("Service") in services and entry.get("Name"))
+        if self.check or not names:
+            self.skipped(number, "remove slots", detail)
+            return
+        with self.action(number, "remove slots", detail):
+            self.run([self.docker, "stop", "--time", str(STOP_SECONDS)] + names, "docker stop")
+            self.run([self.docker, "rm", "--volumes"] + names, "docker rm")
 
     def wait_health(self):
         url = self.params["health_url"]
