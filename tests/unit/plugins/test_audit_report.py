@@ -658,7 +658,7 @@ def test_escaped_top_level_strings_are_proven_and_decoded(hist):
 def test_the_prover_remembers_short_details_and_what_it_refused(hist):
     prover = LineProver()
     details = {"policy": "infrastructure", "reasons": ["disk full"], "checked": {"cpu": 0.5}}
-    first, second = (serialize(hist.add("deploy_blocked", details=details)) for _ in range(2))
+    first, second = (serialize(hist.add("deploy_blocked", details=details)) for _attempt in range(2))
     records = [prover.record(first), prover.record(second), prover.record(first)]
     assert records == [slow_verdict(first), slow_verdict(second), slow_verdict(first)]
     assert records[0]["details"] == records[1]["details"] == details
