@@ -16,7 +16,13 @@ import tempfile
 import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import STATE_FORMAT, MetricsError, Sample, parse
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import (
+    STATE_FORMAT,
+    MetricsError,
+    Sample,
+    parse,
+    window,
+)
 
 SERVICE = "the SwiftDeploy app"
 
@@ -95,3 +101,52 @@ def write_state(path, url, sample):
         os.unlink(temporary)
         raise
     os.replace(temporary, path)
+
+
+def describe(figures):
+    if figures["counter_reset"]:
+        restart = "; the app restarted within the window, so the figures count from its restart"
+    else:
+        restart = ""
+    if figures["requests"] == 0:
+        return "no requests in %.1f s%s" % (figures["window_seconds"], restart)
+    rate = " (%.2f/s)" % figures["req_per_s"] if figures["req_per_s"] is not None else ""
+    p99 = "%.1f ms" % figures["p99_latency_ms"] if figures["p99_latency_ms"] is not None else "unknown"
+    return ("%d requests in %.1f s%s, %d errors (%.2f%%), p99 %s%s"
+            % (figures["requests"], figures["window_seconds"], rate, figures["errors"],
+               figures["error_rate_percent"], p99, restart))
+
+
+def measure_windows(urls, seconds, use_history=True, timeout=5.0):
+    """The traffic of each app slot at urls over its last `seconds`, waiting at most once.
+
+    With use_history, each app is asked for its counters of `seconds` ago (scrape_ago); the
+    slots that have none that old are scraped now, then, after one wait of `seconds` for all of
+    them, every slot is scraped again. Returns {url: {window, window_source ("history" or
+    "waited"), message, current (the newer Sample)}} or {url: {error}} for a slot that cannot be
+    measured, so one slot's failure does not hide the others' figures.
+    """
+    results, previous = {}, {}
+    for url in urls:
+        older = scrape_ago(url, seconds, timeout) if use_history else None
+        if older is None:
+            try:
+                older = scrape(url, timeout)
+            except (HttpError, MetricsError) as exc:
+                results[url] = {"error": str(exc)}
+                continue
+            previous[url] = (older, "waited")
+        else:
+            previous[url] = (older, "history")
+    if any(source == "waited" for _older, source in previous.values()):
+        time.sleep(seconds)
+    for url, (older, source) in previous.items():
+        try:
+            current = scrape(url, timeout)
+        except (HttpError, MetricsError) as exc:
+            results[url] = {"error": str(exc)}
+            continue
+        figures = window(older, current)
+        results[url] = {"window": figures, "window_source": source, "message": describe(figures),
+                        "current": current}
+    return results

@@ -217,27 +217,18 @@ message:
 """
 
 import math
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError, empty_window, window
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import read_state, scrape, scrape_ago, write_state
-
-
-def describe(figures):
-    if figures["counter_reset"]:
-        restart = "; the app restarted within the window, so the figures count from its restart"
-    else:
-        restart = ""
-    if figures["requests"] == 0:
-        return "no requests in %.1f s%s" % (figures["window_seconds"], restart)
-    rate = " (%.2f/s)" % figures["req_per_s"] if figures["req_per_s"] is not None else ""
-    p99 = "%.1f ms" % figures["p99_latency_ms"] if figures["p99_latency_ms"] is not None else "unknown"
-    return ("%d requests in %.1f s%s, %d errors (%.2f%%), p99 %s%s"
-            % (figures["requests"], figures["window_seconds"], rate, figures["errors"],
-               figures["error_rate_percent"], p99, restart))
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import (
+    describe,
+    measure_windows,
+    read_state,
+    scrape,
+    write_state,
+)
 
 
 def check_options(module):
@@ -271,34 +262,33 @@ def main():
     url, path = module.params["url"], module.params["state_path"]
     wait = module.params["window_seconds"]
 
-    previous, missing, source = None, None, "none"
-    if wait == 0:
+    if wait > 0:
+        measured = measure_windows([url], wait, module.params["use_history"], module.params["timeout"])[url]
+        if "error" in measured:
+            module.fail_json(msg=measured["error"])
+        figures, source, current, message = (measured["window"], measured["window_source"], measured["current"],
+                                             measured["message"])
+        previous_found = True
+    else:
         try:
             previous, missing = read_state(path, url)
         except OSError as exc:
             module.fail_json(msg="cannot read the previous sample from %s: %s" % (path, exc.strerror or exc))
-        source = "previous" if previous is not None else "none"
-    try:
-        if wait > 0 and module.params["use_history"]:
-            previous = scrape_ago(url, wait, module.params["timeout"])
-            source = "history" if previous is not None else source
-        if wait > 0 and previous is None:
-            previous = scrape(url, module.params["timeout"])
-            source = "waited"
-            time.sleep(wait)
-        current = scrape(url, module.params["timeout"])
-    except (HttpError, MetricsError) as exc:
-        module.fail_json(msg=str(exc))
-
-    if previous is None:
-        figures = empty_window()
-        if module.check_mode:
-            message = "%s, and check mode does not keep this one: the window is empty" % missing
+        try:
+            current = scrape(url, module.params["timeout"])
+        except (HttpError, MetricsError) as exc:
+            module.fail_json(msg=str(exc))
+        previous_found = previous is not None
+        source = "previous" if previous_found else "none"
+        if previous is None:
+            figures = empty_window()
+            if module.check_mode:
+                message = "%s, and check mode does not keep this one: the window is empty" % missing
+            else:
+                message = "%s: this one is kept as the baseline and the window is empty; run again to measure" % missing
         else:
-            message = "%s: this one is kept as the baseline and the window is empty; run again to measure" % missing
-    else:
-        figures = window(previous, current)
-        message = describe(figures)
+            figures = window(previous, current)
+            message = describe(figures)
 
     if path and not module.check_mode:
         try:
@@ -307,7 +297,7 @@ def main():
             module.fail_json(msg="cannot keep the sample in %s: %s" % (path, exc.strerror or exc))
 
     module.exit_json(changed=False, window=figures, sample=current.summary(), window_source=source,
-                     previous_found=previous is not None, message=message)
+                     previous_found=previous_found, message=message)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,21 @@ options:
         type: list
         elements: str
         default: []
+      metrics_urls:
+        description:
+          - App slots' metrics URLs to measure over their last O(host.window_seconds), as
+            M(swiftdeploy.stack.metrics_scrape) does with
+            O(swiftdeploy.stack.metrics_scrape#module:window_seconds) and its default
+            O(swiftdeploy.stack.metrics_scrape#module:use_history) (from the app's own snapshot of
+            that long ago, or waiting once for all of them). Judging a canary then needs no round
+            trip of its own. Results are in C(metrics) of RV(host).
+        type: list
+        elements: str
+        default: []
+      window_seconds:
+        description: The window for O(host.metrics_urls); required with them.
+        type: float
+        default: 0
 attributes:
   check_mode:
     support: full
@@ -203,6 +218,9 @@ host:
   description:
     - What M(swiftdeploy.stack.host_resources) returns for O(host) (C(resources),
       C(images_missing) and C(health)), measured while the lock is held.
+    - With O(host.metrics_urls), also C(metrics), one entry per URL - C(window), C(window_source)
+      and C(message) as M(swiftdeploy.stack.metrics_scrape) returns them, or C(error) for a slot
+      that could not be measured.
   returned: when O(state=acquired) and O(host) is given
   type: dict
   sample:
@@ -210,6 +228,13 @@ host:
                 mem_free_percent: 71.3, mem_total_mb: 24105.6}
     images_missing: []
     health: {"http://127.0.0.1:8082/slots/blue/healthz": {ok: true, status: null, error: null}}
+    metrics:
+      "http://127.0.0.1:8082/slots/green/metrics":
+        window: {requests: 398, req_per_s: 76.5, errors: 0, error_rate_percent: 0.0, p99_latency_ms: 4.9,
+                 window_seconds: 5.2, counter_reset: false, latency_buckets: [["0.005", 398], ["+Inf", 398]]}
+        window_source: history
+        message: "398 requests in 5.2 s (76.54/s), 0 errors (0.00%), p99 4.9 ms"
+      "http://127.0.0.1:8082/slots/blue/metrics": {error: "http://127.0.0.1:8082/slots/blue/metrics answered HTTP 404 Not Found"}
 broken_stale:
   description:
     - The holder of a stale lock that was broken (in check mode, that would be broken), with
@@ -231,6 +256,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     LockError,
@@ -274,11 +300,19 @@ def measure_host(module, path, result):
         give_back(module, path, result)
         module.fail_json(msg="host.path: %s does not exist on this host; give the Docker data root "
                              "(docker info --format '{{.DockerRootDir}}'); the lock was not kept." % host["path"])
+    if host["metrics_urls"] and not (0 < host["window_seconds"] < float("inf")):
+        give_back(module, path, result)
+        module.fail_json(msg="host.window_seconds: %s; give the seconds of traffic to measure the metrics_urls over "
+                             "(for example canary.window_seconds); the lock was not kept." % host["window_seconds"])
     try:
-        return measure(host["path"], host["images"], host["health_urls"])
+        found = measure(host["path"], host["images"], host["health_urls"])
     except (OSError, ValueError) as exc:
         give_back(module, path, result)
         module.fail_json(msg="cannot measure host resources: %s; the lock was not kept." % exc)
+    if host["metrics_urls"]:
+        found["metrics"] = dict((url, dict((key, value) for key, value in measured.items() if key != "current"))
+                                for url, measured in measure_windows(host["metrics_urls"], host["window_seconds"]).items())
+    return found
 
 
 def main():
@@ -297,6 +331,8 @@ def main():
                 "path": {"type": "path"},
                 "images": {"type": "list", "elements": "str", "default": []},
                 "health_urls": {"type": "list", "elements": "str", "default": []},
+                "metrics_urls": {"type": "list", "elements": "str", "default": []},
+                "window_seconds": {"type": "float", "default": 0},
             }},
         },
         supports_check_mode=True,

@@ -339,6 +339,27 @@ def test_the_apps_own_snapshot_starts_the_window_without_waiting(app, scrape_env
     assert time.monotonic() - started - took > 3
 
 
+def test_the_stack_lock_measures_slots_while_it_is_taken(app, scrape_env, tmp_path):
+    """promote.yml -e mode=stable asks stack_lock for both slots' windows in the round trip that
+    takes the lock: the app's window, and an error (not a failure) for a slot that is not there."""
+    time.sleep(1.5)
+    app.hit(4)
+    missing = "http://127.0.0.1:%d/metrics" % _free_port()
+    command = ["ansible", "localhost", "-m", "swiftdeploy.stack.stack_lock", "-a", json.dumps({
+        "path": str(tmp_path / ".swiftdeploy.lock"),
+        "host": {"metrics_urls": [app.metrics_url, missing], "window_seconds": 1}})]
+    proc = subprocess.run(command, cwd=ROOT, env=scrape_env, capture_output=True, text=True, timeout=120, check=False)
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert proc.returncode == 0, result
+    measured = result["host"]["metrics"]
+    assert measured[app.metrics_url]["window_source"] == "history"
+    assert measured[app.metrics_url]["window"]["requests"] == 4
+    assert "current" not in measured[app.metrics_url]
+    assert measured[missing] == {"error": "cannot connect to %s: connection refused; is the SwiftDeploy app running?"
+                                 % missing}
+    assert (tmp_path / ".swiftdeploy.lock").exists()
+
+
 def test_a_canary_younger_than_its_window_is_waited_for(app, scrape_env):
     """A freshly started app has no snapshot window_seconds old (404 to ?ago=): the module
     scrapes, waits and scrapes again, and counts only what came in between."""
