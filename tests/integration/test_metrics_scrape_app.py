@@ -341,13 +341,15 @@ def test_the_apps_own_snapshot_starts_the_window_without_waiting(app, scrape_env
 
 def test_the_stack_lock_measures_slots_while_it_is_taken(app, scrape_env, tmp_path):
     """promote.yml -e mode=stable asks stack_lock for both slots' windows in the round trip that
-    takes the lock: the app's window, and an error (not a failure) for a slot that is not there."""
-    time.sleep(1.5)
+    takes the lock: the app's window, and an error (not a failure) for a slot that is not there.
+    The app is older than the window, and the requests are younger than it by as long as ansible
+    takes to start the module (a second or two, under 4)."""
+    time.sleep(5)
     app.hit(4)
     missing = "http://127.0.0.1:%d/metrics" % _free_port()
     command = ["ansible", "localhost", "-m", "swiftdeploy.stack.stack_lock", "-a", json.dumps({
         "path": str(tmp_path / ".swiftdeploy.lock"),
-        "host": {"metrics_urls": [app.metrics_url, missing], "window_seconds": 1}})]
+        "host": {"metrics_urls": [app.metrics_url, missing], "window_seconds": 4}})]
     proc = subprocess.run(command, cwd=ROOT, env=scrape_env, capture_output=True, text=True, timeout=120, check=False)
     result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert proc.returncode == 0, result
