@@ -317,6 +317,25 @@ def preview_event(path, record_fields, now=None):
 # --------------------------------------------------------------------------------------------
 
 
+def record_event(path, record_fields, check_mode=False):
+    """Append one event (in check mode: preview it) for a module, creating the history's
+    directory (mode 0750) when missing. Raises HistoryError with a message that names the file
+    and what to do, whatever went wrong."""
+    try:
+        if check_mode:
+            return preview_event(path, record_fields)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o750, exist_ok=True)
+            os.chmod(directory, 0o750)
+        return append_event(path, record_fields)
+    except HistoryError as exc:
+        raise HistoryError("history %s: %s" % (path, exc))
+    except OSError as exc:
+        raise HistoryError("cannot append to the history %s: %s; check that the directory is writable by "
+                           "the remote user" % (path, exc.strerror or exc))
+
+
 def iter_events(path):
     """Yield every record of the history in file order; a missing file yields nothing.
 

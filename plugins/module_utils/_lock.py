@@ -233,6 +233,16 @@ def held_message(path, state, waited=0):
             % (state.describe(), still, path))
 
 
+def option_problem(wait, ttl, wait_name="wait", ttl_name="ttl"):
+    """Why wait or ttl (named as the module calls them) cannot be used, or None."""
+    if wait < 0:
+        return "%s: %d is negative; use 0 to fail at once or a number of seconds." % (wait_name, wait)
+    if ttl < 1:
+        return ("%s: %d is too small; use the age in seconds after which a lock is stale (default 3600)."
+                % (ttl_name, ttl))
+    return None
+
+
 def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=False,
             clock=time.time, monotonic=time.monotonic, sleep=time.sleep, poll=POLL_SECONDS):
     """Take the lock at path for holder, waiting up to `wait` seconds for another run.

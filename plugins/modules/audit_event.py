@@ -158,17 +158,12 @@ lock_released:
   sample: true
 """
 
-import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import (
-    HistoryError,
-    append_event,
-    preview_event,
-)
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
 
 
@@ -209,19 +204,9 @@ def main():
     path = module.params["path"]
     fields = record_fields(module.params)
     try:
-        if module.check_mode:
-            record = preview_event(path, fields)
-        else:
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory):
-                os.makedirs(directory, 0o750, exist_ok=True)
-                os.chmod(directory, 0o750)
-            record = append_event(path, fields)
+        record = record_event(path, fields, module.check_mode)
     except HistoryError as exc:
-        module.fail_json(msg="history %s: %s" % (path, exc))
-    except OSError as exc:
-        module.fail_json(msg="cannot append to the history %s: %s; check that the directory is "
-                             "writable by the remote user." % (path, exc.strerror or exc))
+        module.fail_json(msg=str(exc))
     result = {"changed": True, "record": record, "seq": record["seq"], "hash": record["hash"]}
     lock = module.params["release_lock"]
     if lock:

@@ -437,7 +437,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     running_services,
     slot_services,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, append_event, preview_event
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import run_side_by_side
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
@@ -1034,21 +1034,10 @@ class Recorder(object):
             fields = {"event": event["event"], "stack": self.spec["stack"], "host": socket.gethostname(),
                       "actor": self.actor, "mode": event["mode"] or self.spec["mode"],
                       "version": self.spec["version"], "details": details}
-            path = self.spec["path"]
             try:
-                if self.check:
-                    record = preview_event(path, fields)
-                else:
-                    directory = os.path.dirname(os.path.abspath(path))
-                    if not os.path.isdir(directory):
-                        os.makedirs(directory, 0o750, exist_ok=True)
-                    record = append_event(path, fields)
+                self.records.append(record_event(self.spec["path"], fields, self.check))
             except HistoryError as exc:
-                raise ConvergeError("history %s: %s" % (path, exc))
-            except OSError as exc:
-                raise ConvergeError("cannot append to the history %s: %s; check that the directory is writable by "
-                                    "the remote user" % (path, exc.strerror or exc))
-            self.records.append(record)
+                raise ConvergeError(str(exc))
 
     def release(self):
         lock = self.spec["release_lock"]

@@ -261,6 +261,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     LockError,
     acquire,
+    option_problem,
     release,
 )
 
@@ -339,12 +340,9 @@ def main():
     )
     params = module.params
     path = params["path"]
-    if params["wait"] < 0:
-        module.fail_json(msg="wait: %d is negative; use 0 to fail at once or a number of seconds."
-                             % params["wait"])
-    if params["ttl"] < 1:
-        module.fail_json(msg="ttl: %d is too small; use the age in seconds after which a lock is "
-                             "stale (default 3600)." % params["ttl"])
+    problem = option_problem(params["wait"], params["ttl"])
+    if problem:
+        module.fail_json(msg=problem)
     try:
         if params["state"] == "acquired":
             holder = dict(params["holder"])

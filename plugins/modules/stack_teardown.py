@@ -197,9 +197,9 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import compose_argv
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, append_event, preview_event
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, option_problem, release
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import inside, remove
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -307,14 +307,10 @@ class Teardown:
         spec = self.params["history"]
         fields = {"event": event, "stack": spec["stack"], "host": socket.gethostname(), "actor": self.actor,
                   "mode": spec["mode"], "version": spec["version"], "details": details}
-        path = os.path.join(self.project, HISTORY_FILE)
         try:
-            return preview_event(path, fields) if self.check else append_event(path, fields)
+            return record_event(os.path.join(self.project, HISTORY_FILE), fields, self.check)
         except HistoryError as exc:
-            raise TeardownError("history %s: %s" % (path, exc))
-        except OSError as exc:
-            raise TeardownError("cannot append to the history %s: %s; check that the directory is writable by "
-                                "the remote user" % (path, exc.strerror or exc))
+            raise TeardownError(str(exc))
 
     def record_lock_wait(self):
         if self.params["history"] and (self.result["waited_seconds"] > 0 or self.result["broken_stale"] is not None):
@@ -352,12 +348,9 @@ def main():
     if params["timeout"] < 0:
         module.fail_json(msg="timeout: %d is negative; give the seconds each container has to stop (default 5)."
                              % params["timeout"])
-    if params["lock_wait"] < 0:
-        module.fail_json(msg="lock_wait: %d is negative; use 0 to fail at once or a number of seconds."
-                             % params["lock_wait"])
-    if params["lock_ttl"] < 1:
-        module.fail_json(msg="lock_ttl: %d is too small; use the age in seconds after which a lock is stale "
-                             "(default 3600)." % params["lock_ttl"])
+    problem = option_problem(params["lock_wait"], params["lock_ttl"], "lock_wait", "lock_ttl")
+    if problem:
+        module.fail_json(msg=problem)
     teardown = Teardown(module)
     try:
         result = teardown.run()

@@ -572,3 +572,20 @@ def test_untouched_histories_verify(events):
     assert result == {"ok": True, "lines": len(events), "first_problem": None,
                       "last_seq": len(events),
                       "last_hash": written[-1]["hash"] if written else GENESIS}
+
+
+def test_record_event_makes_the_directory_previews_in_check_mode_and_names_the_fix(tmp_path):
+    """The one way modules record an event: the directory is made (0750), check mode writes
+    nothing, and an OS failure becomes a HistoryError that names the file and the fix."""
+    fields = {"event": "deploy", "host": "h", "actor": {"user": "u"}}
+    path = tmp_path / "new" / "history.jsonl"
+    preview = history.record_event(str(path), fields, check_mode=True)
+    assert preview["seq"] == 1 and not (tmp_path / "new").exists()
+    written = history.record_event(str(path), fields)
+    assert written["seq"] == 1 and stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o750
+    assert history.verify(str(path))["ok"] is True
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(history.HistoryError) as caught:
+        history.record_event(str(tmp_path / "afile" / "history.jsonl"), fields)
+    assert str(caught.value).startswith("cannot append to the history %s: " % (tmp_path / "afile" / "history.jsonl"))
+    assert str(caught.value).endswith("check that the directory is writable by the remote user")

@@ -314,3 +314,12 @@ def test_parse_rfc3339(text, expected):
 def test_rfc3339_round_trip():
     assert lock.rfc3339(T0 + 0.9) == "2026-11-27T03:00:00Z"
     assert lock.parse_rfc3339(lock.rfc3339(T0)) == T0
+
+
+@pytest.mark.parametrize("wait, ttl, expected", [
+    (0, 1, None),
+    (-1, 3600, "lock_wait: -1 is negative; use 0 to fail at once or a number of seconds."),
+    (5, 0, "lock_ttl: 0 is too small; use the age in seconds after which a lock is stale (default 3600)."),
+])
+def test_option_problem_names_the_option_as_the_module_calls_it(wait, ttl, expected):
+    assert lock.option_problem(wait, ttl, "lock_wait", "lock_ttl") == expected
