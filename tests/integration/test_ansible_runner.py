@@ -32,6 +32,7 @@ import pathlib
 import shutil
 import subprocess
 import threading
+import time
 
 import ansible_runner
 import pytest
@@ -41,6 +42,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 NAME, PORT, ADMIN_PORT = "sdrunner", 17380, 17382
 MIN_REQUESTS = 20
+WINDOW_SECONDS = 5
 AWX_USER = "ops-alice"
 
 
@@ -111,10 +113,14 @@ def launch_extra_vars(template, answers, awx_vars):
 
 
 class Traffic:
-    """GET / on the public port from background threads until the `with` block ends."""
+    """GET / on the public port from background threads until the `with` block ends.
 
-    def __init__(self, port, threads=2):
+    warm_up: seconds to keep sending, after the first answer, before the `with` body runs
+    (promote stable judges the canary on its last window, which must have had traffic)."""
+
+    def __init__(self, port, threads=2, warm_up=0.0):
         self.port = port
+        self.warm_up = warm_up
         self.count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -136,6 +142,12 @@ class Traffic:
     def __enter__(self):
         for thread in self._threads:
             thread.start()
+        if self.warm_up:
+            deadline = time.monotonic() + 30
+            while not self.count:
+                assert time.monotonic() < deadline, "no answer on port %d within 30 s" % self.port
+                time.sleep(0.01)
+            time.sleep(self.warm_up)
         return self
 
     def __exit__(self, *exc_info):
@@ -165,7 +177,7 @@ class AWXSimulation:
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
             "contact": "oncall@%s.example" % NAME,
-            "canary": {"version": "1.1.0", "window_seconds": 5},
+            "canary": {"version": "1.1.0", "window_seconds": WINDOW_SECONDS},
             "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}})
         (self.private / "inventory").mkdir()
         host = {"ansible_connection": "local",
@@ -284,7 +296,7 @@ def test_status(awx):
 
 
 def test_promote_to_stable_on_real_traffic(awx):
-    with Traffic(PORT) as traffic:
+    with Traffic(PORT, warm_up=WINDOW_SECONDS + 0.5) as traffic:
         job = awx.launch("promote", {"mode": "stable"})
     assert traffic.count > MIN_REQUESTS, traffic.count
     assert_successful(job)

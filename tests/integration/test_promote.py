@@ -6,9 +6,10 @@ brings it to the state it needs (a canary at a given weight, or stable) with as 
 runs as possible, so in file order most tests start where the previous one left off. The roll
 forward comes last because it makes the canary's release (1.1.0) the stable one.
 
-Traffic comes from background threads (stdlib http.client, keep-alive) while a playbook runs;
-nothing here depends on how long a run takes: the canary window is the manifest's 5 s, measured
-by the playbook itself, and the clients run until the playbook returns.
+Traffic comes from background threads (stdlib http.client, keep-alive) while a playbook runs.
+promote.yml -e mode=stable judges the canary on its last window (the manifest's 5 s, from the
+app's own counter snapshots), so a test that needs a judged window full of traffic starts the
+clients a window before the playbook (`warm_up`); the clients run until the playbook returns.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 NAME, PORT, ADMIN_PORT = "sdpromo", 17180, 17182
 WEIGHT = 10
 MIN_REQUESTS = 50
+WINDOW_SECONDS = 5
 
 # The client "host" of the isolation test: a network namespace joined to this machine by a veth
 # pair (names and addresses of its own, so it never meets test_sidecar_isolation's).
@@ -90,10 +92,13 @@ def binomial_bounds(total, share, sigmas=4.0):
 class Traffic:
     """Keep-alive clients on the public port, in background threads, until the `with` ends.
 
-    responses: [(monotonic time, HTTP status or the exception's name, came from the canary)]."""
+    responses: [(monotonic time, HTTP status or the exception's name, came from the canary)].
+    warm_up: seconds to keep sending, after the first answer, before the `with` body runs (a
+    canary judged on its last window must have had traffic for all of it)."""
 
-    def __init__(self, port, threads=2):
+    def __init__(self, port, threads=2, warm_up=0.0):
         self.port = port
+        self.warm_up = warm_up
         self.responses = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -119,6 +124,12 @@ class Traffic:
     def __enter__(self):
         for thread in self._threads:
             thread.start()
+        if self.warm_up:
+            deadline = time.monotonic() + 30
+            while not self.responses:
+                assert time.monotonic() < deadline, "no answer on port %d within 30 s" % self.port
+                time.sleep(0.01)
+            time.sleep(self.warm_up)
         return self
 
     def __exit__(self, *exc_info):
@@ -158,7 +169,7 @@ class Stack:
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
             "contact": "oncall@%s.example" % NAME,
-            "canary": {"weight": WEIGHT, "version": "1.1.0", "window_seconds": 5},
+            "canary": {"weight": WEIGHT, "version": "1.1.0", "window_seconds": WINDOW_SECONDS},
             "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}})
         self._run = run_playbook
         self._env = ansible_env
@@ -412,7 +423,7 @@ def test_a_failing_canary_never_reaches_100_percent(stack):
     status, headers, body = chaos({"mode": "error", "rate": 1.0})
     assert status == 200 and headers.get("X-Mode") == "canary", body
     before = len(stack.history())
-    with Traffic(stack.port) as traffic:
+    with Traffic(stack.port, warm_up=WINDOW_SECONDS + 0.5) as traffic:
         run = stack.run("promote", "-e", "mode=stable")
     assert run.rc != 0, run.describe()
     assert "rolled back" in run.output
@@ -453,7 +464,7 @@ def test_a_passing_canary_rolls_forward(stack):
     # a busy host; the split itself is test_weight_10_sends_about_10_percent_to_the_canary's.
     stack.ensure_canary(50)
     before = len(stack.history())
-    with Traffic(stack.port) as traffic:
+    with Traffic(stack.port, warm_up=WINDOW_SECONDS + 0.5) as traffic:
         run = stack.run("promote", "-e", "mode=stable")
     assert run.rc == 0, run.describe()
     assert "Canary 1.1.0 passed and is now stable at 100%." in run.stdout
