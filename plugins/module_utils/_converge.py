@@ -374,5 +374,37 @@ def nginx_test_argv(docker, image, conf_dir, slot_prefix, slots, conf_files):
             + [image, "-c", script, "sh"] + targets)
 
 
+_TEST_SCRIPT_EXEC = (
+    'd=$(mktemp -d /tmp/swiftdeploy-test.XXXXXX) || exit 125; i=0; '
+    'for t in "$@"; do i=$((i+1)); printf "%s" "$t" > "$d/test-$i.conf" || { rm -rf "$d"; exit 125; }; '
+    'nginx -t -q -c "$d/test-$i.conf" || { rm -rf "$d"; echo "refused: test-$i.conf" >&2; exit 1; }; done; '
+    'rm -rf "$d"')
+
+
+def slot_hosts_to_loopback(text, slot_prefix, slots):
+    """text with each `server <prefix><slot>` upstream address pointed at 127.0.0.1, as
+    nginx_test_argv's --add-host does: a slot about to be started has no name in the stack
+    network yet, and nginx resolves upstream names when it loads a file."""
+    if not slots:
+        return text
+    names = "|".join(re.escape(slot_prefix + slot) for slot in sorted(slots))
+    return re.sub(r"(\bserver\s+)(?:%s)(?=[:;\s])" % names, r"\g<1>127.0.0.1", text)
+
+
+def nginx_exec_test_argv(docker, container, slot_prefix, slots, conf_texts):
+    """`nginx -t` on each of conf_texts inside the stack's running nginx container (docker exec):
+    the same image and modules as nginx_test_argv's fresh container, for a tenth of its cost.
+    Each text goes in as an argument, is written to a directory of the container's /tmp with its
+    slot names pointed at 127.0.0.1 (slot_hosts_to_loopback) and tested; the directory is removed.
+    A refused file is named on stderr as "refused: test-<i>.conf", as by nginx_test_argv; any
+    other failure (the container went away) exits with another status and no such line.
+
+    The test file is not in the configuration directory, so a relative `include` resolves
+    elsewhere than in the real file: a refusal here is confirmed in a fresh container before it
+    counts (stack_converge does that), so this can only make a test faster, never stricter."""
+    texts = [slot_hosts_to_loopback(text, slot_prefix, slots) for text in conf_texts]
+    return [docker, "exec", container, "sh", "-c", _TEST_SCRIPT_EXEC, "sh"] + texts
+
+
 def slot_services(slot_prefix, slots):
     return [slot_prefix + slot for slot in sorted(slots)]

@@ -20,7 +20,9 @@ import pytest
 
 # make setup links the checkout into .collections (integration tests need the set-up anyway).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import nginx_test_argv  # noqa: E402
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (  # noqa: E402
+    nginx_exec_test_argv, nginx_test_argv,
+)
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import acquire  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -226,6 +228,10 @@ def test_an_invalid_nginx_conf_fails_with_nginx_message_and_writes_nothing(stack
     assert result["failed"] is True
     assert "nginx/nginx.conf is refused by nginx -t in nginx:latest, nothing was written" in result["msg"]
     assert 'unknown directive "bogus_directive"' in result["msg"]
+    # Refused in the running nginx first, then (which alone decides) in a fresh container.
+    tests = [a["detail"] for a in result["actions"] if a["action"] == "validate nginx.conf"]
+    assert tests == ["nginx -t in the running nginx %s-nginx-1 (step 1): refused, so tested again in a fresh "
+                     "container" % STACK, "nginx -t in nginx:latest (step 1)"]
     assert result["changed"] is False and result["files_changed"] == []
     assert "write" not in actions(result)
     assert snapshot(stack.project) == before
@@ -292,11 +298,13 @@ def test_a_roll_forward_is_one_call_of_three_steps_without_a_failed_request(stac
     assert stack.state() == steps[-1]
     status, body = get(PORT, "/")
     assert status == 200 and json.loads(body)["version"] == "1.1.0"
-    # Each distinct file is tested, all in one container, before the first write.
+    # Each distinct file is tested, all in the running nginx, before the first write.
     order = actions(result)
     (validate,) = [a for a in result["actions"] if a["action"] == "validate nginx.conf"]
-    assert validate["detail"] == "nginx -t in nginx:latest (step 1, 3)"
+    assert validate["detail"] == "nginx -t in the running nginx %s-nginx-1 (step 1, 3): passed" % STACK
     assert max(i for i, a in enumerate(order) if a.startswith("validate")) < order.index("write")
+    # One `compose ps` for the three steps: the later ones know what the earlier ones left.
+    assert order.count("compose ps") == 1
 
 
 def test_one_container_tests_several_files_and_names_the_refused_one(stack, tmp_path):
@@ -316,6 +324,29 @@ def test_one_container_tests_several_files_and_names_the_refused_one(stack, tmp_
     assert "refused: test-1.conf" not in proc.stderr
     proc = subprocess.run(argv[:-1], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_running_nginx_tests_several_texts_and_names_the_refused_one(stack):
+    """nginx_exec_test_argv run for real in the stack's nginx: a slot that is not running (purple)
+    resolves (pointed at 127.0.0.1), the second of two texts is refused and named, and the test
+    files are gone afterwards."""
+    good = (stack.project / "nginx" / "nginx.conf").read_text()
+    assert "server app-blue:" in good
+    with_purple = good.replace("server app-blue:", "server app-purple:", 1)
+    bad = good.replace("server_tokens off;", "server_tokens off;\n    bogus_directive on;", 1)
+    container = "%s-nginx-1" % STACK
+    argv = nginx_exec_test_argv("docker", container, "app-", {"blue": {}, "purple": {}}, [with_purple, bad])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert 'unknown directive "bogus_directive"' in proc.stderr and "refused: test-2.conf" in proc.stderr
+    assert "refused: test-1.conf" not in proc.stderr
+    proc = subprocess.run(argv[:-1], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    # The same script on the text as rendered: nginx does not know the slot that is not running.
+    proc = subprocess.run(argv[:7] + [with_purple], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and "host not found in upstream" in proc.stderr, proc.stderr
+    leftovers = docker("exec", container, "sh", "-c", "ls -d /tmp/swiftdeploy-test.* 2>/dev/null || true").stdout
+    assert leftovers.strip() == ""
 
 
 def with_generation(conf, generation):

@@ -17,6 +17,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     compose_up_needed,
     containers_started,
     generation_matches,
+    nginx_exec_test_argv,
     nginx_test_argv,
     not_running,
     orphans,
@@ -26,6 +27,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     plan_step,
     running_services,
     slot_changes,
+    slot_hosts_to_loopback,
     state_text,
 )
 
@@ -369,3 +371,33 @@ def test_nginx_test_argv_tests_every_file_in_one_container_without_a_network():
         "-v", "/tmp/x.conf:/etc/nginx/swiftdeploy/test-1.conf:ro",
         "-v", "/tmp/y.conf:/etc/nginx/swiftdeploy/test-2.conf:ro",
         "nginx:latest", "-c", script, "sh", "/etc/nginx/swiftdeploy/test-1.conf", "/etc/nginx/swiftdeploy/test-2.conf"]
+
+
+UPSTREAMS = """upstream swiftdeploy_slot_blue {
+        server app-blue:3000 max_fails=0;
+        keepalive 128;
+}
+upstream swiftdeploy_slot_green {
+        server\tapp-green:3000;
+}
+server { server_name app-green; location /app-blue { return 200; } }
+upstream other { server app-bluey:3000; server app-blue.example:80; server xapp-blue:1; }
+"""
+
+
+def test_slot_hosts_to_loopback_rewrites_only_upstream_server_addresses_of_the_slots():
+    assert slot_hosts_to_loopback(UPSTREAMS, "app-", ["green", "blue"]) == UPSTREAMS.replace(
+        "server app-blue:3000", "server 127.0.0.1:3000").replace("server\tapp-green:3000", "server\t127.0.0.1:3000")
+    assert slot_hosts_to_loopback(UPSTREAMS, "app-", []) == UPSTREAMS
+    # A prefix with regular-expression characters is taken literally.
+    assert slot_hosts_to_loopback("server a.b-blue:1;", "a.b-", ["blue"]) == "server 127.0.0.1:1;"
+    assert slot_hosts_to_loopback("server axb-blue:1;", "a.b-", ["blue"]) == "server axb-blue:1;"
+
+
+def test_nginx_exec_test_argv_passes_each_text_with_slots_on_loopback():
+    argv = nginx_exec_test_argv("docker", "stack-nginx-1", "app-", {"blue": {}}, ["server app-blue:3000;", "b"])
+    assert argv[:5] == ["docker", "exec", "stack-nginx-1", "sh", "-c"]
+    assert argv[6:] == ["sh", "server 127.0.0.1:3000;", "b"]
+    script = argv[5]
+    assert 'nginx -t -q -c "$d/test-$i.conf"' in script and 'echo "refused: test-$i.conf" >&2; exit 1' in script
+    assert script.endswith('rm -rf "$d"')
