@@ -132,10 +132,19 @@ def post_chaos(spec):
 
 
 def canary_lines(output):
-    """The promote's own report lines (the canary's window figures, the verdict)."""
-    keep = ("Canary ", "rolled back", "passed and is now stable", "gets ")
-    return [line.strip().replace('"msg": "', "", 1).strip('",') for line in output.splitlines()
-            if '"msg"' in line and any(word in line for word in keep)]
+    """The promote's own report lines (the canary's window figures, the verdict): a debug msg,
+    `"msg": "..."`, or a line of a msg list, `"...",`."""
+    keep = ("Canary ", "rolled back", "Rolled back", "passed and is now stable", "gets ")
+    lines = []
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith('"msg": "'):
+            text = text[len('"msg": '):]
+        elif not text.startswith('"'):
+            continue
+        if any(word in text for word in keep):
+            lines.append(text.strip(',').strip('"'))
+    return lines
 
 
 # ---------------------------------------------------------------------------

@@ -300,6 +300,29 @@ def test_a_deploy_during_a_canary_keeps_it(stack):
     assert stack.history()[-1]["event"] == "deploy" and stack.history()[-1]["mode"] == "canary"
 
 
+def test_a_running_canary_is_not_replaced_by_another_release(stack, tmp_path, write_manifest):
+    """The manifest now names canary 1.2.0 while 1.1.0 runs: promote canary refuses, naming both
+    releases and the way out, and changes nothing; a weight outside 1..100 is refused first."""
+    stack.ensure_canary(WEIGHT)
+    before, history = stack.state(), len(stack.history())
+    manifest = write_manifest(tmp_path / "manifest-1.2.0.yml", {"canary.version": "1.2.0"}, base=stack.manifest)
+    args = ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % stack.project,
+            "-e", "mode=canary")
+    run = stack._run("promote", *args)
+    assert run.rc != 0
+    assert ("A canary of version 1.1.0 is already running; the manifest now names 1.2.0. End it first "
+            "(promote.yml -e mode=stable or rollback.yml).") in run.output, run.describe()
+    run = stack._run("promote", *args, "-e", "weight=0")
+    assert run.rc != 0
+    assert "weight: 0 is not a percentage; use a whole number from 1 to 100 (-e weight=10)." in run.output, run.describe()
+    run = stack._run("promote", *args, "-e", "weight=ten")
+    assert run.rc != 0
+    assert "argument 'swiftdeploy_promote_weight' is of type str and we were unable to convert to int" in run.output
+    assert "'ten'" in run.output, run.describe()
+    assert stack.state() == before and len(stack.history()) == history
+    assert sorted(stack.app_slots()) == sorted(before["slots"])
+
+
 # A client in the namespace: status and X-Mode of one request, or the exception's name.
 CLIENT = """
 import http.client, json, sys
