@@ -3,8 +3,9 @@
 Runs the real playbooks against this machine's Docker engine for a dedicated stack (the same
 one scripts/bench_app.py uses, never the demo stack), --rounds times (default 5: this 2-CPU VM's
 timings move by half a second between runs, and a median of five sets one slow round aside
-where a median of two is the mean of both), and prints each figure's median with its target. As a yardstick it also times an ansible-playbook run that does nothing, since
-Ansible's own start-up is part of every figure. Exit status 0 whatever the figures (it is a
+where a median of two is the mean of both), and prints each figure's median with its target.
+As a yardstick it also times an ansible-playbook run that does nothing, since Ansible's own
+start-up is part of every figure. Exit status 0 whatever the figures (it is a
 benchmark, not a test); 2 when a playbook fails.
 
     make bench-deploy      (or: .venv/bin/python scripts/bench_deploy.py [--rounds N])

@@ -509,7 +509,9 @@ class Converger(object):
         self.view = {}
         # Check mode only: the `docker compose ps` entries the earlier steps would have left.
         self.simulated_ps = None
-        # The first step's `docker compose ps`, when validate() asked it beside its tests.
+        # The containers the next step starts from, when already known: the first step's
+        # `docker compose ps` that validate() asked beside its tests, or what a step that ran no
+        # whole `compose up` left. compose_ps() takes it once.
         self.prefetched_ps = None
         self.reload_planned = False
 
@@ -954,7 +956,6 @@ class Converger(object):
 
     def compose_ps(self, number):
         if self.prefetched_ps is not None:
-            # validate() asked for the first step, before anything was changed.
             entries, self.prefetched_ps = self.prefetched_ps, None
             return entries
         if self.check and self.simulated_ps is not None:
