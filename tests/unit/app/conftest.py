@@ -94,6 +94,21 @@ def appmod():
     return load_app_module()
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand (clock.now += seconds)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
 @pytest.fixture
 def start_server(appmod, tmp_path):
     running = []

@@ -138,18 +138,9 @@ def test_random_paths_do_not_add_series(stable, method):
                         path="other", status_code="404") == 501
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-def test_snapshots_give_the_counters_as_they_were(appmod):
+def test_snapshots_give_the_counters_as_they_were(appmod, clock):
     """A Metrics with a clock we move: the newest snapshot at least N s old is the one served,
     with its own uptime and its age, and snapshots older than the history are dropped."""
-    clock = FakeClock()
     metrics = appmod.Metrics("canary", "2.0.0", clock=clock)
     metrics.observe("GET", "/", 200, 0.003)
     metrics.take_snapshot()                      # t=1000: 1 request

@@ -88,14 +88,6 @@ def test_chaos_snapshot_is_a_copy(appmod):
 
 # -- Metrics ------------------------------------------------------------------
 
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def parse(text):
     families = {family.name: family for family in text_string_to_metric_families(text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
@@ -126,8 +118,7 @@ def test_labels_are_bounded(appmod, method, path, method_label, path_label):
     assert samples[key] == 1
 
 
-def test_render_families_types_and_gauges(appmod):
-    clock = FakeClock()
+def test_render_families_types_and_gauges(appmod, clock):
     metrics = appmod.Metrics("canary", "2.0.0", clock=clock)
     clock.now += 12.5
     families, samples = parse(metrics.render(chaos_code=2))
