@@ -7,7 +7,9 @@ be exercised.
 
 Standard library only (Python 3.11+): the image must build and run without a package registry.
 
-Environment: MODE (stable|canary), APP_VERSION, APP_PORT, LOG_DIR.
+Environment: MODE (stable|canary), APP_VERSION, APP_PORT, LOG_DIR, and MODE_FILE: when set, the
+mode is read from that file (its first word) instead of MODE, and read again on SIGHUP, so a
+canary that passed its judgement becomes the stable release in place, without a restart.
 Routes: GET /, GET /healthz, GET /metrics, POST /chaos (canary only).
 
 Design
@@ -50,6 +52,7 @@ after socket_timeout.
 import asyncio
 import bisect
 import collections
+import dataclasses
 import json
 import logging
 import math
@@ -94,6 +97,21 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SERVER_NAME = "swiftdeploy-app"
 
 
+def read_mode_file(path):
+    """The mode a MODE_FILE names (its first word), or ValueError naming the file and the fix."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(256)
+    except OSError as exc:
+        raise ValueError(f"MODE_FILE {path!r} cannot be read ({exc.strerror or exc}); write 'stable' or "
+                         f"'canary' in it, or unset MODE_FILE to take MODE") from None
+    words = text.split()
+    mode = words[0].lower() if words else ""
+    if mode not in MODES:
+        raise ValueError(f"MODE_FILE {path!r} must hold 'stable' or 'canary', got {text[:40]!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Config:
     mode: str = "stable"
@@ -102,12 +120,17 @@ class Config:
     host: str = "0.0.0.0"
     log_dir: str = "/app/logs"
     socket_timeout: float = SOCKET_TIMEOUT_SECONDS
+    mode_file: str = ""
 
     @classmethod
     def from_env(cls, env):
-        mode = env.get("MODE", "stable").strip().lower() or "stable"
-        if mode not in MODES:
-            raise ValueError(f"MODE must be 'stable' or 'canary', got {mode!r}")
+        mode_file = env.get("MODE_FILE", "").strip()
+        if mode_file:
+            mode = read_mode_file(mode_file)
+        else:
+            mode = env.get("MODE", "stable").strip().lower() or "stable"
+            if mode not in MODES:
+                raise ValueError(f"MODE must be 'stable' or 'canary', got {mode!r}")
         raw_port = env.get("APP_PORT", "3000").strip() or "3000"
         try:
             port = int(raw_port)
@@ -120,6 +143,7 @@ class Config:
             version=env.get("APP_VERSION", "1.0.0").strip() or "1.0.0",
             port=port,
             log_dir=env.get("LOG_DIR", "/app/logs"),
+            mode_file=mode_file,
         )
 
 
@@ -608,8 +632,8 @@ class Exchange:
         server = self.server
         if server.config.mode != "canary":
             self.send_json(403, {
-                "error": "chaos injection is disabled in stable mode; only a service started with "
-                         "MODE=canary accepts POST /chaos",
+                "error": "chaos injection is disabled in stable mode; only a service in canary mode "
+                         "accepts POST /chaos",
                 "mode": server.config.mode,
             })
             return
@@ -814,8 +838,7 @@ class AppServer:
         self.socket = socket.create_server((config.host, config.port), backlog=LISTEN_BACKLOG)
         self.server_address = self.socket.getsockname()
         self.server_port = self.server_address[1]
-        self.fixed_headers = (f"Server: {SERVER_NAME}\r\nCache-Control: no-store\r\nX-Deployed-By: swiftdeploy\r\n"
-                              + ("X-Mode: canary\r\n" if config.mode == "canary" else ""))
+        self.fixed_headers = self._fixed_headers(config.mode)
         self.stop_reason = None
         self._loop = asyncio.new_event_loop()
         self._stop = None  # an asyncio.Event, made in the loop by _serve()
@@ -823,6 +846,39 @@ class AppServer:
         self.stopping = False  # set once a stop began: answers then close their connection
         self._serving = False
         self._done = threading.Event()
+
+    @staticmethod
+    def _fixed_headers(mode):
+        return (f"Server: {SERVER_NAME}\r\nCache-Control: no-store\r\nX-Deployed-By: swiftdeploy\r\n"
+                + ("X-Mode: canary\r\n" if mode == "canary" else ""))
+
+    def set_mode(self, mode):
+        """Serve from now on in `mode`. Leaving canary mode ends any chaos: a stable release
+        refuses chaos, so none may outlive the canary that accepted it."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'stable' or 'canary', got {mode!r}")
+        before = self.config.mode
+        if mode == before:
+            return False
+        # Each is one attribute assignment: a request sees the old mode or the new one.
+        self.metrics.mode = mode
+        self.fixed_headers = self._fixed_headers(mode)
+        self.config = dataclasses.replace(self.config, mode=mode)
+        if mode != "canary" and self.chaos.snapshot()["mode"] != "none":
+            self.chaos.apply({"mode": "recover"})
+            self.logger.warning("chaos ended: the service left canary mode")
+        self.logger.info("mode %s -> %s", before, mode)
+        return True
+
+    def reload_mode(self):
+        """SIGHUP: read MODE_FILE again. A file that names no mode changes nothing (and says so)."""
+        if not self.config.mode_file:
+            self.logger.warning("SIGHUP ignored: no MODE_FILE to read the mode from")
+            return
+        try:
+            self.set_mode(read_mode_file(self.config.mode_file))
+        except ValueError as exc:
+            self.logger.error("SIGHUP: %s; still in %s mode", exc, self.config.mode)
 
     def serve_forever(self, poll_interval=None, stop_signals=()):
         """Serve until shutdown() is called or one of `stop_signals` arrives (main thread only).
@@ -860,6 +916,8 @@ class AppServer:
             self._stop.set()
         for signum in stop_signals:
             loop.add_signal_handler(signum, self._request_stop, signal.Signals(signum).name)
+        if stop_signals:  # signals are the main thread's: then SIGHUP reads MODE_FILE again
+            loop.add_signal_handler(signal.SIGHUP, self.reload_mode)
         # backlog again: start_server() calls listen() on the socket, by default with 100.
         listener = await asyncio.start_server(self._on_connection, sock=self.socket, limit=MAX_HEAD_BYTES,
                                               backlog=LISTEN_BACKLOG)
@@ -892,6 +950,8 @@ class AppServer:
             await asyncio.sleep(0)  # let the transports just closed release their sockets
             for signum in stop_signals:
                 loop.remove_signal_handler(signum)
+            if stop_signals:
+                loop.remove_signal_handler(signal.SIGHUP)
 
     async def _take_snapshots(self):
         while True:

@@ -139,6 +139,19 @@ def slot_changes(before, after):
     return added, changed, removed
 
 
+def mode_only_changes(before, after):
+    """Sorted slots whose spec differs only in `mode` (stable or canary) between two `slots`:
+    the app reads its mode from a file again on SIGHUP, so such a slot switches in place."""
+    before = before or {}
+    switched = []
+    for slot, spec in after.items():
+        old = before.get(slot)
+        if isinstance(old, dict) and isinstance(spec, dict) and old.get("mode") != spec.get("mode") \
+                and dict(old, mode=None) == dict(spec, mode=None):
+            switched.append(slot)
+    return sorted(switched)
+
+
 class FileChange(object):
     """One file of the plan whose content or mode differs from the one on disk."""
 
@@ -162,8 +175,9 @@ class FileChange(object):
 class StepPlan(object):
     """What one converge has to do, in the order it does it."""
 
-    def __init__(self, changes, slots_before, slots_after, nginx_conf, compose_file):
+    def __init__(self, changes, slots_before, slots_after, nginx_conf, compose_file, slot_prefix=None):
         self.changes = changes
+        self.slot_service_prefix = slot_prefix
         self.slots_before = slots_before
         self.slots_after = slots_after
         self.added, self.changed, self.removed = slot_changes(slots_before, slots_after)
@@ -195,20 +209,40 @@ class StepPlan(object):
 
     @property
     def slots_to_start(self):
-        return sorted(self.added + self.changed)
+        """Slots to (re)start: new ones, and changed ones that cannot switch mode in place."""
+        switched = set(self.mode_switched)
+        return sorted(self.added + [slot for slot in self.changed if slot not in switched])
+
+    @property
+    def mode_switched(self):
+        """Changed slots that only change mode and whose compose service stays the same (a
+        container created from an older compose file, without the mode file, is restarted)."""
+        slots = mode_only_changes(self.slots_before, self.slots_after)
+        change = self.change(self._compose_file)
+        if not slots or change is None or not change.content_changed:
+            return slots
+        old, new = compose_sections(change.before), compose_sections(change.after)
+        if old is None or new is None:
+            return []
+        return [slot for slot in slots if self.slot_service_prefix is not None
+                and old[1].get(self.slot_service_prefix + slot) == new[1].get(self.slot_service_prefix + slot)
+                and old[1].get(self.slot_service_prefix + slot) is not None]
 
     @property
     def writes_anything(self):
         return bool(self.changes)
 
 
-def plan_step(current, files, state, nginx_conf="nginx/nginx.conf", compose_file="docker-compose.yml"):
+def plan_step(current, files, state, nginx_conf="nginx/nginx.conf", compose_file="docker-compose.yml",
+              slot_prefix=None):
     """Compare a step's files and state with what the project directory holds.
 
     current: {relpath: (content or None when missing, mode or None)} for every relpath of
              `files` and for state.json.
     files:   the step's files as check_files returns them.
     state:   the step's state (already checked with check_state).
+    slot_prefix: the compose service name of a slot less the slot's name ("app-"): without it,
+             a slot that only changes mode switches in place only when the compose file stays.
 
     The state file is always the last change, so that a run that dies half-way leaves the old
     state and the next run plans the same work again."""
@@ -224,7 +258,7 @@ def plan_step(current, files, state, nginx_conf="nginx/nginx.conf", compose_file
         changes.append(FileChange(STATE_FILE, state_before, wanted_state, state_mode, STATE_MODE))
     previous = parse_state(state_before) or {}
     slots_before = previous.get("slots") if isinstance(previous.get("slots"), dict) else {}
-    return StepPlan(changes, slots_before, state["slots"], nginx_conf, compose_file)
+    return StepPlan(changes, slots_before, state["slots"], nginx_conf, compose_file, slot_prefix)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ description:
   - "One converge, in order: plan (which files differ, which app slots of the state's C(slots)
     are new, changed or gone); write the changed files atomically, C(state.json) last; start the
     new and changed slots with C(docker compose up) and wait until they are healthy (see
-    O(slot_port)); bring
+    O(slot_port)); switch a running slot whose spec changes only in C(mode) in place (C(SIGHUP)
+    makes the app read its mode file again, written with the files; its C(/healthz) through
+    O(admin_url) at C(/slots/<slot>/healthz) must then report the new mode); bring
     the whole project up when a service is not running or the compose file changed in more than
     the slots just started and those leaving (an nginx or volume change, a new sidecar); reload
     nginx gracefully (C(SIGHUP)) when its configuration changed and wait until its admin listener
@@ -67,7 +69,8 @@ options:
           - Must have an integer C(generation) (which the nginx.conf of this step serves at
             C(/_swiftdeploy/generation)) and a non-empty C(slots) dict; slot C(X) runs as the
             compose service C(<slot_prefix>X). A slot whose value differs from the one in the
-            current C(state.json) is started again.
+            current C(state.json) is started again, unless only its C(mode) differs and its
+            compose service stays the same: then it switches mode in place, without a restart.
         type: dict
         required: true
   nginx_image:
@@ -324,6 +327,11 @@ steps:
       type: list
       elements: str
       sample: [green]
+    slots_switched:
+      description: Running slots that switched mode in place (SIGHUP, confirmed by their C(/healthz)).
+      type: list
+      elements: str
+      sample: [green]
     slots_removed:
       description: Compose services whose containers were removed after the drain.
       type: list
@@ -338,6 +346,7 @@ steps:
       changed: true
       files_changed: [nginx/nginx.conf, docker-compose.yml, state.json]
       slots_started: [green]
+      slots_switched: []
       slots_removed: []
       nginx: reloaded
 actions:
@@ -453,6 +462,8 @@ NGINX_SERVICE = "nginx"
 PROJECT_DIR_MODE = 0o750
 PARENT_DIR_MODE = 0o755
 GENERATION_PATH = "/_swiftdeploy/generation"
+SLOT_HEALTH_PATH = "/slots/%s/healthz"  # nginx's admin listener, per slot (the role's nginx.conf)
+MODE_TIMEOUT = 10.0
 GENERATION_TIMEOUT = 10.0
 GENERATION_POLL = 0.05
 HEALTH_POLL = 0.2
@@ -646,7 +657,7 @@ class Converger(object):
         check_state(step["state"], where + ": state")
         current = dict((relpath, self.current(relpath)) for relpath in list(files) + [STATE_FILE])
         try:
-            plan = plan_step(current, files, step["state"], self.params["nginx_conf"], COMPOSE_FILE)
+            plan = plan_step(current, files, step["state"], self.params["nginx_conf"], COMPOSE_FILE, self.prefix)
         except PlanError as exc:
             raise PlanError("%s: %s" % (where, exc))
         compose = files[COMPOSE_FILE]["content"] if COMPOSE_FILE in files else self.current(COMPOSE_FILE)[0]
@@ -656,7 +667,9 @@ class Converger(object):
         for change in plan.changes:
             self.view[change.relpath] = (change.after, change.mode)
         parts = ["%s differ" % ", ".join(plan.files_changed) if plan.changes else "files and state match"]
-        for label, slots in (("added", plan.added), ("changed", plan.changed), ("removed", plan.removed)):
+        switched = plan.mode_switched
+        for label, slots in (("added", plan.added), ("changed", [slot for slot in plan.changed if slot not in switched]),
+                             ("switching mode", switched), ("removed", plan.removed)):
             if slots:
                 parts.append("slots %s: %s" % (label, ", ".join(slots)))
         record["detail"] = "; ".join(parts)
@@ -752,7 +765,7 @@ class Converger(object):
 
     def apply(self, number, step, files, plan, compose_text):
         report = {"step": number, "changed": False, "files_changed": plan.files_changed,
-                  "slots_started": [], "slots_removed": [], "nginx": "unchanged"}
+                  "slots_started": [], "slots_switched": [], "slots_removed": [], "nginx": "unchanged"}
         self.step_reports.append(report)
         state = step["state"]
         if plan.changes:
@@ -777,6 +790,14 @@ class Converger(object):
             after += [{"Service": service, "State": "running", "Name": names.get(service, ""), "ID": ""}
                       for service in started]
             report["slots_started"] = to_start
+            self.note_change(report)
+
+        # A running slot that only changes mode (a canary that passed becomes the stable
+        # release) keeps its process: it reads its mode file, just written, again.
+        switch = [slot for slot in plan.mode_switched if self.prefix + slot in running]
+        if switch:
+            self.switch_modes(number, switch, state, running, nginx_before)
+            report["slots_switched"] = switch
             self.note_change(report)
 
         nginx_fresh = NGINX_SERVICE in expected and nginx_before is None
@@ -872,6 +893,64 @@ class Converger(object):
                 time.sleep(HEALTH_PROBE_POLL)
             record["detail"] = ", ".join("%s healthy (%s)" % item for item in sorted(answered.items()))
         return names
+
+    def switch_modes(self, number, slots, state, running, nginx_before):
+        """SIGHUP to the slots' containers, then wait until each one's /healthz reports the mode
+        its file now names: through nginx's admin listener, or at the container's address when
+        nginx is not running."""
+        wanted = dict((slot, state["slots"][slot].get("mode")) for slot in slots)
+        detail = ", ".join("%s to %s" % item for item in sorted(wanted.items()))
+        if self.check:
+            self.skipped(number, "switch mode", detail)
+            return
+        with self.action(number, "switch mode", detail) as record:
+            containers = [running[self.prefix + slot].get("ID") or running[self.prefix + slot].get("Name")
+                          for slot in slots]
+            self.run([self.docker, "kill", "--signal", "HUP"] + containers, "docker kill --signal HUP (app slots)")
+            deadline = time.monotonic() + MODE_TIMEOUT
+            pending = dict(wanted)
+            seen = {}
+            while pending:
+                for slot, mode in sorted(pending.items()):
+                    seen[slot] = self.slot_mode(slot, running[self.prefix + slot], nginx_before)
+                    if seen[slot] == mode:
+                        del pending[slot]
+                if not pending:
+                    break
+                if time.monotonic() >= deadline:
+                    raise ConvergeError(
+                        "step %d: %s did not switch mode within %g s (its /healthz says %s); the app must read "
+                        "the file named by its MODE_FILE again on SIGHUP; look at `docker compose "
+                        "--project-directory %s logs %s`"
+                        % (number, ", ".join(sorted(pending)), MODE_TIMEOUT,
+                           ", ".join("%s: %s" % (slot, seen.get(slot)) for slot in sorted(pending)),
+                           self.project, " ".join(self.prefix + slot for slot in sorted(pending))))
+                time.sleep(GENERATION_POLL)
+            record["detail"] = detail + ", confirmed by /healthz"
+
+    def slot_mode(self, slot, entry, nginx_before):
+        """The mode a slot's /healthz reports, or a short text saying why there is none."""
+        urls = []
+        if nginx_before is not None:
+            urls.append(self.admin_url + SLOT_HEALTH_PATH % slot)
+        elif self.params["slot_port"]:
+            _state, networks = self.container_state(entry.get("ID") or entry.get("Name"))
+            urls += ["http://%s:%d%s" % (network["IPAddress"], self.params["slot_port"], self.params["slot_health_path"])
+                     for network in networks.values() if (network or {}).get("IPAddress")]
+        if not urls:
+            return "no way to ask it (nginx is not running and slot_port is not set)"
+        problem = "no answer"
+        for url in urls:
+            try:
+                body = json.loads(get_text(url, HEALTH_PROBE_TIMEOUT, service="the app slot"))
+            except HttpError as exc:
+                problem = exc.message
+                continue
+            except ValueError:
+                problem = "not JSON"
+                continue
+            return body.get("mode") if isinstance(body, dict) else "not a JSON object"
+        return problem
 
     def container_state(self, container):
         out, _err = self.run([self.docker, "inspect", "--format", "{{json .State}}|{{json .NetworkSettings.Networks}}",

@@ -244,6 +244,7 @@ def test_teardown_removes_everything_but_the_history(tmp_path, write_manifest, r
     assert stack.run("deploy").rc == 0
     before = (stack_objects(stack.name, stack.network, stack.volume), sorted(os.listdir(stack.project)),
               history(stack.project))
+    assert (stack.project / "slots" / "blue" / "mode").read_text() == "stable\n"
     check = stack.run("teardown", "-e", "clean=true", "--check")
     assert check.rc == 0, check.describe()
     assert "containers, network and volumes would be removed (check mode)" in check.stdout, "check mode must say what it would remove"
@@ -256,6 +257,7 @@ def test_teardown_removes_everything_but_the_history(tmp_path, write_manifest, r
     assert stack_objects(stack.name, stack.network, stack.volume) == ([], False, False)
     assert not (stack.project / "nginx" / "nginx.conf").exists()
     assert not (stack.project / "docker-compose.yml").exists()
+    assert not (stack.project / "slots").exists()
     assert [e["event"] for e in history(stack.project)] == ["deploy", "teardown"]
     print("teardown %.1f s" % seconds)
 

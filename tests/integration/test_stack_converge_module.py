@@ -54,6 +54,12 @@ def containers(service=None):
     return sorted(docker("ps", "-a", "--format", "{{.Names}}", *label).stdout.split())
 
 
+def container_id(service):
+    names = containers(service)
+    assert len(names) == 1, names
+    return docker("inspect", "--format", "{{.Id}}", names[0]).stdout.strip()
+
+
 def get(port, path="/"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -178,7 +184,7 @@ def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
 def test_first_converge_starts_blue_then_nginx_and_is_healthy(stack):
     result = stack.first
     assert result["changed"] is True
-    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "slots/blue/mode", "state.json"]
     assert result["steps"][0]["slots_started"] == ["blue"]
     assert result["steps"][0]["nginx"] == "started"
     order = actions(result)
@@ -192,8 +198,10 @@ def test_first_converge_starts_blue_then_nginx_and_is_healthy(stack):
     assert get(ADMIN_PORT, "/_swiftdeploy/generation") == (200, "1")
     assert stack.state() == live(1, {"blue": BLUE})
     modes = {name: (stack.project / name).stat().st_mode & 0o7777
-             for name in ("nginx", "nginx/nginx.conf", "docker-compose.yml", "state.json")}
-    assert modes == {"nginx": 0o755, "nginx/nginx.conf": 0o644, "docker-compose.yml": 0o640, "state.json": 0o640}
+             for name in ("nginx", "nginx/nginx.conf", "docker-compose.yml", "state.json", "slots/blue", "slots/blue/mode")}
+    assert modes == {"nginx": 0o755, "nginx/nginx.conf": 0o644, "docker-compose.yml": 0o640, "state.json": 0o640,
+                     "slots/blue": 0o755, "slots/blue/mode": 0o644}
+    assert (stack.project / "slots" / "blue" / "mode").read_text() == "stable\n"
     assert stack.project.stat().st_mode & 0o7777 == 0o750
 
 
@@ -204,17 +212,18 @@ def test_the_same_call_again_does_nothing_and_is_fast(stack):
     assert actions(result) == ["plan", "compose ps", "check generation", "wait health"]
     assert result["seconds"] < 2, result["actions"]
     assert result["steps"] == [{"step": 1, "changed": False, "files_changed": [], "slots_started": [],
-                                "slots_removed": [], "nginx": "unchanged"}]
+                                "slots_switched": [], "slots_removed": [], "nginx": "unchanged"}]
 
 
 def test_check_mode_reports_the_canary_and_writes_nothing(stack):
     before = snapshot(stack.project)
     result = ok(stack.converge(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=50), check=True))
     assert result["changed"] is True
-    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode", "state.json"]
     skipped = [a["action"] for a in result["actions"] if a["detail"].endswith("(check mode: not run)")]
     assert skipped == ["write", "start slots", "wait slots", "reload nginx", "wait health"]
-    assert [d["before_header"] for d in result["diff"]] == ["docker-compose.yml", "nginx/nginx.conf", "state.json"]
+    assert [d["before_header"] for d in result["diff"]] == ["docker-compose.yml", "nginx/nginx.conf",
+                                                           "slots/green/mode (absent)", "state.json"]
     assert "app-green" in result["diff"][0]["after"] and "app-green" not in result["diff"][0]["before"]
     assert snapshot(stack.project) == before
     assert containers("app-green") == []
@@ -305,6 +314,44 @@ def test_a_roll_forward_is_one_call_of_three_steps_without_a_failed_request(stac
     assert max(i for i, a in enumerate(order) if a.startswith("validate")) < order.index("write")
     # One `compose ps` for the three steps: the later ones know what the earlier ones left.
     assert order.count("compose ps") == 1
+
+
+def test_a_canary_that_only_changes_mode_becomes_stable_in_place(stack):
+    """The role's roll forward: the judged canary process switches to stable mode (its mode file,
+    SIGHUP, confirmed by its /healthz), takes all traffic, and the old stable slot goes. Nothing
+    starts; the canary's container is the same one afterwards."""
+    before = stack.state()
+    generation, blue = before["generation"], before["slots"]["blue"]
+    ok(stack.converge(live(generation + 1, {"blue": blue, "green": GREEN}, canary="green", weight=50)))
+    assert (stack.project / "slots" / "green" / "mode").read_text() == "canary\n"
+    green_before = container_id("app-green")
+    forward = {"generation": generation + 2, "mode": "stable", "weight": 0, "stable": "green", "canary": None,
+               "slots": {"green": dict(GREEN, mode="stable")}}
+    with Traffic(PORT) as traffic:
+        time.sleep(0.5)
+        result = ok(stack.converge(forward))
+        time.sleep(0.5)
+    assert traffic.failures == [], traffic.statuses
+    assert traffic.versions == {blue["version"], GREEN["version"]}
+    assert result["steps"] == [{"step": 1, "changed": True, "slots_started": [], "slots_switched": ["green"],
+                                "slots_removed": ["app-blue"], "nginx": "reloaded",
+                                "files_changed": ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode",
+                                                  "state.json"]}]
+    order = actions(result)
+    assert "start slots" not in order and "compose up" not in order
+    assert order.index("write") < order.index("switch mode") < order.index("reload nginx") < order.index("drain") \
+        < order.index("remove slots")
+    (switch,) = [a for a in result["actions"] if a["action"] == "switch mode"]
+    assert switch["detail"] == "green to stable, confirmed by /healthz"
+    assert container_id("app-green") == green_before
+    assert containers() == ["%s-app-green-1" % STACK, "%s-nginx-1" % STACK]
+    status, body = get(PORT, "/")
+    assert status == 200 and json.loads(body)["mode"] == "stable" and json.loads(body)["version"] == GREEN["version"]
+    assert json.loads(get(ADMIN_PORT, "/slots/green/healthz")[1])["mode"] == "stable"
+    assert stack.state() == forward
+    # Back to a stable blue slot for the tests that follow (a slot swap: blue starts, green goes).
+    ok(stack.converge(live(generation + 3, {"blue": blue})))
+    assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
 
 
 def test_one_container_tests_several_files_and_names_the_refused_one(stack, tmp_path):
@@ -454,12 +501,6 @@ def test_a_failed_converge_records_only_what_came_before_and_keeps_the_lock(stac
     assert [r["event"] for r in result["records"]] == ["promote_blocked"]
     assert lock[0].exists(), "the playbook releases the lock after a failed converge"
     lock[0].unlink()
-
-
-def container_id(service):
-    names = containers(service)
-    assert len(names) == 1, names
-    return docker("inspect", "--format", "{{.Id}}", names[0]).stdout.strip()
 
 
 def test_a_changed_nginx_service_is_recreated_not_reloaded(stack):

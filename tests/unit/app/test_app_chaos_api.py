@@ -16,6 +16,21 @@ def timed(call, *args, **kwargs):
 
 # -- permissions --------------------------------------------------------------
 
+def test_a_canary_switched_to_stable_ends_its_chaos_and_refuses_more(canary):
+    """set_mode is what SIGHUP with MODE_FILE does (test_app_lifecycle runs that for real)."""
+    assert canary.post_chaos({"mode": "error", "rate": 1}).status == 200
+    assert canary.request("GET", "/").status == 500
+    assert canary.server.set_mode("stable") is True
+    reply = canary.request("GET", "/")
+    assert reply.status == 200 and reply.json()["mode"] == "stable" and "X-Mode" not in reply.headers
+    assert canary.value("chaos_active") == 0
+    assert canary.value("app_mode") == 0
+    assert canary.post_chaos({"mode": "error", "rate": 1}).status == 403
+    assert canary.server.set_mode("stable") is False
+    assert canary.server.set_mode("canary") is True
+    assert canary.request("GET", "/").headers["X-Mode"] == "canary"
+
+
 @pytest.mark.parametrize("payload", [{"mode": "slow", "duration": 1}, {"mode": "error", "rate": 1},
                                      {"mode": "recover"}, b"not json"])
 def test_stable_refuses_chaos_with_403(stable, payload):
@@ -24,7 +39,7 @@ def test_stable_refuses_chaos_with_403(stable, payload):
     assert reply.headers["X-Deployed-By"] == "swiftdeploy"
     data = reply.json()
     assert data["mode"] == "stable"
-    assert "stable mode" in data["error"] and "MODE=canary" in data["error"]
+    assert "stable mode" in data["error"] and "canary mode accepts" in data["error"]
     assert stable.request("GET", "/").status == 200
     assert stable.value("chaos_active") == 0
 

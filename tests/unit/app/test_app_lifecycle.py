@@ -157,9 +157,65 @@ def test_unwritable_log_dir_does_not_stop_the_program(run_app, free_port, tmp_pa
     [
         ({"MODE": "purple"}, "MODE must be 'stable' or 'canary', got 'purple'"),
         ({"APP_PORT": "eighty"}, "APP_PORT must be an integer from 0 to 65535, got 'eighty'"),
+        ({"MODE_FILE": "/nonexistent/mode", "MODE": "canary"},
+         "MODE_FILE '/nonexistent/mode' cannot be read (No such file or directory); write 'stable' or 'canary'"),
     ],
 )
 def test_bad_configuration_exits_2_with_a_message(run_app, tmp_path, env, message):
     proc = run_app(**env)
     assert proc.wait(timeout=10) == 2
     assert f"configuration error: {message}" in (tmp_path / "stderr.txt").read_text()
+
+
+def get_json(port, path="/"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.headers, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def wait_mode(port, mode, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get_json(port, "/healthz")[2]["mode"] == mode:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"/healthz did not report mode {mode} within {timeout} s")
+
+
+def test_sighup_reads_the_mode_file_again_without_a_restart(run_app, free_port, tmp_path):
+    """What a roll forward does: the canary's process becomes the stable release in place.
+    MODE_FILE wins over MODE; a file that names no mode changes nothing."""
+    mode_file = tmp_path / "mode"
+    mode_file.write_text("canary\n")
+    proc = run_app(MODE_FILE=str(mode_file), MODE="stable")
+    wait_healthy(proc, free_port)
+    status, headers, body = get_json(free_port)
+    assert (status, headers["X-Mode"], body["mode"]) == (200, "canary", "canary")
+    uptime = get_json(free_port, "/healthz")[2]["uptime_seconds"]
+
+    mode_file.write_text("stable\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_mode(free_port, "stable")
+    status, headers, body = get_json(free_port)
+    assert (status, headers["X-Mode"], body["mode"]) == (200, None, "stable")
+    assert get_json(free_port, "/healthz")[2]["uptime_seconds"] >= uptime  # the same process
+
+    mode_file.write_text("purple\n")
+    proc.send_signal(signal.SIGHUP)
+    refused = "SIGHUP: MODE_FILE %r must hold 'stable' or 'canary', got 'purple\\n'; still in stable mode" % str(mode_file)
+    deadline = time.monotonic() + 5
+    while refused not in (tmp_path / "stderr.txt").read_text():
+        assert time.monotonic() < deadline, "the refused mode file was not logged"
+        time.sleep(0.02)
+    assert get_json(free_port, "/healthz")[2]["mode"] == "stable"
+    mode_file.write_text("canary\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_mode(free_port, "canary")
+    assert proc.poll() is None
+    assert stop_and_time(proc, signal.SIGTERM)[0] == 0
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert "mode canary -> stable" in stderr and "mode stable -> canary" in stderr

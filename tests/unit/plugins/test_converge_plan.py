@@ -17,6 +17,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     compose_up_needed,
     containers_started,
     generation_matches,
+    mode_only_changes,
     nginx_exec_test_argv,
     nginx_test_argv,
     not_running,
@@ -101,6 +102,43 @@ def test_slots_to_start_and_to_remove(before_slots, after_slots, to_start, remov
     assert plan.slots_to_start == to_start
     assert plan.removed == removed
     assert plan.files_changed == [STATE_FILE]
+
+
+@pytest.mark.parametrize("before_slots, after_slots, to_start, switched", [
+    pytest.param({"blue": BLUE, "green": GREEN}, {"green": dict(GREEN, mode="stable")}, [], ["green"],
+                 id="roll forward: the canary becomes stable in place"),
+    pytest.param({"blue": BLUE}, {"blue": dict(BLUE, mode="canary")}, [], ["blue"], id="stable to canary"),
+    pytest.param({"green": GREEN}, {"green": dict(GREEN, mode="stable", version="9")}, ["green"], [],
+                 id="mode and version: restarted"),
+    pytest.param({"green": GREEN}, {"green": dict(GREEN, mode="stable", extra=1)}, ["green"], [],
+                 id="mode and a new key: restarted"),
+    pytest.param({}, {"green": GREEN}, ["green"], [], id="new slot: started"),
+])
+def test_a_slot_that_only_changes_mode_switches_in_place(before_slots, after_slots, to_start, switched):
+    before, after = live(3, before_slots), live(4, after_slots)
+    plan = plan_step(on_disk(FILES_BLUE, before), FILES_BLUE, after, slot_prefix="app-")
+    assert (plan.slots_to_start, plan.mode_switched) == (to_start, switched)
+    assert mode_only_changes(before_slots, after_slots) == switched
+
+
+def test_a_mode_switch_restarts_a_slot_whose_compose_service_changes():
+    """A container created from another compose service (an older template that set MODE in its
+    environment) may not read a mode file: it is started again instead."""
+    before, after = live(3, {"green": GREEN}), live(4, {"green": dict(GREEN, mode="stable")})
+    old_files = {"docker-compose.yml": {"content": compose(("app-green", "app:1.1.0")), "mode": 0o640}}
+    same = plan_step(on_disk(old_files, before), old_files, after, slot_prefix="app-")
+    assert (same.slots_to_start, same.mode_switched) == ([], ["green"])
+    new_files = {"docker-compose.yml": {"content": compose(("app-green", "app:1.1.0-mode-file")), "mode": 0o640}}
+    other = plan_step(on_disk(old_files, before), new_files, after, slot_prefix="app-")
+    assert (other.slots_to_start, other.mode_switched) == (["green"], [])
+    # Only another service changed: the slot still switches in place.
+    with_nginx = {"docker-compose.yml": {"content": compose(("app-green", "app:1.1.0"), ("nginx", "nginx:1")),
+                                         "mode": 0o640}}
+    nginx_only = plan_step(on_disk(old_files, before), with_nginx, after, slot_prefix="app-")
+    assert (nginx_only.slots_to_start, nginx_only.mode_switched) == ([], ["green"])
+    # Without the prefix the services cannot be matched to slots: started again.
+    unknown = plan_step(on_disk(old_files, before), new_files, after)
+    assert (unknown.slots_to_start, unknown.mode_switched) == (["green"], [])
 
 
 @pytest.mark.parametrize("before, after, expected", [
