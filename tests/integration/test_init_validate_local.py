@@ -64,10 +64,13 @@ def test_init_renders_both_files(local_init, parse_recap, init_report_line):
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
     assert list(recap) == [HOST], run.describe()
-    assert recap[HOST]["changed"] == 4 and recap[HOST]["failed"] == 0, run.describe()
+    # The project and nginx directories, both files, the blue slot's mode directory and file.
+    assert recap[HOST]["changed"] == 6 and recap[HOST]["failed"] == 0, run.describe()
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
-    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx"]
+    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx", "slots"]
+    assert (project / "slots" / "blue" / "mode").read_text() == "stable\n"
+    assert stat.S_IMODE((project / "slots" / "blue" / "mode").stat().st_mode) == 0o644
     assert stat.S_IMODE(project.stat().st_mode) == 0o750
     assert stat.S_IMODE((project / "nginx" / "nginx.conf").stat().st_mode) == 0o644
     assert stat.S_IMODE((project / "docker-compose.yml").stat().st_mode) == 0o640

@@ -39,8 +39,9 @@ def test_init_over_ssh_renders_both_files(ssh_init, parse_recap, init_report_lin
     recap = parse_recap(run.stdout)
     assert list(recap) == [HOST], run.describe()
     assert recap[HOST]["failed"] == 0 and recap[HOST]["unreachable"] == 0, run.describe()
-    # The project directory and both files are new.
-    assert recap[HOST]["changed"] == 4, run.describe()
+    # The project and nginx directories, both files, the blue slot's mode directory and file are new.
+    assert recap[HOST]["changed"] == 6, run.describe()
+    assert (project / "slots" / "blue" / "mode").read_text() == "stable\n"
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
     assert stat.S_IMODE((project / "nginx" / "nginx.conf").stat().st_mode) == 0o644
@@ -95,7 +96,7 @@ def test_check_diff_over_ssh_reports_a_missing_file_and_leaves_it_missing(
     assert "+    proxy_read_timeout 30s;" in run.stdout, run.describe()
     assert not (project / "nginx" / "nginx.conf").exists(), "--check wrote nginx.conf"
     assert (project / "docker-compose.yml").read_bytes() == compose_before
-    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx"]
+    assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx", "slots"]
     assert list((project / "nginx").iterdir()) == []
 
 
