@@ -69,8 +69,8 @@ options:
           - Must have an integer C(generation) (which the nginx.conf of this step serves at
             C(/_swiftdeploy/generation)) and a non-empty C(slots) dict; slot C(X) runs as the
             compose service C(<slot_prefix>X). A slot whose value differs from the one in the
-            current C(state.json) is started again, unless only its C(mode) differs and its
-            compose service stays the same, it switches mode in place, without a restart.
+            current C(state.json) is started again; one whose C(mode) alone differs, and whose
+            compose service stays the same, switches mode in place without a restart.
         type: dict
         required: true
   nginx_image:

@@ -222,8 +222,8 @@ def test_check_mode_reports_the_canary_and_writes_nothing(stack):
     assert result["files_changed"] == ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode", "state.json"]
     skipped = [a["action"] for a in result["actions"] if a["detail"].endswith("(check mode: not run)")]
     assert skipped == ["write", "start slots", "wait slots", "reload nginx", "wait health"]
-    assert [d["before_header"] for d in result["diff"]] == ["docker-compose.yml", "nginx/nginx.conf",
-                                                           "slots/green/mode (absent)", "state.json"]
+    headers = [d["before_header"] for d in result["diff"]]
+    assert headers == ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode (absent)", "state.json"]
     assert "app-green" in result["diff"][0]["after"] and "app-green" not in result["diff"][0]["before"]
     assert snapshot(stack.project) == before
     assert containers("app-green") == []
