@@ -136,6 +136,16 @@ options:
         running nginx container (C(docker exec)) or in a fresh container of O(nginx_image).
     type: bool
     default: true
+  engine_api:
+    description:
+      - Inspect, signal, stop and remove containers through the Docker Engine API on its unix
+        socket (a few milliseconds a call) instead of the docker CLI (40 to 100 ms and more a
+        call, since each starts the CLI), when the docker CLI would use that same socket (no
+        E(DOCKER_HOST) but a C(unix://) one, no E(DOCKER_CONTEXT), no current context in the
+        CLI's configuration). Otherwise, or when false, the docker CLI does it all.
+      - C(docker compose) and C(docker exec) always run through the CLI.
+    type: bool
+    default: true
   history:
     description:
       - Events to append to the stack's history in the same round trip, as
@@ -451,6 +461,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     running_services,
     slot_services,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api import DockerApi, DockerApiError, local_socket
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import run_side_by_side
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
@@ -509,6 +520,7 @@ class Converger(object):
         self.prefix = params["slot_prefix"]
         self.admin_url = params["admin_url"].rstrip("/")
         self.docker = None
+        self.api = None  # a DockerApi when engine_api and the CLI would use the local socket
         self.started = time.monotonic()
         self.actions = []
         self.step_reports = []
@@ -558,6 +570,15 @@ class Converger(object):
 
     def compose(self, *args):
         return compose_argv(self.docker, self.project, *args)
+
+    def engine(self, what, call, argv):
+        """One container call: through the Engine API when there is one, else the docker CLI."""
+        if self.api is None:
+            return self.run(argv, what)
+        try:
+            return call()
+        except DockerApiError as exc:
+            raise ConvergeError("%s failed: %s" % (what, exc))
 
     # ----------------------------------------------------------------------------------------
     # Files
@@ -629,6 +650,9 @@ class Converger(object):
         if self.docker is None:
             raise ConvergeError("the docker CLI is not on PATH on this host; install Docker with the compose "
                                 "plugin, or set PATH for this task (environment:)")
+        socket_path = local_socket() if self.params["engine_api"] else None
+        if socket_path:
+            self.api = DockerApi(socket_path)
         steps = self.params["steps"]
         planned = []
         for number, step in enumerate(steps, 1):
@@ -906,7 +930,10 @@ class Converger(object):
         with self.action(number, "switch mode", detail) as record:
             containers = [running[self.prefix + slot].get("ID") or running[self.prefix + slot].get("Name")
                           for slot in slots]
-            self.run([self.docker, "kill", "--signal", "HUP"] + containers, "docker kill --signal HUP (app slots)")
+            for container in containers:
+                self.engine("docker kill --signal HUP %s (app slot)" % container,
+                            lambda container=container: self.api.kill(container, "HUP"),
+                            [self.docker, "kill", "--signal", "HUP", container])
             deadline = time.monotonic() + MODE_TIMEOUT
             pending = dict(wanted)
             seen = {}
@@ -953,6 +980,12 @@ class Converger(object):
         return problem
 
     def container_state(self, container):
+        if self.api is not None:
+            try:
+                data = self.api.inspect(container)
+            except DockerApiError as exc:
+                raise ConvergeError("docker inspect %s failed: %s" % (container, exc))
+            return data.get("State") or {}, (data.get("NetworkSettings") or {}).get("Networks") or {}
         out, _err = self.run([self.docker, "inspect", "--format", "{{json .State}}|{{json .NetworkSettings.Networks}}",
                               container], "docker inspect")
         state_text, _sep, networks_text = out.strip().partition("|")
@@ -1089,7 +1122,7 @@ class Converger(object):
             self.skipped(number, "reload nginx", why)
             return
         with self.action(number, "reload nginx", "%s: SIGHUP to %s" % (why, nginx_before.get("Name") or target)):
-            self.run(argv, "docker kill --signal HUP (nginx)")
+            self.engine("docker kill --signal HUP (nginx)", lambda: self.api.kill(target, "HUP"), argv)
         self.wait_generation(number, generation, "after the reload")
 
     def served_generation(self, timeout):
@@ -1131,8 +1164,13 @@ class Converger(object):
             self.skipped(number, "remove slots", detail)
             return
         with self.action(number, "remove slots", detail):
-            self.run([self.docker, "stop", "--time", str(STOP_SECONDS)] + names, "docker stop")
-            self.run([self.docker, "rm", "--volumes"] + names, "docker rm")
+            if self.api is None:
+                self.run([self.docker, "stop", "--time", str(STOP_SECONDS)] + names, "docker stop")
+                self.run([self.docker, "rm", "--volumes"] + names, "docker rm")
+                return
+            for name in names:
+                self.engine("docker stop %s" % name, lambda name=name: self.api.stop(name, STOP_SECONDS), None)
+                self.engine("docker rm --volumes %s" % name, lambda name=name: self.api.remove(name), None)
 
     def wait_health(self):
         url = self.params["health_url"]
@@ -1218,6 +1256,7 @@ def main():
             "wait_timeout": {"type": "int", "default": 60},
             "drain_seconds": {"type": "float", "default": 2},
             "validate_nginx": {"type": "bool", "default": True},
+            "engine_api": {"type": "bool", "default": True},
             "slot_port": {"type": "int"},
             "slot_health_path": {"type": "str", "default": "/healthz"},
             "history": {"type": "dict", "options": {
