@@ -31,12 +31,12 @@ import json
 import pathlib
 import shutil
 import subprocess
-import threading
-import time
 
 import ansible_runner
 import pytest
 import yaml
+
+from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -110,50 +110,6 @@ def launch_extra_vars(template, answers, awx_vars):
         raise LaunchRefused("%s: survey answers missing: %s" % (template["name"], missing))
     job.update(awx_vars)
     return job
-
-
-class Traffic:
-    """GET / on the public port from background threads until the `with` block ends.
-
-    warm_up: seconds to keep sending, after the first answer, before the `with` body runs
-    (promote stable judges the canary on its last window, which must have had traffic)."""
-
-    def __init__(self, port, threads=2, warm_up=0.0):
-        self.port = port
-        self.warm_up = warm_up
-        self.count = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _number in range(threads)]
-
-    def _client(self):
-        while not self._stop.is_set():
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            try:
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                with self._lock:
-                    self.count += 1
-            except (OSError, http.client.HTTPException):
-                self._stop.wait(0.05)  # nginx reloading: try again
-            finally:
-                conn.close()
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        if self.warm_up:
-            deadline = time.monotonic() + 30
-            while not self.count:
-                assert time.monotonic() < deadline, "no answer on port %d within 30 s" % self.port
-                time.sleep(0.01)
-            time.sleep(self.warm_up)
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
 
 class AWXSimulation:
@@ -298,7 +254,7 @@ def test_status(awx):
 def test_promote_to_stable_on_real_traffic(awx):
     with Traffic(PORT, warm_up=WINDOW_SECONDS + 0.5) as traffic:
         job = awx.launch("promote", {"mode": "stable"})
-    assert traffic.count > MIN_REQUESTS, traffic.count
+    assert traffic.successes > MIN_REQUESTS, traffic.successes
     assert_successful(job)
     promoted = job.artifacts["swiftdeploy_promote"]
     assert promoted["result"] == "rolled_forward" and promoted["mode"] == "stable" and promoted["version"] == "1.1.0"

@@ -21,6 +21,17 @@ def engine_socket(tmp_path):
     sock.close()
 
 
+@pytest.fixture
+def default_socket(tmp_path, monkeypatch):
+    """/var/run/docker.sock as the module sees it, pointed at a real socket of the test's own."""
+    path = str(tmp_path / "default.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    monkeypatch.setattr("ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api.DEFAULT_SOCKET", path)
+    yield path
+    sock.close()
+
+
 def cli_config(tmp_path, content):
     config_dir = tmp_path / "cli"
     config_dir.mkdir(exist_ok=True)
@@ -58,32 +69,16 @@ def test_a_path_that_is_not_a_socket_keeps_the_cli(tmp_path):
     pytest.param("{not json", True, id="unreadable config: the CLI would not use it either"),
     pytest.param([1, 2], False, id="a config that is not an object: cannot tell"),
 ])
-def test_the_cli_config_decides_without_docker_host(tmp_path, monkeypatch, config, local):
+def test_the_cli_config_decides_without_docker_host(tmp_path, default_socket, config, local):
     """Without DOCKER_HOST the CLI uses /var/run/docker.sock unless its config names another
-    context; the default socket's path is pointed at a test socket to see the answer."""
-    sock_path = str(tmp_path / "default.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(sock_path)
-    try:
-        monkeypatch.setattr("ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api.DEFAULT_SOCKET",
-                            sock_path)
-        result = local_socket({"DOCKER_CONFIG": cli_config(tmp_path, config)})
-    finally:
-        sock.close()
-    assert result == (sock_path if local else None)
+    context."""
+    result = local_socket({"DOCKER_CONFIG": cli_config(tmp_path, config)})
+    assert result == (default_socket if local else None)
 
 
-def test_the_cli_config_is_found_in_the_home_directory(tmp_path, monkeypatch):
-    sock_path = str(tmp_path / "default.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(sock_path)
-    try:
-        monkeypatch.setattr("ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api.DEFAULT_SOCKET",
-                            sock_path)
-        (tmp_path / ".docker").mkdir()
-        (tmp_path / ".docker" / "config.json").write_text(json.dumps({"currentContext": "remote"}))
-        assert local_socket({}, home=str(tmp_path)) is None
-        (tmp_path / ".docker" / "config.json").write_text(json.dumps({}))
-        assert local_socket({}, home=str(tmp_path)) == sock_path
-    finally:
-        sock.close()
+def test_the_cli_config_is_found_in_the_home_directory(tmp_path, default_socket):
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps({"currentContext": "remote"}))
+    assert local_socket({}, home=str(tmp_path)) is None
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps({}))
+    assert local_socket({}, home=str(tmp_path)) == default_socket
