@@ -860,7 +860,7 @@ class AppServer:
         before = self.config.mode
         if mode == before:
             return False
-        # Each is one attribute assignment: a request sees the old mode or the new one.
+        # SIGHUP runs this in the event loop, between two requests' steps: none sees half a switch.
         self.metrics.mode = mode
         self.fixed_headers = self._fixed_headers(mode)
         self.config = dataclasses.replace(self.config, mode=mode)
