@@ -20,7 +20,8 @@ description:
     new and changed slots with C(docker compose up) and wait until they are healthy (see
     O(slot_port)); switch a running slot whose spec changes only in C(mode) in place (C(SIGHUP)
     makes the app read its mode file again, written with the files; its C(/healthz) through
-    O(admin_url) at C(/slots/<slot>/healthz) must then report the new mode); bring
+    O(admin_url) at C(/slots/<slot>/healthz) must then report the new mode; so is a running
+    slot that reports another mode than the state names, which a failed switch leaves); bring
     the whole project up when a service is not running or the compose file changed in more than
     the slots just started and those leaving (an nginx or volume change, a new sidecar); reload
     nginx gracefully (C(SIGHUP)) when its configuration changed and wait until its admin listener
@@ -475,6 +476,7 @@ PARENT_DIR_MODE = 0o755
 GENERATION_PATH = "/_swiftdeploy/generation"
 SLOT_HEALTH_PATH = "/slots/%s/healthz"  # nginx's admin listener, per slot (the role's nginx.conf)
 MODE_TIMEOUT = 10.0
+MODES = ("stable", "canary")
 GENERATION_TIMEOUT = 10.0
 GENERATION_POLL = 0.05
 HEALTH_POLL = 0.2
@@ -817,8 +819,12 @@ class Converger(object):
             self.note_change(report)
 
         # A running slot that only changes mode (a canary that passed becomes the stable
-        # release) keeps its process: it reads its mode file, just written, again.
+        # release) keeps its process: it reads its mode file, just written, again. So does a
+        # running slot whose state already names its mode but which reports another (a run that
+        # failed or died between writing the mode file and confirming the switch).
         switch = [slot for slot in plan.mode_switched if self.prefix + slot in running]
+        if not self.check:
+            switch += self.slots_in_another_mode(state, running, nginx_before, set(switch) | set(to_start))
         if switch:
             self.switch_modes(number, switch, state, running, nginx_before)
             report["slots_switched"] = switch
@@ -954,6 +960,19 @@ class Converger(object):
                            self.project, " ".join(self.prefix + slot for slot in sorted(pending))))
                 time.sleep(GENERATION_POLL)
             record["detail"] = detail + ", confirmed by /healthz"
+
+    def slots_in_another_mode(self, state, running, nginx_before, skip):
+        """Running slots (not in skip) whose /healthz reports a mode other than the state's. A
+        slot that does not answer is not counted: the health checks elsewhere are for that."""
+        slots = []
+        for slot, spec in sorted(state["slots"].items()):
+            entry = running.get(self.prefix + slot)
+            if slot in skip or entry is None or not isinstance(spec, dict) or spec.get("mode") not in MODES:
+                continue
+            seen = self.slot_mode(slot, entry, nginx_before)
+            if seen in MODES and seen != spec["mode"]:
+                slots.append(slot)
+        return slots
 
     def slot_mode(self, slot, entry, nginx_before):
         """The mode a slot's /healthz reports, or a short text saying why there is none."""

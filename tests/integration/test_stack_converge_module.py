@@ -358,6 +358,40 @@ def test_a_canary_that_only_changes_mode_becomes_stable_in_place(stack):
     assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
 
 
+def test_a_failed_mode_switch_is_named_and_the_next_run_repairs_it(stack):
+    """A mode file the app refuses: the switch fails naming the slot and the mode it still
+    reports, after state.json already names the new mode. The next run checks what the running
+    slots report, not only what state.json says, and switches it; nginx is down for that run, so
+    the slot is asked at its container address and nginx then starts on the new routing."""
+    before = stack.state()
+    generation, blue = before["generation"], before["slots"]["blue"]
+    ok(stack.converge(live(generation + 1, {"blue": blue, "green": GREEN}, canary="green", weight=50)))
+    forward = {"generation": generation + 2, "mode": "stable", "weight": 0, "stable": "green", "canary": None,
+               "slots": {"green": dict(GREEN, mode="stable")}}
+    failed = stack.converge(forward, files={"slots/green/mode": {"content": "purple\n", "mode": "0644"}})
+    assert failed.get("failed") is True
+    assert ("step 1: green did not switch mode within 10 s (its /healthz says green: canary); the app must read the "
+            "file named by its MODE_FILE again on SIGHUP") in failed["msg"]
+    green = containers("app-green")[0]
+    assert "must hold 'stable' or 'canary', got 'purple\\n'; still in canary mode" in docker("logs", green).stderr
+    assert stack.state() == forward
+    assert json.loads(get(ADMIN_PORT, "/slots/green/healthz")[1])["mode"] == "canary"
+
+    assert docker("stop", "%s-nginx-1" % STACK).returncode == 0
+    repaired = ok(stack.converge(forward))
+    (step,) = repaired["steps"]
+    assert (step["slots_switched"], step["slots_started"], step["slots_removed"], step["nginx"]) == \
+        (["green"], [], ["app-blue"], "started")
+    assert step["files_changed"] == ["slots/green/mode"]
+    order = actions(repaired)
+    assert order.index("switch mode") < order.index("compose up") < order.index("remove slots")
+    assert containers("app-green") == [green]
+    assert json.loads(get(ADMIN_PORT, "/slots/green/healthz")[1])["mode"] == "stable"
+    assert containers() == ["%s-app-green-1" % STACK, "%s-nginx-1" % STACK]
+    ok(stack.converge(live(generation + 3, {"blue": blue})))
+    assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
+
+
 def test_one_container_tests_several_files_and_names_the_refused_one(stack, tmp_path):
     """The argv the module runs for a multi-step converge, run for real: the second of two files
     is refused and the shell names it, which the module turns into that step's number."""
