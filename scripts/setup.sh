@@ -21,19 +21,34 @@ bash scripts/setup-host.sh
 # "What a promote's time is made of").
 # SWIFTDEPLOY_PYTHON chooses another one.
 python=${SWIFTDEPLOY_PYTHON:-}
-if [ -z "$python" ]; then
-  python=python3
-  if /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    python=/usr/bin/python3
-  fi
+if [ -n "$python" ]; then
+  python_path=$(command -v "$python") || { echo "[setup] SWIFTDEPLOY_PYTHON: $python is not an interpreter on PATH; give the path of a Python 3.11 or newer, or unset it" >&2; exit 2; }
+  python=$python_path
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "[setup] SWIFTDEPLOY_PYTHON: $python is older than 3.11, which ansible-core 2.19 needs; give a newer one, or unset it" >&2; exit 2; }
+elif /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  python=/usr/bin/python3
+else
+  python=$(command -v python3)
 fi
-python=$(command -v "$python") || { echo "[setup] SWIFTDEPLOY_PYTHON: ${SWIFTDEPLOY_PYTHON:-python3} is not an interpreter on PATH; give the path of a Python 3.11 or newer" >&2; exit 2; }
+venv_hash() { { cat requirements.txt requirements-dev.txt; "$1" -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum | cut -d' ' -f1; }
 
-req_hash=$( { cat requirements.txt requirements-dev.txt; "$python" -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum | cut -d' ' -f1)
+req_hash=$(venv_hash "$python")
 if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
   log "creating the virtualenv in .venv from $python"
   rm -rf "$venv"
-  "$python" -m venv "$venv"
+  if ! "$python" -m venv "$venv"; then
+    # Debian without python3-venv: the first python3 on PATH instead, unless it was asked for.
+    fallback=$(command -v python3)
+    if [ -n "${SWIFTDEPLOY_PYTHON:-}" ] || [ "$fallback" = "$python" ]; then
+      echo "[setup] $python cannot make a virtualenv; install its venv module (Debian: apt-get install python3-venv) or set SWIFTDEPLOY_PYTHON to another interpreter" >&2
+      exit 2
+    fi
+    log "$python cannot make a virtualenv (no python3-venv?); using $fallback"
+    python=$fallback
+    req_hash=$(venv_hash "$python")
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+  fi
   "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
   "$venv/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
   echo "$req_hash" > "$venv/.requirements.sha256"
