@@ -327,6 +327,9 @@ def test_rollback_playbook_leaves_one_stable_slot_and_records_why(stack):
     assert rollback["details"]["canary_version"] == "1.1.0"
     assert rollback["mode"] == "stable"
     assert count_canary(stack.port, 200) == 0
+    # The report after the converge ran too (a condition on the roll back must not reach it).
+    assert "Rolled back: canary 1.1.0 removed; stable 1.0.0 answers every request." in run.stdout, run.describe()
+    assert "History: rollback recorded, last as seq %d" % rollback["seq"] in run.stdout, run.describe()
 
 
 def test_a_canary_is_not_started_beside_an_unhealthy_stable_slot(stack):
@@ -362,6 +365,8 @@ def test_too_few_requests_are_denied_for_lack_of_data(stack):
     assert "passed and is now stable" not in run.output
     stack.assert_one_stable_slot()
     assert events_since(stack, before) == ["promote_blocked", "rollback"]
+    assert "History: promote_blocked, rollback recorded" in run.stdout, run.describe()
+    assert "Rolled back: canary 1.1.0 removed" in run.stdout, run.describe()
     blocked = stack.history()[before]
     assert blocked["details"]["policy"] == "canary"
     assert any("not enough data" in reason for reason in blocked["details"]["reasons"])
