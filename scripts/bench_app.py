@@ -575,13 +575,13 @@ def summary_rows(wrk, isolation=None, memory=None):
     return rows
 
 
-def print_table(rows):
+def print_table(rows, title="Summary"):
     header = ("figure", "value", "target", "PASS/FAIL")
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
 
     def line(row):
         return " | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-    print("\n== Summary ==")
+    print(f"\n== {title} ==")
     print(line(header))
     print("-+-".join("-" * width for width in widths))
     for row in rows:

@@ -20,6 +20,12 @@ attributed to the phase (a step, or the load between steps) in which it was answ
 each promote's wall time, the failures, the longest gap between two successful responses over
 all clients, and a "figure | value | target | PASS/FAIL" table. The stack is always torn down.
 
+`--rounds N` (default 3) runs the whole sequence N times, each on a freshly deployed stack under
+its own load, and ends with a table over all rounds: each promote's median and slowest wall time
+(the verdict is on the median: on a shared 2-CPU VM one round can run on a host a third slower
+than the next, which the "host speed" line at the start and end of every round shows), and the
+failed requests and the longest gap of all rounds together (the verdict is on every round).
+
 It is a benchmark, not a test: exit status 0 whatever the figures; 2 when the stack cannot be
 deployed or a step does something other than expected (a promote that fails, no rollback, no
 roll forward); 130 when interrupted.
@@ -70,6 +76,8 @@ CHAOS_ERROR = "chaos: injected error"
 TARGET_FAILED = 0
 TARGET_GAP_MS = 200.0
 TARGET_PROMOTE_S = 6.0
+DEFAULT_ROUNDS = 3
+HOST_SPEED_LOOP = 5_000_000    # iterations of host_speed()'s loop
 
 
 class StepFailed(Exception):
@@ -448,6 +456,16 @@ def load_average():
     return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
 
 
+def host_speed():
+    """Seconds a fixed pure-Python loop takes in this process's interpreter: the same figure
+    across rounds means the host ran at the same speed (a busy neighbour on a shared VM shows)."""
+    started = time.process_time()
+    total = 0
+    for number in range(HOST_SPEED_LOOP):
+        total += number
+    return time.process_time() - started
+
+
 def waited_window(step):
     """Whether a promote waited the canary window (it does not when the app had a snapshot of a
     window ago: the play says which)."""
@@ -501,7 +519,7 @@ def longest_gaps(responses, count=3):
     return gaps[:count]
 
 
-def report(seq, aborted):
+def report(seq, aborted, title="Summary"):
     load = seq.load
     responses = load.responses()
     duration = load.stopped - load.started
@@ -581,17 +599,106 @@ def report(seq, aborted):
                  verdict(longest <= TARGET_GAP_MS)))
     rows.append(("load: clients, duration, rate", f"{load.clients}, {duration:.1f} s, {len(responses) / duration:.0f} req/s",
                  f">= {CLIENTS}, >= {MIN_LOAD_SECONDS:.0f} s", verdict(load.clients >= CLIENTS and duration >= MIN_LOAD_SECONDS)))
-    print_table(rows)
+    print_table(rows, title=title)
+    return {
+        "promotes": [(step["label"], step["seconds"]) for step in seq.steps if step["kind"] == "promote"],
+        "checks": dict(seq.checks),
+        "aborted": aborted,
+        "failed": len(failed),
+        "chaos": len(chaos),
+        "gap_ms": longest,
+        "clients": load.clients,
+        "duration": duration,
+        "rate": len(responses) / duration,
+    }
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def report_rounds(results):
+    """The table over all rounds: each promote's median and slowest wall time, the rest summed
+    or at their worst."""
+    rows = []
+    labels = [label for label, _seconds in results[0]["promotes"]]
+    for label in labels:
+        times = [seconds for result in results for name, seconds in result["promotes"] if name == label]
+        if len(times) < len(results):
+            continue
+        rows.append((f"{label}: wall time, median (slowest)",
+                     f"{median(times):.1f} s ({max(times):.1f} s); " + " / ".join(f"{t:.1f}" for t in times),
+                     f"<= {TARGET_PROMOTE_S:.0f} s", verdict(median(times) <= TARGET_PROMOTE_S)))
+    for name in results[0]["checks"]:
+        passed = all(result["checks"].get(name) for result in results)
+        rows.append((f"canary {name}, every round", "yes" if passed else "no", "yes", verdict(passed)))
+    failed = sum(result["failed"] for result in results)
+    rows.append(("failed requests caused by switching, all rounds", str(failed), str(TARGET_FAILED),
+                 verdict(failed <= TARGET_FAILED)))
+    rows.append(("chaos-injected 500s (counted apart)", str(sum(result["chaos"] for result in results)), "-", "-"))
+    gap = max(result["gap_ms"] for result in results)
+    rows.append(("longest gap between 200s, all rounds", f"{gap:.1f} ms", f"<= {TARGET_GAP_MS:.0f} ms",
+                 verdict(gap <= TARGET_GAP_MS)))
+    rows.append(("load per round: clients, shortest duration, rate",
+                 f"{min(r['clients'] for r in results)}, {min(r['duration'] for r in results):.1f} s, "
+                 f"{median([r['rate'] for r in results]):.0f} req/s",
+                 f">= {CLIENTS}, >= {MIN_LOAD_SECONDS:.0f} s",
+                 verdict(all(r["clients"] >= CLIENTS and r["duration"] >= MIN_LOAD_SECONDS for r in results))))
+    print_table(rows, title=f"All {len(results)} rounds")
 
 
 # ---------------------------------------------------------------------------
+
+def run_round(args, title):
+    """Deploy, load, the sequence, the report, the teardown: (exit status, figures or None)."""
+    print(f"  host speed: {host_speed():.2f} s for a {HOST_SPEED_LOOP:,}-step Python loop; load average {load_average()}")
+    work_dir = tempfile.mkdtemp(prefix="swiftdeploy-bench-promote-")
+    project_dir = Path(work_dir) / "project"
+    status = 0
+    load = None
+    result = None
+    try:
+        base, newer = write_manifests(work_dir)
+        deploy_stable(base, project_dir)
+        load = Load(CLIENTS, args.rate)
+        seq = Sequence(load, base, newer, project_dir)
+        load.start()
+        aborted = None
+        try:
+            seq.run()
+        except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            aborted = str(exc).splitlines()[0][:80]
+            status = 2
+        finally:
+            load.stop()
+        result = report(seq, aborted, title)
+    except DeployError as exc:
+        print(f"\nERROR: the stack could not be deployed: {exc}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; tearing down", file=sys.stderr)
+        status = 130
+    finally:
+        if load is not None and load.stopped is None:
+            load.stop()
+        final_teardown(work_dir, project_dir)
+    print(f"  host speed: {host_speed():.2f} s for the same loop after the round")
+    return status, result
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Promotion under constant load (make bench-promote).")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
                         help="requests per second of each of the %d clients; 0 sends as fast as they can "
                              "(default %g)" % (CLIENTS, DEFAULT_RATE))
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help="times to run the whole sequence, each on a fresh stack (default %d)" % DEFAULT_ROUNDS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds: %d is not a number of rounds; give 1 or more" % args.rounds)
     if args.rate < 0:
         parser.error("--rate: %g is negative; give requests per second per client, or 0 for as fast as they can"
                      % args.rate)
@@ -613,36 +720,19 @@ def main():
         print(f"ERROR: stack {STACK} already has containers ({', '.join(busy)}): another benchmark is running; "
               f"not touching it", file=sys.stderr)
         return 2
-    work_dir = tempfile.mkdtemp(prefix="swiftdeploy-bench-promote-")
-    project_dir = Path(work_dir) / "project"
+    results = []
     status = 0
-    load = None
-    try:
-        base, newer = write_manifests(work_dir)
-        deploy_stable(base, project_dir)
-        load = Load(CLIENTS, args.rate)
-        seq = Sequence(load, base, newer, project_dir)
-        load.start()
-        aborted = None
-        try:
-            seq.run()
-        except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-            print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-            aborted = str(exc).splitlines()[0][:80]
-            status = 2
-        finally:
-            load.stop()
-        report(seq, aborted)
-    except DeployError as exc:
-        print(f"\nERROR: the stack could not be deployed: {exc}", file=sys.stderr)
-        status = 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; tearing down", file=sys.stderr)
-        status = 130
-    finally:
-        if load is not None and load.stopped is None:
-            load.stop()
-        final_teardown(work_dir, project_dir)
+    for number in range(1, args.rounds + 1):
+        title = "Summary" if args.rounds == 1 else f"Round {number} of {args.rounds}"
+        if args.rounds > 1:
+            print(f"\n==== {title} ====")
+        status, result = run_round(args, title)
+        if result is not None:
+            results.append(result)
+        if status != 0:
+            break
+    if len(results) > 1:
+        report_rounds(results)
     print(f"\nwall time {time.monotonic() - started:.0f} s")
     return status
 
