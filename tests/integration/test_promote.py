@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -354,6 +355,30 @@ def test_a_canary_is_not_started_beside_an_unhealthy_stable_slot(stack):
     assert not (stack.project / ".swiftdeploy.lock").exists()
 
 
+def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
+    stack.ensure_stable()
+    stack.ensure_canary(WEIGHT)
+    state = stack.state()
+    container = "%s-app-%s-1" % (NAME, state["canary"])
+    before = len(stack.history())
+    # A paused canary accepts connections through nginx but never answers its metrics request.
+    assert docker("pause", container).returncode == 0
+    try:
+        run = stack.run("promote", "-e", "mode=stable")
+    finally:
+        docker("unpause", container)
+    assert run.rc != 0, run.describe()
+    assert ("The canary slot %s could not be measured, so it cannot be judged (nothing was changed): "
+            % state["canary"]) in run.output, run.describe()
+    assert "Check it with status.yml, or end it with rollback.yml." in run.output
+    assert "Canary policy" not in run.output  # never asked
+    assert stack.state() == state
+    assert sorted(stack.app_slots()) == sorted(state["slots"])
+    assert events_since(stack, before) == []
+    # The lock was given back: the next run is not refused.
+    assert not (stack.project / ".swiftdeploy.lock").exists()
+
+
 def test_too_few_requests_are_denied_for_lack_of_data(stack):
     stack.ensure_stable()
     stack.ensure_canary(WEIGHT)
@@ -425,6 +450,9 @@ def test_a_passing_canary_rolls_forward(stack):
         run = stack.run("promote", "-e", "mode=stable")
     assert run.rc == 0, run.describe()
     assert "Canary 1.1.0 passed and is now stable at 100%." in run.stdout
+    # The judged figures are shown first (the assert's success message).
+    assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window', run.stdout), run.describe()
+    assert " requests, error rate " in run.stdout
     print("%d responses during the roll forward; failures: %s" % (len(traffic.responses), dict(traffic.failures())))
     assert traffic.canary > 0
     state = stack.assert_one_stable_slot()
