@@ -118,6 +118,16 @@ class Stack:
         return subprocess.run(command, cwd=self._repo_root, env=env, capture_output=True, text=True,
                               timeout=600, check=False)
 
+    def run_with_slot_paused(self, slot, playbook, *args):
+        """A playbook run while the slot's container is paused: it accepts connections (through
+        nginx too) but never answers, so a request to it times out."""
+        container = "%s-app-%s-1" % (self.name, slot)
+        assert docker("pause", container).returncode == 0
+        try:
+            return self.run(playbook, *args)
+        finally:
+            docker("unpause", container)
+
     def state(self):
         return json.loads((self.project / "state.json").read_text())
 
@@ -336,14 +346,8 @@ def test_rollback_playbook_leaves_one_stable_slot_and_records_why(stack):
 def test_a_canary_is_not_started_beside_an_unhealthy_stable_slot(stack):
     stack.ensure_stable()
     state = stack.state()
-    container = "%s-app-%s-1" % (NAME, state["stable"])
     before = len(stack.history())
-    # A paused container accepts connections but never answers: the health request times out.
-    assert docker("pause", container).returncode == 0
-    try:
-        run = stack.run("promote", "-e", "mode=canary")
-    finally:
-        docker("unpause", container)
+    run = stack.run_with_slot_paused(state["stable"], "promote", "-e", "mode=canary")  # its health times out
     assert run.rc != 0, run.describe()
     assert "Promotion to canary blocked; nothing was started" in run.stdout
     assert stack.app_slots() == [state["stable"]]
@@ -359,14 +363,8 @@ def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
     stack.ensure_stable()
     stack.ensure_canary(WEIGHT)
     state = stack.state()
-    container = "%s-app-%s-1" % (NAME, state["canary"])
     before = len(stack.history())
-    # A paused canary accepts connections through nginx but never answers its metrics request.
-    assert docker("pause", container).returncode == 0
-    try:
-        run = stack.run("promote", "-e", "mode=stable")
-    finally:
-        docker("unpause", container)
+    run = stack.run_with_slot_paused(state["canary"], "promote", "-e", "mode=stable")  # its metrics time out
     assert run.rc != 0, run.describe()
     assert ("The canary slot %s could not be measured, so it cannot be judged (nothing was changed): "
             % state["canary"]) in run.output, run.describe()
