@@ -377,8 +377,9 @@ actions:
       description:
         - One of V(plan), V(validate nginx.conf), V(validate compose file), V(write), V(compose ps),
           V(compose services) (only for a compose file that is not block YAML), V(start slots),
-          V(compose up), V(reload nginx), V(wait generation), V(check generation), V(drain),
-          V(remove slots), V(wait health).
+          V(compose up), V(reload nginx), V(wait generation), V(check generation), V(switch mode),
+          V(drain), V(retire old workers) (a slot that left is stopped no sooner than 0.5 s after
+          the reload, for nginx's old workers to stop accepting), V(remove slots), V(wait health).
       type: str
       sample: start slots
     seconds:
@@ -479,6 +480,11 @@ MODE_TIMEOUT = 10.0
 MODES = ("stable", "canary")
 GENERATION_TIMEOUT = 10.0
 GENERATION_POLL = 0.05
+# After a reload nginx's master starts the new workers, sleeps 100 ms and only then tells the old
+# ones to stop accepting; until then an old worker can still route a new request to a slot that
+# left. The new generation answering says nothing of that, so a slot that left is stopped no
+# sooner than this after the reload (molecule's canary scenario saw two 502s without it).
+RETIRE_SECONDS = 0.5
 HEALTH_POLL = 0.2
 HEALTH_PROBE_POLL = 0.05
 HEALTH_PROBE_TIMEOUT = 0.5
@@ -539,6 +545,7 @@ class Converger(object):
         # whole `compose up` left. compose_ps() takes it once.
         self.prefetched_ps = None
         self.reload_planned = False
+        self.reloaded_at = None  # time.monotonic() of this run's last reload signal
 
     # ----------------------------------------------------------------------------------------
     # Timing and commands
@@ -1142,6 +1149,7 @@ class Converger(object):
             return
         with self.action(number, "reload nginx", "%s: SIGHUP to %s" % (why, nginx_before.get("Name") or target)):
             self.engine("docker kill --signal HUP (nginx)", lambda: self.api.kill(target, "HUP"), argv)
+        self.reloaded_at = time.monotonic()
         self.wait_generation(number, generation, "after the reload")
 
     def served_generation(self, timeout):
@@ -1182,6 +1190,11 @@ class Converger(object):
         if self.check or not names:
             self.skipped(number, "remove slots", detail)
             return
+        retire = RETIRE_SECONDS - (time.monotonic() - self.reloaded_at) if self.reloaded_at is not None else 0
+        if retire > 0:
+            with self.action(number, "retire old workers", "%.2f s more for nginx's old workers to stop accepting"
+                             % retire):
+                time.sleep(retire)
         with self.action(number, "remove slots", detail):
             if self.api is None:
                 self.run([self.docker, "stop", "--time", str(STOP_SECONDS)] + names, "docker stop")

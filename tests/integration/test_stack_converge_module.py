@@ -126,7 +126,7 @@ class ConvergeStack:
         self.runs = 0
 
     def converge(self, *lives, check=False, files=None, health=True, probe=True, history=None, baseline=None,
-                 engine_api=True):
+                 engine_api=True, drain=None):
         """Run the playbook with one step per live state; return the module's result."""
         self.runs += 1
         extra = self.tmp_path / ("vars-%d.json" % self.runs)
@@ -140,6 +140,8 @@ class ConvergeStack:
             values["converge_history"] = history
         if baseline is not None:
             values["converge_baseline"] = baseline
+        if drain is not None:
+            values["converge_drain"] = drain
         extra.write_text(json.dumps(values))
         run = self.run_playbook(PLAYBOOK, "-e", "@%s" % extra, check=check)
         assert run.rc == 0, run.describe()
@@ -283,6 +285,8 @@ def test_a_canary_starts_and_leaves_without_a_failed_request(stack):
     order = actions(removed)
     assert order.index("reload nginx") < order.index("wait generation") < order.index("drain") \
         < order.index("remove slots")
+    # The drain (drain_seconds 1 here) already outlasts nginx's old workers: no extra wait.
+    assert "retire old workers" not in order
     assert during_removal.failures == [], during_removal.statuses
     assert during_removal.total > 20
     assert containers("app-green") == []
@@ -355,6 +359,30 @@ def test_a_canary_that_only_changes_mode_becomes_stable_in_place(stack):
     assert stack.state() == forward
     # Back to a stable blue slot for the tests that follow (a slot swap: blue starts, green goes).
     ok(stack.converge(live(generation + 3, {"blue": blue})))
+    assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
+
+
+def test_without_a_drain_a_leaving_slot_outlives_nginx_s_old_workers(stack):
+    """The role's default drain_seconds is 0: nginx's master tells its old workers to stop
+    accepting only about 100 ms after the new ones answer, so the slot that left is stopped no
+    sooner than 0.5 s after the reload, and no request routed by an old worker finds it gone."""
+    before = stack.state()
+    generation, blue = before["generation"], before["slots"]["blue"]
+    ok(stack.converge(live(generation + 1, {"blue": blue, "green": GREEN}, canary="green", weight=50)))
+    with Traffic(PORT) as traffic:
+        time.sleep(0.5)
+        result = ok(stack.converge(live(generation + 2, {"blue": blue}), drain=0))
+        time.sleep(0.5)
+    assert traffic.failures == [], traffic.statuses
+    assert traffic.total > 20
+    order = actions(result)
+    assert "drain" not in order
+    assert order.index("reload nginx") < order.index("wait generation") < order.index("retire old workers") \
+        < order.index("remove slots")
+    reload_at = next(a for a in result["actions"] if a["action"] == "reload nginx")
+    waits = sum(a["seconds"] for a in result["actions"]
+                if a["action"] in ("wait generation", "retire old workers") and a.get("step") == reload_at.get("step"))
+    assert waits >= 0.45, result["actions"]
     assert containers() == ["%s-app-blue-1" % STACK, "%s-nginx-1" % STACK]
 
 
