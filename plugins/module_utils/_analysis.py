@@ -294,7 +294,8 @@ def judge(analysis, config=None, at_max_duration=False):
     settings.update(config or {})
     unknown = sorted(set(settings) - set(DEFAULT_CONFIG))
     if unknown:
-        raise AnalysisError("unknown analysis setting(s) %s; known: %s" % (", ".join(unknown), ", ".join(DEFAULT_CONFIG)))
+        raise AnalysisError("unknown analysis setting(s) %s; known: %s"
+                            % (", ".join(unknown), ", ".join(DEFAULT_CONFIG)))
     spent = sum(analysis[question]["alpha"] for question in QUESTIONS)
     if spent > settings["alpha"] * (1 + 1e-9):
         raise AnalysisError("the tests spend alpha %g in total, more than analysis alpha %g: create them with "

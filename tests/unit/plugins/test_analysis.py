@@ -237,7 +237,8 @@ def test_update_errors(window, message):
                      "baseline_bad, windows, looks, rejected, rejected_at_look, max_log_e: create it with new_test()"),
     (dict(new_test(0.01), version=0),
      "test state version 0 is not 1: it was written by another release; start a new test"),
-    (dict(new_test(0.01), log_lr=[0.0]), "test state has 31 grid ratios and 1 log likelihood ratios: the file is damaged"),
+    (dict(new_test(0.01), log_lr=[0.0]),
+     "test state has 31 grid ratios and 1 log likelihood ratios: the file is damaged"),
 ])
 def test_state_errors(state, message):
     with pytest.raises(AnalysisError) as caught:
