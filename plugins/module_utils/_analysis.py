@@ -84,16 +84,18 @@ def slot_window_delta(previous, current):
     """Window deltas of every counter of one slot, with one restart rule for all of them.
 
     `previous` and `current` map counter names to readings (a missing name is a series that
-    did not exist yet). When any counter went down, or the optional "start_time" reading
-    changed, the slot restarted, and every counter's delta is its current value: taking the
-    rule counter by counter could pair a requests delta from before the restart with a bad
-    delta from after it and make the canary look worse than it is. Returns (deltas, restarted).
+    did not exist yet). When any counter went down or vanished, or the optional "start_time"
+    reading (process_start_time_seconds) changed, the slot restarted, and every counter's delta
+    is its current value: taking the rule counter by counter could pair a requests delta from
+    before the restart with a bad delta from after it and make the canary look worse than it
+    is. Returns (deltas, restarted). _metrics.window() applies the same rule to a whole sample.
     """
     start_before, start_now = previous.get("start_time"), current.get("start_time")
     restarted = start_before is not None and start_now is not None and start_before != start_now
     names = [name for name in current if name != "start_time"]
     deltas = {name: window_delta(previous.get(name), current[name]) for name in names}
     restarted = restarted or any(previous.get(name) is not None and current[name] < previous[name] for name in names)
+    restarted = restarted or any(name not in current for name in previous if name != "start_time")
     if restarted:
         deltas = {name: current[name] for name in names}
     return deltas, restarted

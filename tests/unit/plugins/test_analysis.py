@@ -73,6 +73,8 @@ def test_window_delta_errors(previous, current, message):
      {"requests": 130, "errors": 2}, True),
     ({"requests": 100}, {"requests": 110, "errors": 1}, {"requests": 10, "errors": 1}, False),
     ({}, {"requests": 0, "errors": 0}, {"requests": 0, "errors": 0}, False),
+    # a series that vanished went down to zero: the process restarted
+    ({"requests": 100, "errors": 5}, {"requests": 130}, {"requests": 130}, True),
 ])
 def test_slot_window_delta(previous, current, deltas, restarted):
     assert slot_window_delta(previous, current) == (deltas, restarted)
