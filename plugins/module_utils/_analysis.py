@@ -269,7 +269,11 @@ def split_alpha(alpha):
 
 
 def new_analysis(alpha=0.01, r0=1.0):
-    """Both questions' fresh tests, each at split_alpha(alpha)."""
+    """Both questions' fresh tests, each at split_alpha(alpha).
+
+    Create them once per rollout and carry them across weight steps (rho follows the weights):
+    a fresh test at every step would spend alpha again at each step.
+    """
     return {question: new_test(split_alpha(alpha), r0) for question in QUESTIONS}
 
 
