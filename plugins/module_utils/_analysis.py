@@ -120,7 +120,7 @@ def bad_above(buckets, bound):
         try:
             upper, count = float(pair[0]), pair[1]
         except (TypeError, ValueError, IndexError):
-            raise AnalysisError("bucket %r is not [upper_bound, cumulative_count]" % (pair,))
+            raise AnalysisError("bucket %r is not [upper_bound, cumulative_count]" % (pair,)) from None
         if not _is_number(count) or count < 0:
             raise AnalysisError("bucket %r has a count that is not a non-negative number" % (pair,))
         parsed.append((upper, count))
@@ -130,7 +130,7 @@ def bad_above(buckets, bound):
     try:
         wanted = float(bound)
     except (TypeError, ValueError):
-        raise AnalysisError("latency bound %r is not a number" % (bound,))
+        raise AnalysisError("latency bound %r is not a number" % (bound,)) from None
     counts = dict(parsed)
     if wanted not in counts or wanted == math.inf:
         available = ", ".join(_format_bound(upper) for upper, _count in parsed if upper != math.inf)
@@ -227,6 +227,7 @@ def log_e_value(state):
 def summary(state):
     """The figures a policy, the history and a report show for one test (JSON-serialisable).
 
+    max_e_value is the largest value the e-process reached (the rejection, once made, stays).
     ratio_estimate is the maximum-likelihood ratio (None before any bad event); ratio_lower and
     ratio_upper bound the ratio with confidence 1 - alpha at every look at once (a confidence
     sequence read off the same grid by inverting the test at each grid ratio g: the bound is
@@ -238,6 +239,7 @@ def summary(state):
     return {
         "e_value": _exp_capped(log_e),
         "log_e_value": log_e,
+        "max_e_value": _exp_capped(state["max_log_e"]),
         "threshold": 1.0 / state["alpha"],
         "alpha": state["alpha"],
         "r0": state["r0"],
