@@ -228,10 +228,12 @@ def summary(state):
     """The figures a policy, the history and a report show for one test (JSON-serialisable).
 
     max_e_value is the largest value the e-process reached (the rejection, once made, stays).
-    ratio_estimate is the maximum-likelihood ratio (None before any bad event); ratio_lower and
-    ratio_upper bound the ratio with confidence 1 - alpha at every look at once (a confidence
-    sequence read off the same grid by inverting the test at each grid ratio g: the bound is
-    the last grid ratio up to which every hypothesis was rejected; None where nothing is known).
+    ratio_estimate is the maximum-likelihood ratio (None before any bad event). ratio_lower and
+    ratio_upper each hold with probability at least 1 - alpha at every look at once (both
+    together 1 - 2 alpha): a confidence sequence read off the same grid by inverting the test
+    at each grid ratio g, the bound being the last grid ratio up to which every hypothesis was
+    rejected; None where nothing is known. Away from ratio 1 they rest on the binomial model,
+    exact for Poisson counts and close for rare bad events (see the module docstring).
     """
     _check_state(state)
     log_e = log_e_value(state)
