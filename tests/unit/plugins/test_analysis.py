@@ -438,3 +438,20 @@ def test_a_small_regression_is_caught_within_the_rollout():
     rng = random.Random("small")
     looks = [simulate(rng, canary_rate=0.06, alpha=0.01) for _rollout in range(200)]
     assert sum(look is not None for look in looks) >= 180
+
+
+@pytest.mark.parametrize("ratio", [1.0, 10 ** 0.4])
+def test_the_confidence_bounds_cover_the_true_ratio_at_every_look(ratio):
+    # On a grid point (the hardest case: "ratio <= g" is then exactly true at g).
+    rng = random.Random("coverage-%s" % ratio)
+    lower_wrong = upper_wrong = 0
+    for _rollout in range(200):
+        state, missed_low, missed_high = new_test(ALPHA), False, False
+        for _look in range(LOOKS):
+            state = update(state, 100, binomial(rng, 100, 0.01 * ratio), 900, binomial(rng, 900, 0.01))
+            figures = summary(state)
+            missed_low = missed_low or (figures["ratio_lower"] is not None and figures["ratio_lower"] >= ratio)
+            missed_high = missed_high or (figures["ratio_upper"] is not None and figures["ratio_upper"] <= ratio)
+        lower_wrong += missed_low
+        upper_wrong += missed_high
+    assert lower_wrong / 200.0 <= limit(200) and upper_wrong / 200.0 <= limit(200)
