@@ -26,6 +26,9 @@ false rollback rate of identical releases and the median time to detect +1, +2, 
 points of errors and +50 % latency (--detect-rollouts each, default 1,000), with the share of
 rollouts in which each method detected the regression within the rollout.
 
+Scenarios run in --jobs worker processes (default up to 2); each has its own seeded generator,
+so the figures are the same for any number of processes.
+
 Exit status 0, or 1 when any A/A false rollback rate of ours exceeds alpha by more than three
 binomial standard deviations (the guarantee failed).
 """
@@ -37,6 +40,8 @@ import bisect
 import datetime
 import functools
 import math
+import multiprocessing
+import os
 import random
 import sys
 import tempfile
@@ -249,14 +254,40 @@ def margin(rollouts):
     return ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / rollouts)
 
 
+STRESSES = (("10 % canary, constant", None), ("weights 5 -> 25 -> 50 %, base rates x1 -> x4 -> x2", "weights"),
+            ("bursts (10 % of windows: 10x traffic, 4x bad rates)", "bursts"),
+            ("zero windows (20 % none, 10 % no canary)", "zero"),
+            ("counter resets (canary restarts in 5 % of windows)", "resets"))
+
+
+def _run_job(job):
+    """One scenario in a worker process: its rng is seeded from the scenario, so the figures do
+    not depend on how scenarios are spread over processes."""
+    scenario, rollouts, seed, stop_early = job
+    return run(scenario, rollouts, seed, stop_early)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=10000, help="A/A rollouts per false-rollback scenario")
     parser.add_argument("--detect-rollouts", type=int, default=1000, help="rollouts per detection scenario")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes (default: up to 2); the figures are the same for any number")
     args = parser.parse_args(argv)
     started = time.monotonic()
     failed = []
+    jobs = [(Scenario(name, stress=stress), args.rollouts, args.seed, False) for name, stress in STRESSES]
+    for canary_rps in CANARY_RATES:
+        for label, added, factor in EFFECTS:
+            aa = added == 0.0 and factor == 1.0
+            jobs.append((Scenario("%s at %d" % (label, canary_rps), canary_rps, (added, factor)),
+                         args.detect_rollouts, args.seed, not aa))
+    if args.jobs > 1:
+        with multiprocessing.Pool(args.jobs) as pool:
+            results = pool.map(_run_job, jobs, chunksize=1)
+    else:
+        results = [_run_job(job) for job in jobs]
     print("# Canary analysis simulation, %s, seed %d" % (datetime.date.today().isoformat(), args.seed))
     print()
     print("%d req/s in total, %d s interval, %d looks (%d s), base error rate %.1f %%, latency lognormal "
@@ -268,12 +299,7 @@ def main(argv=None):
     print()
     print("| scenario | ours | flagger | kayenta | ours: pass at the end |")
     print("|---|---|---|---|---|")
-    stresses = (("10 % canary, constant", None), ("weights 5 -> 25 -> 50 %, base rates x1 -> x4 -> x2", "weights"),
-                ("bursts (10 % of windows: 10x traffic, 4x bad rates)", "bursts"),
-                ("zero windows (20 % none, 10 % no canary)", "zero"),
-                ("counter resets (canary restarts in 5 % of windows)", "resets"))
-    for name, stress in stresses:
-        looks, passes = run(Scenario(name, stress=stress), args.rollouts, args.seed, False)
+    for (name, _stress), (looks, passes) in zip(STRESSES, results):
         cells = ["%.2f %%" % (100 * rate(looks[method])) for method in METHODS]
         print("| %s | %s | %.1f %% |" % (name, " | ".join(cells), 100.0 * passes / args.rollouts))
         if rate(looks["ours"]) > margin(args.rollouts):
@@ -286,21 +312,20 @@ def main(argv=None):
     print()
     print("| canary req/s | change | ours | flagger | kayenta |")
     print("|---|---|---|---|---|")
-    for canary_rps in CANARY_RATES:
-        for label, added, factor in EFFECTS:
-            scenario = Scenario("%s at %d" % (label, canary_rps), canary_rps, (added, factor))
-            aa = added == 0.0 and factor == 1.0
-            looks, _passes = run(scenario, args.detect_rollouts, args.seed, not aa)
-            if aa:
-                cells = ["%.2f %%" % (100 * rate(looks[method])) for method in METHODS]
-                if rate(looks["ours"]) > margin(args.detect_rollouts):
-                    failed.append(scenario.name)
-            else:
-                cells = ["%s (%.0f %%)" % (median_time(looks[method]), 100 * rate(looks[method])) for method in METHODS]
-            print("| %d | %s | %s |" % (canary_rps, label, " | ".join(cells)))
+    for (scenario, _rollouts, _seed, stop_early), (looks, _passes) in zip(jobs[len(STRESSES):],
+                                                                          results[len(STRESSES):]):
+        label = scenario.name.rsplit(" at ", 1)[0]
+        if not stop_early:
+            cells = ["%.2f %%" % (100 * rate(looks[method])) for method in METHODS]
+            if rate(looks["ours"]) > margin(args.detect_rollouts):
+                failed.append(scenario.name)
+        else:
+            cells = ["%s (%.0f %%)" % (median_time(looks[method]), 100 * rate(looks[method])) for method in METHODS]
+        print("| %d | %s | %s |" % (scenario.canary_rps, label, " | ".join(cells)))
     print()
-    print("%.0f s. %s" % (time.monotonic() - started, "Ours kept every A/A rate within alpha + 3 binomial sd."
-                          if not failed else "Ours exceeded alpha + 3 binomial sd in: " + "; ".join(failed)))
+    print("%.0f s with %d process(es). %s" % (
+        time.monotonic() - started, args.jobs, "Ours kept every A/A rate within alpha + 3 binomial sd."
+        if not failed else "Ours exceeded alpha + 3 binomial sd in: " + "; ".join(failed)))
     return 1 if failed else 0
 
 
