@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote bench-audit clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote bench-audit bench-analysis clean
 
 setup:
 	bash scripts/setup.sh
@@ -51,6 +51,12 @@ bench-promote: setup
 
 bench-audit: setup
 	python scripts/bench_audit.py
+
+# Canary analysis in simulation: false rollbacks of identical releases and time to detect a
+# regression, ours against a Flagger-like and a Kayenta-like judge (docs/analysis.md).
+# Standard library only and no Docker, so it does not wait for `setup`.
+bench-analysis:
+	python3 scripts/bench_analysis.py
 
 clean:
 	rm -rf .pytest_cache tests/output reports
