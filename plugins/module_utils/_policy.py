@@ -126,8 +126,14 @@ def _without_decision(engine, domain, exc, fail_open):
     }
 
 
+# OPA reads a JSON number as a float64 where it must; regopy wraps integers at 2**63. Beyond
+# 2**53 the two engines could read one input differently, so such an input gets no decision.
+MAX_SAFE_INTEGER = 2 ** 53
+
+
 def check_input(value, path="input"):
-    """Raise PolicyError(bad_input) for anything JSON cannot carry (NaN, infinity, objects)."""
+    """Raise PolicyError(bad_input) for anything JSON cannot carry (NaN, infinity, objects) and
+    for integers beyond +-2**53, which not every engine reads the same."""
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -140,6 +146,10 @@ def check_input(value, path="input"):
         if not math.isfinite(value):
             raise PolicyError("bad_input", "%s is %r, which JSON cannot carry; send a number, or null when there is no data"
                               % (path, value))
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        shown = repr(int(value)) if value.bit_length() <= 128 else "an integer of %d bits" % value.bit_length()
+        raise PolicyError("bad_input", "%s is %s, beyond +-2**53, where policy engines stop reading integers "
+                                       "exactly; send a smaller number" % (path, shown))
     elif not (value is None or isinstance(value, (str, int))):
         raise PolicyError("bad_input", "%s is a %s, which JSON cannot carry" % (path, type(value).__name__))
 
