@@ -290,7 +290,8 @@ def _key_text(key):
     """A key as it goes into a field path: as written when it is a short printable name."""
     if isinstance(key, str) and 0 < len(key) <= 40 and key.isprintable() and "'" not in key:
         return key
-    return _show(key)[:40]
+    text = _show(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(value):

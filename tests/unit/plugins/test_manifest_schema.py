@@ -451,7 +451,7 @@ def test_deep_and_wide_values_get_a_bounded_message(value, shown):
 
 @pytest.mark.parametrize("key, where", [
     (12, "nginx.12"), (None, "nginx.null (empty)"), (True, "nginx.true"), (1.5, "nginx.1.5"), ((1, 2), "nginx.[1, 2]"),
-    ("k" * 1000, "nginx.'" + "k" * 39), ("a'b", "nginx.\"a'b\""),
+    ("k" * 1000, "nginx.'" + "k" * 36 + "..."), ("a'b", "nginx.\"a'b\""),
     (10 ** 5000, "nginx.an integer of about 5000 digits"),
 ], ids=["int", "null", "bool", "float", "tuple", "long", "quote", "huge-int"])
 def test_odd_keys_get_a_message(key, where):
