@@ -54,3 +54,10 @@ def test_network_and_volume_are_named_after_the_stack():
     compose = render(validate_manifest(dict(copy.deepcopy(MINIMAL), stack="shop")))
     assert compose["networks"]["stack"]["name"] == "shop-net"
     assert compose["volumes"]["logs"]["name"] == "shop-logs"
+
+
+def test_a_restart_policy_with_a_retry_count_reaches_compose_as_written():
+    data = copy.deepcopy(MINIMAL)
+    data["services"]["restart_policy"] = "on-failure:3"
+    compose = render(validate_manifest(data))
+    assert {service["restart"] for service in compose["services"].values()} == {"on-failure:3"}
