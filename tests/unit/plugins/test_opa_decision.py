@@ -340,6 +340,12 @@ def test_integers_beyond_2_53_are_refused_before_evaluation(started, servers, en
                                                                                         "message": message})
 
 
+def test_a_huge_integer_key_gets_a_message():
+    result = decide("embedded", "canary", {"metrics": {10 ** 5000: 1}}, policy_dir=POLICY_DIR)
+    assert result["error"] == {"kind": "bad_input", "message": "input.metrics has the key an integer of 16610 bits, "
+                                                               "which is not text; JSON keys must be strings"}
+
+
 @pytest.mark.parametrize("requests", [2 ** 53, -(2 ** 53)])
 def test_integers_up_to_2_53_reach_the_engine(requests):
     wide = {"metrics": dict(CANARY_INPUT["metrics"], requests=requests), "thresholds": CANARY_INPUT["thresholds"]}
