@@ -26,23 +26,96 @@ ARGUMENT_SPEC = {
 }
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys, which plain YAML silently overwrites."""
+# A manifest is a few hundred bytes, about a hundred values, four levels deep. The limits are
+# far above that and far below what it takes to exhaust the controller.
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 10000
+# Longer integers are refused as written: Python will not read more than 4300 digits, and a
+# YAML 1.1 base-60 integer ('1:2:3:...') costs time quadratic in its length.
+MAX_INT_TEXT = 64
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but that a manifest may not use; the problem carries its own fix."""
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """A safe loader that refuses what a manifest never needs and an attacker would: aliases (a
+    few hundred bytes of them expand to gigabytes), deep nesting, too many values, complex keys,
+    integers too long to read, and duplicate keys, which plain YAML silently overwrites."""
+
+    def __init__(self, stream):
+        super(_ManifestLoader, self).__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(None, None, "the alias *%s is not allowed, as aliases let a few hundred bytes expand to "
+                                       "gigabytes; write the value out in full" % _brief_text(event.anchor),
+                           event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(None, None, "it holds more than %d values, where a manifest needs about 100; remove the "
+                                       "extra ones" % MAX_NODES, event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(None, None, "values are nested more than %d levels deep, where a manifest needs 4; "
+                                           "flatten them" % MAX_DEPTH, event.start_mark)
+            return super(_ManifestLoader, self).compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super(_ManifestLoader, self).construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError, AttributeError) as exc:
+            # e.g. 'version: 2024-13-01', which YAML 1.1 reads as a date that does not exist, or
+            # '!!timestamp x', on which PyYAML itself fails
+            reason = " (%s)" % _brief_text(exc, 60) if isinstance(exc, ValueError) else ""
+            shown = _brief_text(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise _Refused(None, None, "%s cannot be read as %s%s; quote it to make it a string"
+                                       % (shown, _brief_text(node.tag.rsplit(":", 1)[-1]), reason), node.start_mark)
+
+
+def _brief_text(value, width=40):
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _Refused(None, None, "a %s is used as a key; use a plain name such as 'services'"
+                                       % ("list" if isinstance(key_node, yaml.SequenceNode) else "mapping"),
+                           key_node.start_mark)
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, "duplicate key %r (first at line %d); keep only one" % (key, seen[key] + 1),
+                None, None, "duplicate key %s (first at line %d); keep only one" % (_brief_repr(key), seen[key] + 1),
                 key_node.start_mark)
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _brief_repr(value):
+    text = repr(value) if not isinstance(value, int) else repr(int(value))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _construct_int(loader, node):
+    if len(node.value) > MAX_INT_TEXT:
+        raise _Refused(None, None, "the integer %s has %d characters, more than any field takes; use a number in "
+                                   "the field's range" % (_brief_text(node.value), len(node.value)), node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_ManifestLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_ManifestLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _merge(base, overrides):
@@ -57,20 +130,30 @@ def _merge(base, overrides):
 
 def load_manifest(path, overrides=None):
     """Return (manifest, None) or (None, (stage, errors)); stage is 'read', 'parse' or 'schema'."""
+    if overrides is not None and not isinstance(overrides, dict):
+        return None, ("schema", ["manifest: the overrides are %s, expected a mapping of manifest keys such as "
+                                 "{'opa': {'mode': 'embedded'}}; pass a mapping." % type(overrides).__name__])
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         return None, ("read", ["manifest: cannot read %s (%s); pass the right file with -e swiftdeploy_manifest=PATH."
                                % (path, exc.strerror or exc)])
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return None, ("read", ["manifest: %s is larger than %d bytes (1 MiB), where a manifest needs a few hundred; "
+                               "pass the right file with -e swiftdeploy_manifest=PATH." % (path, MAX_MANIFEST_BYTES)])
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # nosec B506 - SafeLoader subclass
+        data = yaml.load(raw.decode("utf-8"), Loader=_ManifestLoader)  # nosec B506 - SafeLoader subclass
     except UnicodeDecodeError as exc:
         return None, ("parse", ["manifest: %s is not UTF-8 text (%s); save it as UTF-8." % (path, exc.reason)])
+    except _Refused as exc:
+        mark = exc.problem_mark
+        return None, ("parse", ["manifest: %s is refused at line %d, column %d: %s." % (
+            path, mark.line + 1, mark.column + 1, exc.problem)])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = _brief_text(getattr(exc, "problem", None) or str(exc), 200)
         return None, ("parse", ["manifest: %s is not valid YAML%s: %s; fix the syntax there." % (path, where, problem)])
     if overrides and isinstance(data, dict):
         data = _merge(data, overrides)

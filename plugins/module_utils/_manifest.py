@@ -14,10 +14,15 @@ never has to read code or a traceback to correct a manifest.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import ipaddress
 import math
 import re
+import unicodedata
+
+# Every pattern below is matched with fullmatch() and written with ASCII classes only (no \w, \d
+# or $, which accept Unicode look-alikes or stop before a trailing newline), under re.ASCII.
 
 # Docker's reference grammar (distribution/reference), written out so that a bad image name is
 # caught before Docker answers with a less helpful message.
@@ -25,21 +30,42 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = r"(?:%s(?:\.%s)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?" % (_DOMAIN_PART, _DOMAIN_PART)
 _IMAGE_RE = re.compile(
-    r"^(?:%s/)?%s(?:/%s)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$" % (_DOMAIN, _COMPONENT, _COMPONENT)
-)
+    r"(?:%s/)?%s(?:/%s)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+    % (_DOMAIN, _COMPONENT, _COMPONENT), re.ASCII)
 # Network and volume names as the Docker engine accepts them.
-_DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_DOCKER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
 # A compose project name: lower case, as `docker compose` requires.
-_STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-# The contact is shown in nginx's JSON error bodies, so it is held to the characters an e-mail
-# address or URL needs: no quote, brace, semicolon, `$`, backslash or control character can
-# reach nginx.conf through it.
-_CONTACT_RE = re.compile(r"^[A-Za-z0-9@._+:/ -]{1,128}$")
-_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
+_STACK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII)
+# What Docker and compose accept as a restart policy; on-failure may carry a retry count.
+_RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(?::[1-9][0-9]{0,3})?", re.ASCII)
+# A port written as a string of digits, as Ansible's int type accepts it (ASCII digits only:
+# int() would also read '\uff18\uff10' or '8_080').
+_PORT_TEXT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
+# A Docker memory size: a whole number with an optional unit (bytes, KiB, MiB, GiB).
+_MEMORY_RE = re.compile(r"([0-9]{1,12})([bkmg]?)", re.ASCII | re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+# Docker refuses a memory limit below 6 MiB.
+_MEMORY_MINIMUM = 6 * 1024 ** 2
+# The contact is shown in nginx's JSON error bodies, so besides letters (any script: the
+# nginx_json filter writes them as ASCII escapes) it holds only the characters an e-mail address
+# or URL needs: no quote, brace, semicolon, `$`, backslash or control character can reach
+# nginx.conf through it, and no invisible or bidirectional-override character can disguise it.
+_CONTACT_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._+:/ -")
+_CONTACT_MAX = 128
+
+# The example app (app/swiftdeploy_app.py, HISTORY_SECONDS) keeps a metrics snapshot a second
+# for this long; a canary window reaches back that far at most.
+APP_HISTORY_SECONDS = 600
+# A string longer than this is refused before any pattern runs on it.
+_MAX_TEXT = 255
+# At most this many problems are listed; a manifest with more is not worth reading further.
+MAX_ERRORS = 20
+# Width of a value shown in a message.
+_SHOW_WIDTH = 80
 
 MODES = ("stable", "canary")
-RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 NETWORK_DRIVERS = ("bridge",)
 OPA_MODES = ("embedded", "sidecar", "external")
 DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.10.1-static"
@@ -49,7 +75,7 @@ class Field(object):
     """One manifest key: its type rule, default, and help for the fix."""
 
     def __init__(self, kind, required=False, default=None, check=None, fix=None, choices=None, minimum=None,
-                 maximum=None, children=None, item=None):
+                 maximum=None, children=None, item=None, max_length=_MAX_TEXT, digits=False):
         self.kind = kind
         self.required = required
         self.default = default
@@ -60,22 +86,58 @@ class Field(object):
         self.maximum = maximum
         self.children = children
         self.item = item
+        self.max_length = max_length
+        # A string of ASCII digits is read as the whole number it spells (ports only).
+        self.digits = digits
 
 
 def _port(required=False, default=None):
-    return Field("int", required=required, default=default, minimum=1, maximum=65535,
+    return Field("int", required=required, default=default, minimum=1, maximum=65535, digits=True,
                  fix="use a TCP port number from 1 to 65535")
 
 
 def _image(required=False, default=None):
-    return Field("str", required=required, default=default, check=_IMAGE_RE,
+    # Docker allows 255 characters of name, 128 of tag and a 71-character digest.
+    return Field("str", required=required, default=default, check=_IMAGE_RE, max_length=512,
                  fix="use a Docker image reference such as 'nginx:1.27' or 'registry.example.com:5000/team/app:1.2.0' "
                      "(lower-case repository, optional tag)")
 
 
 def _docker_name(what):
-    return Field("str", required=False, check=_DOCKER_NAME_RE,
-                 fix="use a %s name of letters, digits, '_', '.' and '-', starting with a letter or digit" % what)
+    return Field("str", check=_DOCKER_NAME_RE,
+                 fix="use a Docker %s name of letters, digits, '_', '.' and '-', starting with a letter or digit"
+                     % what)
+
+
+def _is_contact(text):
+    """Letters of any script, and the ASCII an e-mail address or URL needs; nothing else."""
+    if not 1 <= len(text) <= _CONTACT_MAX:
+        return False
+    for char in text:
+        if char in _CONTACT_ASCII:
+            continue
+        if ord(char) < 0x80 or unicodedata.category(char)[0] not in "LM":
+            return False
+    return True
+
+
+def _is_memory_size(text):
+    match = _MEMORY_RE.fullmatch(text)
+    return bool(match) and int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] >= _MEMORY_MINIMUM
+
+
+def _resources(memory, cpus, pids):
+    """A container's limits; the defaults fit what the stack runs in it."""
+    return Field("dict", default={}, children={
+        "memory": Field("str", default=memory, check=_is_memory_size, max_length=32,
+                        fix="use a Docker memory size of at least 6m, a whole number with the unit b, k, m or g, "
+                            "e.g. \"256m\""),
+        "cpus": Field("number", default=cpus, minimum=0.01, maximum=1024,
+                      fix="use the number of CPUs the container may use, above 0, e.g. 0.5 (from 0.01 to 1024)"),
+        "pids": Field("int", default=pids, minimum=16, maximum=4194304,
+                      fix="use the most processes and threads the container may run, a whole number from 16 "
+                          "to 4194304"),
+    })
 
 
 SCHEMA = {
@@ -88,10 +150,14 @@ SCHEMA = {
         "mode": Field("str", default="stable", choices=MODES),
         "version": Field("str", default="1.0.0", check=_VERSION_RE,
                          fix="use a version of letters, digits, '.', '_', '+' and '-', quoted in YAML, e.g. \"1.0.0\""),
-        "restart_policy": Field("str", default="unless-stopped", choices=RESTART_POLICIES),
-        "log_volume": Field("str", default="swiftdeploy-logs", check=_DOCKER_NAME_RE,
-                            fix="use a Docker volume name of letters, digits, '_', '.' and '-', "
-                                "starting with a letter or digit"),
+        "restart_policy": Field("str", default="unless-stopped", check=_RESTART_RE,
+                                fix="use one of: no, always, unless-stopped, on-failure, or on-failure:N to restart "
+                                    "at most N times (1 to 9999)"),
+        # None: '<stack>-logs', filled in once the stack's name is known.
+        "log_volume": _docker_name("volume"),
+        # A single-threaded asyncio server: one CPU is all it can use; 64 processes leave room
+        # for the health check Docker runs inside it every second.
+        "resources": _resources("256m", 1.0, 64),
     }),
     "nginx": Field("dict", required=True, children={
         "image": _image(required=True),
@@ -101,23 +167,27 @@ SCHEMA = {
         "admin_port": _port(default=8082),
         "keepalive_timeout": Field("int", default=0, minimum=0, maximum=300,
                                    fix="use a whole number of seconds from 0 (no client keep-alive) to 300"),
+        # worker_processes is auto: one worker a host CPU, so the PID limit leaves room for
+        # hosts with many CPUs; one CPU proxies far more than the one-CPU app behind it can serve.
+        "resources": _resources("256m", 1.0, 256),
     }),
     "opa": Field("dict", default={}, children={
         "image": _image(default=DEFAULT_OPA_IMAGE),
         "port": _port(default=8181),
         "mode": Field("str", default="embedded", choices=OPA_MODES),
-        "url": Field("str", check=_URL_RE,
+        "url": Field("str", check=_URL_RE, max_length=2048,
                      fix="use an http(s) URL of the OPA server such as 'https://opa.example.com:8181'"),
         "timeout": Field("number", default=5, minimum=0.1, maximum=60,
                          fix="use a number of seconds from 0.1 to 60"),
+        # The sidecar answers a handful of small queries a deploy; Go's threads fit in 128.
+        "resources": _resources("256m", 0.5, 128),
     }),
     "network": Field("dict", default={}, children={
-        "name": Field("str", default="swiftdeploy-net", check=_DOCKER_NAME_RE,
-                      fix="use a Docker network name of letters, digits, '_', '.' and '-', "
-                          "starting with a letter or digit"),
+        # None: '<stack>-net', filled in once the stack's name is known.
+        "name": _docker_name("network"),
         "driver_type": Field("str", default="bridge", choices=NETWORK_DRIVERS),
     }),
-    "contact": Field("str", required=True, check=_CONTACT_RE,
+    "contact": Field("str", required=True, check=_is_contact,
                      fix="use an e-mail address or URL of letters, digits and @ . _ + : / - (at most 128 characters); "
                          "quotes, braces, semicolons, '$' and line breaks are not allowed"),
     "canary": Field("dict", default={}, children={
@@ -126,8 +196,10 @@ SCHEMA = {
         "image": _image(),
         "version": Field("str", check=_VERSION_RE,
                          fix="use a version of letters, digits, '.', '_', '+' and '-', quoted in YAML, e.g. \"1.1.0\""),
-        "window_seconds": Field("int", default=30, minimum=5, maximum=3600,
-                                fix="use a whole number of seconds from 5 to 3600"),
+        "window_seconds": Field("int", default=30, minimum=5, maximum=APP_HISTORY_SECONDS,
+                                fix="use a whole number of seconds from 5 to %d, as the app keeps its per-second "
+                                    "metrics for %d s and a longer window could not be measured"
+                                    % (APP_HISTORY_SECONDS, APP_HISTORY_SECONDS)),
     }),
     "policy": Field("dict", default={}, children={
         "fail_open": Field("bool", default=False),
@@ -147,7 +219,7 @@ SCHEMA = {
         }),
     }),
     "chaos": Field("dict", default={}, children={
-        "allow_from": Field("list", default=[], item="cidr"),
+        "allow_from": Field("list", default=[], item="cidr", max_length=256),
     }),
 }
 
@@ -161,16 +233,65 @@ class ManifestError(Exception):
 
 
 def _show(value):
-    """Render a value the way the user wrote it, short enough for one line."""
-    if isinstance(value, str):
-        text = repr(value)
-    elif isinstance(value, bool):
+    """Render a value the way the user wrote it, in at most 80 characters however long or deep it is."""
+    if isinstance(value, bool):
         text = "true" if value else "false"
     elif value is None:
         text = "null (empty)"
     else:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        text = _brief(value, _SHOW_WIDTH + 1)
+    return text if len(text) <= _SHOW_WIDTH else text[:_SHOW_WIDTH - 3] + "..."
+
+
+def _brief(value, room):
+    """repr(value), or a prefix of it longer than `room`: only as much of the value is read as is
+    shown, so a 1 MiB string or a structure nested 10,000 deep costs no more than a short one."""
+    if room <= 0:
+        return "..."
+    if isinstance(value, str):
+        return repr(str(value[:room]))
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value[:room]))
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 256:
+            # Python refuses to write out an int of more than 4300 digits; none is needed here.
+            return "an integer of about %d digits" % int(value.bit_length() * math.log10(2))
+        return repr(int(value))
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        opening, closing, items = "{", "}", value.items()
+    elif isinstance(value, (list, tuple)):
+        opening, closing, items = "[", "]", value
+    elif isinstance(value, (set, frozenset)):
+        opening, closing, items = "{", "}", value
+    else:
+        return "<%s>" % type(value).__name__
+    parts, used = [opening], 1
+    for item in items:
+        if used >= room:
+            parts.append("...")
+            return "".join(parts)
+        text = ", " if used > 1 else ""
+        if isinstance(value, dict):
+            key = _brief(item[0], room - used - len(text))
+            text += key + ": " + _brief(item[1], room - used - len(text) - len(key) - 2)
+        else:
+            text += _brief(item, room - used - len(text))
+        parts.append(text)
+        used += len(text)
+    parts.append(closing)
+    return "".join(parts)
+
+
+def _key_text(key):
+    """A key as it goes into a field path: as written when it is a short printable name."""
+    if isinstance(key, str) and 0 < len(key) <= 40 and key.isprintable() and "'" not in key:
+        return key
+    text = _show(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(value):
@@ -215,37 +336,73 @@ def _check_type(path, field, value, errors):
     if ok:
         return True
     hint = field.fix or ("use one of: %s" % ", ".join(field.choices) if field.choices else "")
-    if field.kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        hint = "quote it in YAML, e.g. \"%s\"" % value
-    message = "manifest field '%s': %s is %s, expected %s" % (path, _show(value), _type_name(value), _EXPECTED[field.kind])
+    shown = _show(value)
+    if field.kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and len(shown) <= 40 and not shown.startswith("an "):
+        hint = "quote it in YAML, e.g. \"%s\"" % shown
+    message = "manifest field '%s': %s is %s, expected %s" % (path, shown, _type_name(value), _EXPECTED[field.kind])
     errors.append(message + ("; %s." % hint if hint else "."))
     return False
 
 
 def _check_cidr(path, value, errors):
     try:
-        ipaddress.ip_network(value, strict=False)
+        if len(value) > 64:  # the longest IPv6 CIDR range has 43 characters
+            raise ValueError(value)
+        network = ipaddress.ip_network(value, strict=False)
     except (ValueError, TypeError):
         errors.append("manifest field '%s': %s is not an IP address or CIDR range; use e.g. '192.0.2.10' "
                       "or '10.0.0.0/8'." % (path, _show(value)))
         return None
-    return str(ipaddress.ip_network(value, strict=False))
+    return str(network)
+
+
+def _matches(check, value):
+    return check(value) if callable(check) else check.fullmatch(value) is not None
 
 
 def _check_value(path, field, value, errors):
+    """Return True when value passes the field's rules; otherwise record every reason it does not."""
+    count = len(errors)
+    if field.kind == "str" and len(value) > field.max_length:
+        errors.append("manifest field '%s': %s is too long (%d characters, at most %d); %s."
+                      % (path, _show(value), len(value), field.max_length, field.fix or "shorten it"))
+        return False
     if field.choices is not None and value not in field.choices:
         errors.append("manifest field '%s': %s is not allowed; use one of: %s." % (path, _show(value), ", ".join(field.choices)))
-    if field.check is not None and not field.check.match(value):
+    if field.check is not None and not _matches(field.check, value):
         errors.append("manifest field '%s': %s is not valid; %s." % (path, _show(value), field.fix))
     if field.minimum is not None and value < field.minimum or field.maximum is not None and value > field.maximum:
         errors.append("manifest field '%s': %s is out of range; %s." % (path, _show(value), field.fix))
+    return len(errors) == count
 
 
 def _unknown_key(path, key, allowed, errors):
-    where = "manifest field '%s'" % ("%s.%s" % (path, key) if path else key)
-    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+    name = _key_text(key)
+    where = "manifest field '%s'" % ("%s.%s" % (path, name) if path else name)
+    # A suggestion is worth its cost only for a few short keys.
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6) \
+        if isinstance(key, str) and len(key) <= 40 and len(errors) < MAX_ERRORS else []
     hint = "did you mean '%s'? " % ("%s.%s" % (path, close[0]) if path else close[0]) if close else ""
     errors.append("%s: unknown key; %sremove it or use one of: %s." % (where, hint, ", ".join(sorted(allowed))))
+
+
+def _validate_list(path, field, value, errors):
+    if len(value) > field.max_length:
+        errors.append("manifest field '%s': %s has %d entries, more than %d; list fewer addresses, or wider "
+                      "CIDR ranges." % (path, _show(value), len(value), field.max_length))
+        return []
+    items = []
+    for index, item in enumerate(value):
+        item_path = "%s[%d]" % (path, index)
+        if not isinstance(item, str):
+            errors.append("manifest field '%s': %s is %s, expected a string such as '10.0.0.0/8'."
+                          % (item_path, _show(item), _type_name(item)))
+            continue
+        normalised = _check_cidr(item_path, item, errors)
+        if normalised is not None:
+            items.append(normalised)
+    return items
 
 
 def _validate_dict(path, schema, data, errors):
@@ -268,26 +425,26 @@ def _validate_dict(path, schema, data, errors):
                 result[key] = None
             continue
         value = data[key]
+        if field.digits and isinstance(value, str) and _PORT_TEXT_RE.fullmatch(value):
+            value = int(value)
         if not _check_type(sub, field, value, errors):
             continue
         if field.kind == "dict":
             result[key] = _validate_dict(sub, field.children, value, errors)
         elif field.kind == "list":
-            items = []
-            for index, item in enumerate(value):
-                item_path = "%s[%d]" % (sub, index)
-                if not isinstance(item, str):
-                    errors.append("manifest field '%s': %s is %s, expected a string such as '10.0.0.0/8'."
-                                  % (item_path, _show(item), _type_name(item)))
-                    continue
-                normalised = _check_cidr(item_path, item, errors)
-                if normalised is not None:
-                    items.append(normalised)
-            result[key] = items
-        else:
-            _check_value(sub, field, value, errors)
+            result[key] = _validate_list(sub, field, value, errors)
+        elif _check_value(sub, field, value, errors):
+            # The range check came first, so a number is finite and small enough for a float.
             result[key] = float(value) if field.kind == "number" else value
     return result
+
+
+def _stack_defaults(manifest):
+    """Names that default to the stack's own, so two stacks on a host never share them by accident."""
+    if manifest["network"]["name"] is None:
+        manifest["network"]["name"] = "%s-net" % manifest["stack"]
+    if manifest["services"]["log_volume"] is None:
+        manifest["services"]["log_volume"] = "%s-logs" % manifest["stack"]
 
 
 def _cross_field_rules(manifest, errors):
@@ -315,7 +472,7 @@ def _cross_field_rules(manifest, errors):
 def validate_manifest(data):
     """Validate a parsed manifest and return it with every default filled in.
 
-    Raises ManifestError listing every problem found.
+    Raises ManifestError listing every problem found (the first MAX_ERRORS of them).
     """
     errors = []
     if data is None:
@@ -325,7 +482,11 @@ def validate_manifest(data):
                              "contact; start from the example manifest.yml in the collection." % _type_name(data)])
     result = _validate_dict("", SCHEMA, data, errors)
     if not errors:
+        _stack_defaults(result)
         _cross_field_rules(result, errors)
+    if len(errors) > MAX_ERRORS:
+        errors[MAX_ERRORS:] = ["manifest: %d more problems are not shown; fix the ones above first."
+                               % (len(errors) - MAX_ERRORS)]
     if errors:
         raise ManifestError(errors)
     return result

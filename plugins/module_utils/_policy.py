@@ -126,12 +126,19 @@ def _without_decision(engine, domain, exc, fail_open):
     }
 
 
+# OPA reads a JSON number as a float64 where it must; regopy wraps integers at 2**63. Beyond
+# 2**53 the two engines could read one input differently, so such an input gets no decision.
+MAX_SAFE_INTEGER = 2 ** 53
+
+
 def check_input(value, path="input"):
-    """Raise PolicyError(bad_input) for anything JSON cannot carry (NaN, infinity, objects)."""
+    """Raise PolicyError(bad_input) for anything JSON cannot carry (NaN, infinity, objects) and
+    for integers beyond +-2**53, which not every engine reads the same."""
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise PolicyError("bad_input", "%s has the key %r, which is not text; JSON keys must be strings" % (path, key))
+                raise PolicyError("bad_input", "%s has the key %s, which is not text; JSON keys must be strings"
+                                  % (path, _brief_repr(key)))
             check_input(item, "%s.%s" % (path, key))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -140,8 +147,19 @@ def check_input(value, path="input"):
         if not math.isfinite(value):
             raise PolicyError("bad_input", "%s is %r, which JSON cannot carry; send a number, or null when there is no data"
                               % (path, value))
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        raise PolicyError("bad_input", "%s is %s, beyond +-2**53, where policy engines stop reading integers "
+                                       "exactly; send a smaller number" % (path, _brief_repr(value)))
     elif not (value is None or isinstance(value, (str, int))):
         raise PolicyError("bad_input", "%s is a %s, which JSON cannot carry" % (path, type(value).__name__))
+
+
+def _brief_repr(value):
+    """repr(), but at most 60 characters; Python will not write out an int of more than 4300 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "an integer of %d bits" % value.bit_length()
+    text = repr(int(value)) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def query_rest(base_url, domain, input_dict, timeout):

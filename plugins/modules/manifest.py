@@ -16,6 +16,10 @@ description:
   - Each problem is reported as one sentence naming the field path, the bad value and the fix.
     All problems are reported at once. Unknown keys get a "did you mean" suggestion.
   - Duplicate keys, which plain YAML silently overwrites, are rejected.
+  - The file is refused, with its line and column, when it is larger than 1 MiB, uses a YAML
+    alias, nests values more than 32 levels deep, holds more than 10,000 values, uses a list or
+    mapping as a key or writes an integer with more than 64 characters. A manifest needs none of
+    these, and each can exhaust the controller (see C(docs/security.md)).
   - This is an action plugin; the manifest is read on the controller, never on the managed host.
 author:
   - SwiftDeploy contributors (!UNKNOWN)

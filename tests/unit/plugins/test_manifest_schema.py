@@ -1,16 +1,23 @@
 """Manifest validation: every rule, with the exact message a user sees."""
 
+import ast
 import copy
+import json
+import pathlib
 
 import pytest
 import yaml
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import (
+    APP_HISTORY_SECONDS,
     DEFAULT_OPA_IMAGE,
     ManifestError,
     required_paths,
     validate_manifest,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json
+
+APP_SOURCE = pathlib.Path(__file__).resolve().parents[3] / "app" / "swiftdeploy_app.py"
 
 SEED = yaml.safe_load("""
 services: {image: swift-deploy-1-node:latest, port: 3000, mode: stable, version: "1.0.0",
@@ -44,9 +51,10 @@ def errors_of(data):
 
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
-    assert result["services"] == SEED["services"]
+    assert result["services"] == dict(SEED["services"], resources={"memory": "256m", "cpus": 1.0, "pids": 64})
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
-                               "admin_port": 8082, "keepalive_timeout": 0}
+                               "admin_port": 8082, "keepalive_timeout": 0,
+                               "resources": {"memory": "256m", "cpus": 1.0, "pids": 256}}
     assert result["opa"]["mode"] == "embedded"
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
@@ -63,6 +71,9 @@ def test_minimal_manifest_gets_every_default():
     assert result["services"]["mode"] == "stable"
     assert result["services"]["log_volume"] == "swiftdeploy-logs"
     assert result["network"] == {"name": "swiftdeploy-net", "driver_type": "bridge"}
+    assert result["services"]["resources"] == {"memory": "256m", "cpus": 1.0, "pids": 64}
+    assert result["nginx"]["resources"] == {"memory": "256m", "cpus": 1.0, "pids": 256}
+    assert result["opa"]["resources"] == {"memory": "256m", "cpus": 0.5, "pids": 128}
     assert result["opa"]["image"] == DEFAULT_OPA_IMAGE
     assert result["opa"]["port"] == 8181
 
@@ -78,8 +89,18 @@ def test_validation_does_not_modify_its_input():
      "manifest field 'services.port': 70000 is out of range; use a TCP port number from 1 to 65535."),
     ("services.port", 0,
      "manifest field 'services.port': 0 is out of range; use a TCP port number from 1 to 65535."),
-    ("nginx.port", "8080",
-     "manifest field 'nginx.port': '8080' is string, expected a whole number; use a TCP port number from 1 to 65535."),
+    ("nginx.port", "80 80",
+     "manifest field 'nginx.port': '80 80' is string, expected a whole number; use a TCP port number from 1 to 65535."),
+    ("nginx.port", "8080\n",
+     "manifest field 'nginx.port': '8080\\n' is string, expected a whole number; use a TCP port number from 1 to "
+     "65535."),
+    ("nginx.port", "\uff18\uff10",
+     "manifest field 'nginx.port': '\uff18\uff10' is string, expected a whole number; use a TCP port number from 1 to "
+     "65535."),
+    ("nginx.port", "8_080",
+     "manifest field 'nginx.port': '8_080' is string, expected a whole number; use a TCP port number from 1 to 65535."),
+    ("nginx.port", "70000",
+     "manifest field 'nginx.port': 70000 is out of range; use a TCP port number from 1 to 65535."),
     ("nginx.port", True,
      "manifest field 'nginx.port': true is boolean, expected a whole number; use a TCP port number from 1 to 65535."),
     ("nginx.proxy_timeout", 0,
@@ -87,13 +108,62 @@ def test_validation_does_not_modify_its_input():
     ("services.mode", "canry",
      "manifest field 'services.mode': 'canry' is not allowed; use one of: stable, canary."),
     ("services.restart_policy", "sometimes",
-     "manifest field 'services.restart_policy': 'sometimes' is not allowed; use one of: no, always, unless-stopped, on-failure."),
+     "manifest field 'services.restart_policy': 'sometimes' is not valid; use one of: no, always, unless-stopped, "
+     "on-failure, or on-failure:N to restart at most N times (1 to 9999)."),
+    ("services.restart_policy", "on-failure:0",
+     "manifest field 'services.restart_policy': 'on-failure:0' is not valid; use one of: no, always, unless-stopped, "
+     "on-failure, or on-failure:N to restart at most N times (1 to 9999)."),
+    ("services.restart_policy", "always:3",
+     "manifest field 'services.restart_policy': 'always:3' is not valid; use one of: no, always, unless-stopped, "
+     "on-failure, or on-failure:N to restart at most N times (1 to 9999)."),
+    ("services.restart_policy", "on-failure:3\n",
+     "manifest field 'services.restart_policy': 'on-failure:3\\n' is not valid; use one of: no, always, "
+     "unless-stopped, on-failure, or on-failure:N to restart at most N times (1 to 9999)."),
     ("services.version", 1.0,
      "manifest field 'services.version': 1.0 is number, expected a string; quote it in YAML, e.g. \"1.0\"."),
     ("network.driver_type", "overlay",
      "manifest field 'network.driver_type': 'overlay' is not allowed; use one of: bridge."),
     ("opa.mode", "remote",
      "manifest field 'opa.mode': 'remote' is not allowed; use one of: embedded, sidecar, external."),
+    ("canary.window_seconds", 601,
+     "manifest field 'canary.window_seconds': 601 is out of range; use a whole number of seconds from 5 to 600, as "
+     "the app keeps its per-second metrics for 600 s and a longer window could not be measured."),
+    ("services.version", "1.0.0\n",
+     "manifest field 'services.version': '1.0.0\\n' is not valid; use a version of letters, digits, '.', '_', '+' "
+     "and '-', quoted in YAML, e.g. \"1.0.0\"."),
+    ("services.version", "1.0.\u0966",
+     "manifest field 'services.version': '1.0.\u0966' is not valid; use a version of letters, digits, '.', '_', '+' "
+     "and '-', quoted in YAML, e.g. \"1.0.0\"."),
+    ("stack", "swiftdeplo\u0443",
+     "manifest field 'stack': 'swiftdeplo\u0443' is not valid; use a lower-case name of letters, digits, '_' and "
+     "'-' (at most 63 characters); it names the compose project."),
+    ("stack", "swiftdeploy\n",
+     "manifest field 'stack': 'swiftdeploy\\n' is not valid; use a lower-case name of letters, digits, '_' and '-' "
+     "(at most 63 characters); it names the compose project."),
+    ("network.name", "net\n",
+     "manifest field 'network.name': 'net\\n' is not valid; use a Docker network name of letters, digits, '_', '.' "
+     "and '-', starting with a letter or digit."),
+    ("services.resources.memory", "5m",
+     "manifest field 'services.resources.memory': '5m' is not valid; use a Docker memory size of at least 6m, a "
+     "whole number with the unit b, k, m or g, e.g. \"256m\"."),
+    ("nginx.resources.memory", "256 MB",
+     "manifest field 'nginx.resources.memory': '256 MB' is not valid; use a Docker memory size of at least 6m, a "
+     "whole number with the unit b, k, m or g, e.g. \"256m\"."),
+    ("opa.resources.memory", "256\u212a",
+     "manifest field 'opa.resources.memory': '256\u212a' is not valid; use a Docker memory size of at least 6m, a "
+     "whole number with the unit b, k, m or g, e.g. \"256m\"."),
+    ("opa.resources.memory", 268435456,
+     "manifest field 'opa.resources.memory': 268435456 is integer, expected a string; quote it in YAML, e.g. "
+     "\"268435456\"."),
+    ("services.resources.cpus", 0,
+     "manifest field 'services.resources.cpus': 0 is out of range; use the number of CPUs the container may use, "
+     "above 0, e.g. 0.5 (from 0.01 to 1024)."),
+    ("nginx.resources.cpus", "1",
+     "manifest field 'nginx.resources.cpus': '1' is string, expected a number; use the number of CPUs the container "
+     "may use, above 0, e.g. 0.5 (from 0.01 to 1024)."),
+    ("opa.resources.pids", 15,
+     "manifest field 'opa.resources.pids': 15 is out of range; use the most processes and threads the container may "
+     "run, a whole number from 16 to 4194304."),
     ("canary.weight", 101,
      "manifest field 'canary.weight': 101 is out of range; use the percentage of traffic for the canary, a whole number from 1 to 100."),
     ("policy.fail_open", "yes",
@@ -126,7 +196,8 @@ def test_valid_image_references(image):
 
 @pytest.mark.parametrize("image", [
     "Nginx:latest", "nginx:", ":latest", "nginx:la test", "bad image!", "nginx:-tag", "a//b", "app@sha256:xyz",
-    "nginx:latest\nx", "", "-nginx",
+    "nginx:latest\nx", "", "-nginx", "nginx:latest\n", "nginx:l\u0430test", "nginx:\u00e9t\u00e9", "ngin\u0445",
+    "nginx:\uff11",
 ])
 def test_invalid_image_references(image):
     (error,) = errors_of(with_change("services.image", image))
@@ -143,8 +214,8 @@ def test_invalid_docker_names(path, value):
 
 
 @pytest.mark.parametrize("contact", [
-    "x'; } server { listen 9999; #", 'a"b', "a{b", "a}b", "a;b", "a\nb", "a$b", "a\\b", "a`b", "\u00e9@x",
-    "a" * 129,
+    "x'; } server { listen 9999; #", 'a"b', "a{b", "a}b", "a;b", "a\nb", "a$b", "a\\b", "a`b", "a\tb", "a\rb",
+    "ops@x\n", "a\x00b", "a\u2028b", "a\u202eb", "a\u200bb", "a\u00a0b", "\u00e9" * 129, "a" * 129,
 ])
 def test_contact_cannot_carry_nginx_syntax(contact):
     (error,) = errors_of(with_change("contact", contact))
@@ -152,18 +223,22 @@ def test_contact_cannot_carry_nginx_syntax(contact):
     assert "is not valid" in error and "quotes, braces, semicolons, '$' and line breaks are not allowed" in error
 
 
-@pytest.mark.parametrize("contact", ["ops@swiftdeploy.local", "https://status.example.com/oncall", "Ops Team +44"])
+@pytest.mark.parametrize("contact", [
+    "ops@swiftdeploy.local", "https://status.example.com/oncall", "Ops Team +44", "\u00e9quipe@exemple.fr",
+    "Bj\u00f6rn M\u00fcller", "\u0437\u0430\u043f\u0443\u0441\u043a@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",
+    "\u904b\u7528\u30c1\u30fc\u30e0", "e\u0301quipe", "\u00e9" * 128,
+])
 def test_reasonable_contacts_are_accepted(contact):
     assert validate_manifest(with_change("contact", contact))["contact"] == contact
 
 
 @pytest.mark.parametrize("section, key, expected", [
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
-                      "admin_port, image, keepalive_timeout, port, proxy_timeout."),
+                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
-                          "use one of: image, log_volume, mode, port, restart_policy, version."),
+                          "use one of: image, log_volume, mode, port, resources, restart_policy, version."),
     ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
-                        "port, restart_policy, version."),
+                        "port, resources, restart_policy, version."),
 ])
 def test_unknown_keys_suggest_the_closest(section, key, expected):
     data = copy.deepcopy(SEED)
@@ -249,3 +324,146 @@ def test_integer_thresholds_become_floats():
 def test_required_paths():
     assert required_paths() == ["services", "services.image", "services.port", "nginx", "nginx.image", "nginx.port",
                                 "contact"]
+
+
+@pytest.mark.parametrize("policy", ["no", "always", "unless-stopped", "on-failure", "on-failure:1", "on-failure:5",
+                                    "on-failure:9999"])
+def test_every_restart_policy_docker_accepts(policy):
+    assert validate_manifest(with_change("services.restart_policy", policy))["services"]["restart_policy"] == policy
+
+
+@pytest.mark.parametrize("path, text, port", [
+    ("nginx.port", "8080", 8080), ("services.port", "3000", 3000), ("nginx.admin_port", "08082", 8082),
+    ("opa.port", "8181", 8181),
+])
+def test_a_port_may_be_a_string_of_digits_as_ansibles_int_type_reads_it(path, text, port):
+    section, key = path.split(".")
+    result = validate_manifest(with_change(path, text))[section][key]
+    assert result == port and isinstance(result, int)
+
+
+def test_network_and_volume_default_to_the_stacks_own_names():
+    data = copy.deepcopy(SEED)
+    del data["network"]["name"], data["services"]["log_volume"]
+    data["stack"] = "shop"
+    result = validate_manifest(data)
+    assert (result["network"]["name"], result["services"]["log_volume"]) == ("shop-net", "shop-logs")
+    other = copy.deepcopy(data)
+    other["stack"] = "blog"
+    result_other = validate_manifest(other)
+    assert (result_other["network"]["name"], result_other["services"]["log_volume"]) == ("blog-net", "blog-logs")
+
+
+def test_explicit_network_and_volume_names_stay_as_written():
+    data = with_change("stack", "shop")
+    result = validate_manifest(data)
+    assert (result["network"]["name"], result["services"]["log_volume"]) == ("swiftdeploy-net", "swiftdeploy-logs")
+
+
+@pytest.mark.parametrize("section", ["services", "nginx", "opa"])
+def test_resources_are_overridable(section):
+    data = copy.deepcopy(SEED)
+    data[section]["resources"] = {"memory": "1G", "cpus": 2, "pids": 16}
+    result = validate_manifest(data)[section]["resources"]
+    assert result == {"memory": "1G", "cpus": 2.0, "pids": 16} and isinstance(result["cpus"], float)
+
+
+@pytest.mark.parametrize("memory", ["6m", "6291456", "6291456b", "6144k", "256m", "256M", "1g", "2G"])
+def test_docker_memory_sizes(memory):
+    assert validate_manifest(with_change("services.resources.memory", memory))["services"]["resources"]["memory"] \
+        == memory
+
+
+def test_canary_window_is_at_most_the_apps_snapshot_history():
+    tree = ast.parse(APP_SOURCE.read_text(encoding="utf-8"))
+    history = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+               and [getattr(t, "id", None) for t in node.targets] == ["HISTORY_SECONDS"]]
+    assert history == [APP_HISTORY_SECONDS]
+    assert validate_manifest(with_change("canary.window_seconds", 600))["canary"]["window_seconds"] == 600
+
+
+@pytest.mark.parametrize("contact", [
+    "\u00e9quipe@exemple.fr", "\u904b\u7528\u30c1\u30fc\u30e0 / ops@x.jp", "ops@swiftdeploy.local",
+])
+def test_a_non_ascii_contact_reaches_nginx_conf_as_ascii_and_round_trips(contact):
+    """The template writes the contact only through nginx_json, into a single-quoted literal."""
+    validated = validate_manifest(with_change("contact", contact))["contact"]
+    body = {"error": "Bad Gateway", "code": 502, "service": "app", "contact": validated}
+    literal = nginx_json(body)
+    assert literal.isascii() and literal.startswith("'") and literal.endswith("'")
+    # nginx_string escapes only backslashes and quotes; JSON left no quote or `$` to escape.
+    assert "'" not in literal[1:-1] and "$" not in literal
+    assert json.loads(literal[1:-1].replace("\\\\", "\\"))["contact"] == contact
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("contact", "x" * (1 << 20),
+     "manifest field 'contact': '" + "x" * 76 + "... is too long "
+     "(1048576 characters, at most 255); use an e-mail address or URL of letters, digits and @ . _ + : / - (at most "
+     "128 characters); quotes, braces, semicolons, '$' and line breaks are not allowed."),
+    ("services.image", "a" * 100000,
+     "manifest field 'services.image': '" + "a" * 76 + "... is too "
+     "long (100000 characters, at most 512); use a Docker image reference such as 'nginx:1.27' or "
+     "'registry.example.com:5000/team/app:1.2.0' (lower-case repository, optional tag)."),
+    ("services.port", 10 ** 5000,
+     "manifest field 'services.port': an integer of about 5000 digits is out of range; use a TCP port number from 1 "
+     "to 65535."),
+    ("policy.thresholds.max_cpu_load", 10 ** 400,
+     "manifest field 'policy.thresholds.max_cpu_load': an integer of about 400 digits is out of range; use the "
+     "highest acceptable 1-minute load average, 0 or more."),
+    ("services.version", 10 ** 400,
+     "manifest field 'services.version': an integer of about 400 digits is integer, expected a string; use a version "
+     "of letters, digits, '.', '_', '+' and '-', quoted in YAML, e.g. \"1.0.0\"."),
+    ("chaos.allow_from", ["10.0.0.0/8"] * 257,
+     "manifest field 'chaos.allow_from': " + "[" + "'10.0.0.0/8', " * 5 + "'10.0.... "
+     "has 257 entries, more than 256; list fewer addresses, or wider CIDR ranges."),
+    ("chaos.allow_from", ["1" * 100000],
+     "manifest field 'chaos.allow_from[0]': '" + "1" * 76 + "... "
+     "is not an IP address or CIDR range; use e.g. '192.0.2.10' or '10.0.0.0/8'."),
+], ids=["1MiB-contact", "long-image", "huge-port", "huge-number", "huge-version", "long-list", "long-cidr"])
+def test_huge_values_get_a_bounded_message(path, value, message):
+    assert errors_of(with_change(path, value)) == [message]
+
+
+def nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+CONTACT_FIX = ("use an e-mail address or URL of letters, digits and @ . _ + : / - (at most 128 characters); quotes, "
+               "braces, semicolons, '$' and line breaks are not allowed")
+
+
+@pytest.mark.parametrize("value, shown", [
+    (nested(10000), "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[..."),
+    ({"k" * 1000: {"v": [1] * 100000}}, "{'" + "k" * 75 + "..."),
+    ({"a": 1, 2: None, True: [1.5, "x"]}, "{'a': 1, 2: None, True: [1.5, 'x']}"),
+    ([10 ** 5000], "[an integer of about 5000 digits]"),
+    ({1, 2}, "{1, 2}"),
+], ids=["10000-deep", "wide", "odd-keys", "huge-int", "set"])
+def test_deep_and_wide_values_get_a_bounded_message(value, shown):
+    kind = {list: "list", dict: "mapping", set: "set"}[type(value)]
+    assert errors_of(with_change("contact", value)) == [
+        "manifest field 'contact': %s is %s, expected a string; %s." % (shown, kind, CONTACT_FIX)]
+
+
+@pytest.mark.parametrize("key, where", [
+    (12, "nginx.12"), (None, "nginx.null (empty)"), (True, "nginx.true"), (1.5, "nginx.1.5"), ((1, 2), "nginx.[1, 2]"),
+    ("k" * 1000, "nginx.'" + "k" * 36 + "..."), ("a'b", "nginx.\"a'b\""),
+    (10 ** 5000, "nginx.an integer of about 5000 digits"),
+], ids=["int", "null", "bool", "float", "tuple", "long", "quote", "huge-int"])
+def test_odd_keys_get_a_message(key, where):
+    data = copy.deepcopy(SEED)
+    data["nginx"][key] = 1
+    assert errors_of(data) == ["manifest field '%s': unknown key; remove it or use one of: admin_port, image, "
+                               "keepalive_timeout, port, proxy_timeout, resources." % where]
+
+
+def test_many_problems_are_capped():
+    data = copy.deepcopy(SEED)
+    data["nginx"].update({"bad%d" % i: 1 for i in range(100000)})
+    errors = errors_of(data)
+    assert len(errors) == 21
+    assert errors[-1] == "manifest: 99980 more problems are not shown; fix the ones above first."

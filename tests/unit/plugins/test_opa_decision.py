@@ -321,6 +321,38 @@ def test_input_json_cannot_carry_denies(servers, engine):
     assert result["error"] == {"kind": "bad_input", "message": message}
 
 
+@pytest.mark.parametrize("engine", ["embedded", "external"])
+@pytest.mark.parametrize("requests, shown", [
+    (2 ** 53 + 1, "9007199254740993"),
+    (2 ** 63 + 5, "9223372036854775813"),
+    (-(2 ** 63), "-9223372036854775808"),
+    (10 ** 5000, "an integer of 16610 bits"),
+], ids=["2**53+1", "2**63+5", "-2**63", "huge"])
+def test_integers_beyond_2_53_are_refused_before_evaluation(started, servers, engine, requests, shown):
+    """regopy wraps 2**63 + 5 to -9223372036854775803: such an input must not reach an engine."""
+    asked = len(started["opa"].requests)
+    wide = {"metrics": dict(CANARY_INPUT["metrics"], requests=requests), "thresholds": CANARY_INPUT["thresholds"]}
+    result = decide(engine, "canary", wide, policy_dir=POLICY_DIR, url=servers["opa"])
+    assert len(started["opa"].requests) == asked, "the input reached OPA"
+    message = ("input.metrics.requests is %s, beyond +-2**53, where policy engines stop reading integers exactly; "
+               "send a smaller number" % shown)
+    assert (result["allow"], result["reasons"], result["error"]) == (False, [message], {"kind": "bad_input",
+                                                                                        "message": message})
+
+
+def test_a_huge_integer_key_gets_a_message():
+    result = decide("embedded", "canary", {"metrics": {10 ** 5000: 1}}, policy_dir=POLICY_DIR)
+    assert result["error"] == {"kind": "bad_input", "message": "input.metrics has the key an integer of 16610 bits, "
+                                                               "which is not text; JSON keys must be strings"}
+
+
+@pytest.mark.parametrize("requests", [2 ** 53, -(2 ** 53)])
+def test_integers_up_to_2_53_reach_the_engine(requests):
+    wide = {"metrics": dict(CANARY_INPUT["metrics"], requests=requests), "thresholds": CANARY_INPUT["thresholds"]}
+    result = decide("embedded", "canary", wide, policy_dir=POLICY_DIR)
+    assert result["error"] is None and result["checked"]["requests"] == requests
+
+
 # ------------------------------------------------------------------------------------------
 # Bad arguments are errors, not decisions
 # ------------------------------------------------------------------------------------------
