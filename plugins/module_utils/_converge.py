@@ -29,10 +29,6 @@ DEFAULT_FILE_MODE = 0o644
 _MODE_PATTERN = re.compile(r"^0?[0-7]{3,4}$")
 # A plain or quoted mapping key, as to_nice_yaml writes a service name.
 _SERVICE_KEY = re.compile(r"""^(?P<name>'[^']+'|"[^"]+"|[^\s:'"#][^:#]*?)\s*:(\s|$)""")
-# Words docker compose prints after a container's name when it (re)creates or starts it, as in
-# " Container stack-nginx-1  Recreated". "Running" means it was left alone.
-_STARTED_WORDS = frozenset(("Create", "Created", "Creating", "Recreate", "Recreated", "Recreating",
-                            "Start", "Started", "Starting", "Restarting"))
 
 
 class PlanError(ValueError):
@@ -332,21 +328,6 @@ def compose_up_needed(before, after, started):
     return any(old[1].get(service) != block for service, block in new[1].items() if service not in started)
 
 
-def parse_compose_ps(text):
-    """The containers `docker compose ps --format json` lists: one JSON object per line (compose
-    2.21 and later) or one JSON array (earlier releases). ValueError for anything else."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        entries = json.loads(text)
-    else:
-        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError("expected JSON objects, one a line")
-    return entries
-
-
 def running_services(entries):
     """{service: container entry} of the services with a running container."""
     running = {}
@@ -365,17 +346,6 @@ def not_running(expected, entries):
 def orphans(expected, entries):
     """Sorted services with a container (running or not) that the compose file no longer has."""
     return sorted(set(entry["Service"] for entry in entries if entry.get("Service")) - set(expected))
-
-
-def containers_started(output):
-    """Names of the containers that `docker compose up` reports it created, recreated or
-    started, from its plain progress lines (" Container stack-nginx-1  Recreated")."""
-    names = set()
-    for line in output.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "Container" and parts[2] in _STARTED_WORDS:
-            names.add(parts[1])
-    return names
 
 
 def generation_matches(body, generation):
