@@ -65,8 +65,9 @@ def check_relpath(relpath, where):
     return normal
 
 
-def check_files(files, where):
-    """{relpath: {"content": str, "mode": int}} from a step's `files`, or PlanError."""
+def check_files(files, where, default_mode=DEFAULT_FILE_MODE):
+    """{relpath: {"content": str, "mode": int}} from a step's `files`, or PlanError. A file
+    without a mode gets default_mode."""
     if not isinstance(files, dict):
         raise PlanError("%s: must be a dict of relative path to {content, mode}" % where)
     wanted = {}
@@ -81,7 +82,7 @@ def check_files(files, where):
         content = spec.get("content")
         if not isinstance(content, str):
             raise PlanError("%s.content: must be a string (the rendered file)" % here)
-        mode = DEFAULT_FILE_MODE if spec.get("mode") is None else parse_mode(spec["mode"], here + ".mode")
+        mode = default_mode if spec.get("mode") is None else parse_mode(spec["mode"], here + ".mode")
         if name in wanted:
             raise PlanError("%s: names the same file as another entry" % here)
         wanted[name] = {"content": content, "mode": mode}

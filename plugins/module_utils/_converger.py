@@ -21,6 +21,7 @@ import os
 import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (
+    DEFAULT_FILE_MODE,
     STATE_FILE,
     PlanError,
     check_files,
@@ -117,7 +118,7 @@ class Converger(object):
 
     def plan(self, number, step, record):
         where = "step %d" % number
-        files = check_files(step["files"], where + ": files")
+        files = check_files(step["files"], where + ": files", self.options.get("default_mode", DEFAULT_FILE_MODE))
         check_state(step["state"], where + ": state")
         current = dict((relpath, self.current(relpath)) for relpath in list(files) + [STATE_FILE])
         try:

@@ -41,6 +41,7 @@ author:
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
   - swiftdeploy.stack.session
+  - ansible.builtin.files
 options:
   project_path:
     description:
@@ -59,7 +60,9 @@ options:
         description:
           - The files of this state, by path relative to O(project_path) (for example
             C(nginx/nginx.conf)), each a dict with C(content) (a string) and C(mode) (a quoted
-            octal string such as C("0644"); default C("0644")).
+            octal string such as C("0644"); default O(mode), or C("0644")).
+          - Every file written is replaced atomically (Ansible's atomic_move) and gets O(owner),
+            O(group) and the SELinux context options when they are given.
           - Missing parent directories are created with mode C(0755). Files of the project that
             are not listed are left alone. C(state.json) may not be listed; it is written from
             O(steps[].state).
@@ -423,7 +426,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import PlanError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import DEFAULT_FILE_MODE, PlanError, parse_mode
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converger import Converger
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._session import (
@@ -487,6 +490,9 @@ def atomic_write(module, path, content, mode):
     module.atomic_move(temp, path)
     # atomic_move gives a replaced file the mode it had; the step's mode is the one wanted.
     os.chmod(path, mode)
+    attributes = module.load_file_common_arguments(module.params, path=path)
+    attributes["mode"] = None
+    module.set_fs_attributes_if_different(attributes, False)
 
 
 def record(session, events, phase, changed=None):
@@ -503,10 +509,14 @@ def record(session, events, phase, changed=None):
 
 def main():
     argument_spec = dict(ARGUMENT_SPEC, **session_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, add_file_common_args=True)
     params = module.params
     if not params["steps"]:
         module.fail_json(msg="steps: give at least one step (files and state)")
+    try:
+        params["default_mode"] = parse_mode(params["mode"], "mode") if params["mode"] else DEFAULT_FILE_MODE
+    except PlanError as exc:
+        module.fail_json(msg=str(exc))
     history = params["history"] or {}
     session = Session(history.get("path"), params["actor"], params["release_lock"], module.check_mode,
                       stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"))
