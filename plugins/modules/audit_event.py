@@ -58,6 +58,15 @@ options:
     description: The host name recorded; by default the managed host's own name.
     type: str
 attributes:
+  action:
+    description: Has a corresponding action plugin, so some or all of its work runs on the controller.
+    support: full
+    details:
+      - The module runs on the managed host; the action then keeps the last event it recorded (C(seq)
+        and C(hash)) as the history's anchor on the controller, in
+        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.json) (default C(anchors) in the
+        working directory), and in the job's C(swiftdeploy_history_anchors) stats. The audit checks
+        the history against it, so a history rewritten, cut or deleted on the host is found.
   check_mode:
     support: full
     details:
@@ -132,6 +141,13 @@ lock_released:
   returned: when O(release_lock) is given
   type: bool
   sample: true
+anchor:
+  description:
+    - The history's anchor now kept on the controller (not in check mode). C(regressed) is there when
+      the history on the host went backwards (deleted, cut or rewritten) since the anchor was kept.
+  returned: when an event was recorded
+  type: dict
+  sample: {seq: 12, hash: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
