@@ -213,6 +213,16 @@ def test_one_template_per_lifecycle_playbook(templates):
     assert len({t["name"] for t in templates}) == len(templates)
 
 
+def test_a_launcher_only_answers_fixed_questions(template):
+    """Extra variables outrank what the role works out: a launcher gets no free-form variables and
+    no free text, only choices and bounded integers."""
+    assert template["ask_variables_on_launch"] is False, template["name"]
+    for question in (template.get("survey_spec") or {"spec": []})["spec"]:
+        assert question["type"] in ("multiplechoice", "integer"), (template["name"], question["variable"])
+        if question["type"] == "integer":
+            assert question.get("min") is not None and question.get("max") is not None, question
+
+
 def test_template_playbook_exists(template, repo_root):
     assert (repo_root / template["playbook"]).is_file(), (
         "%s runs %s, which is not in the repository" % (template["name"], template["playbook"]))
