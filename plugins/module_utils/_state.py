@@ -24,20 +24,17 @@ The transitions:
 from __future__ import annotations
 
 import json
-import re
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import _IMAGE_RE, _VERSION_RE
 
 SLOTS = ("blue", "green")
 MODES = ("stable", "canary")
 STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
-# Docker's reference grammar and the manifest's version rule (_manifest.py), ASCII only and
-# matched whole: the state is rendered into nginx.conf and docker-compose.yml.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = r"(?:%s(?:\.%s)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?" % (_DOMAIN_PART, _DOMAIN_PART)
-IMAGE_RE = re.compile(r"(?:%s/)?%s(?:/%s)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
-                      % (_DOMAIN, _COMPONENT, _COMPONENT))
-VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# The manifest's own rules for an image and a version, matched whole and ASCII only: the state is
+# rendered into nginx.conf and docker-compose.yml.
+IMAGE_RE = _IMAGE_RE
+VERSION_RE = _VERSION_RE
 MAX_GENERATION = 2 ** 53
 
 

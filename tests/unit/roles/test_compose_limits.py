@@ -10,6 +10,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import initial_state
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
 MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8080},
@@ -23,8 +24,9 @@ TWO_SLOTS = {"generation": 2, "mode": "canary", "weight": 10, "stable": "blue", 
 def render(manifest, live=None):
     variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
     variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test")
-    if live is not None:
-        variables["swiftdeploy_live"] = live
+    # The role renders from the live state, or the first deploy's one.
+    variables["swiftdeploy_live"] = live if live is not None else initial_state(
+        manifest["services"]["image"], manifest["services"]["version"], manifest["services"]["mode"])
     template = (ROLE / "templates" / "docker-compose.yml.j2").read_text(encoding="utf-8")
     return yaml.safe_load(Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template)))
 
