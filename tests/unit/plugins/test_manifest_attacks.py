@@ -182,7 +182,7 @@ def test_extra_vars_are_held_to_the_same_rules(tmp_path, overrides, error):
 
 def test_a_10000_deep_extra_var_gets_a_bounded_message(tmp_path):
     deep = "x"
-    for _ in range(10000):
+    for _level in range(10000):
         deep = {"k": deep}
     assert refused(write(tmp_path, SEED_TEXT), {"contact": deep}) == ("schema", [
         "manifest field 'contact': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k': {'k':... "
@@ -230,7 +230,7 @@ _PATHS = st.sampled_from([
 
 
 def _nested(depth, leaf):
-    for _ in range(depth):
+    for _level in range(depth):
         leaf = [leaf]
     return leaf
 

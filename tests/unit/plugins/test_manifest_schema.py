@@ -427,7 +427,7 @@ def test_huge_values_get_a_bounded_message(path, value, message):
 
 def nested(depth):
     value = []
-    for _ in range(depth):
+    for _level in range(depth):
         value = [value]
     return value
 
