@@ -9,7 +9,7 @@
 2. Runs the report (build_report, then write_report) in a child process that does nothing else,
    and prints its wall time and peak RSS (the child's ru_maxrss, which covers the workers it
    forks, as wait4 returns it).
-3. Runs the real module once end to end, `ansible localhost -m swiftdeploy.stack.audit_report`,
+3. Runs the real module once end to end, `ansible localhost -m swiftdeploy.stack.audit_report_info`,
    and prints its wall time.
 
 Ends with a "figure | value | target | PASS/FAIL" table: the report must take at most 10 s and
@@ -284,7 +284,7 @@ def run_module(history, dest):
     args = json.dumps({"path": str(history), "dest": str(dest), "stack": STACK, "host": HOST})
     started = time.monotonic()
     run = subprocess.run([str(ansible) if ansible.exists() else "ansible", "localhost",
-                          "-m", "swiftdeploy.stack.audit_report", "-a", args],
+                          "-m", "swiftdeploy.stack.audit_report_info", "-a", args],
                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     wall = time.monotonic() - started
     if run.returncode != 0:

@@ -33,7 +33,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import 
     serialize,
     verify,
 )
-from ansible_collections.swiftdeploy.stack.plugins.modules import audit_report as module
+from ansible_collections.swiftdeploy.stack.plugins.modules import audit_report_info as module
 
 T0 = datetime.datetime(2026, 5, 5, 20, 0, 0, tzinfo=datetime.timezone.utc)
 HOSTILE = ["a|b", "x`y", "line1\nline2", "<script>", "  padded  ", "back\\slash|",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: audit_verify
+module: audit_verify_info
 short_description: Check the hash chain of a stack's history
 version_added: 0.1.0
 description:
@@ -63,18 +63,18 @@ seealso:
 
 EXAMPLES = r"""
 - name: Check the history before trusting it
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
 
 - name: Check it against the hash printed by an earlier run
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     anchor:
       seq: 120
       hash: 0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b
 
 - name: Report without failing
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     fail_on_tamper: false
   register: swiftdeploy_history_check

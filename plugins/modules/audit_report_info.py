@@ -7,13 +7,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: audit_report
+module: audit_report_info
 short_description: Check a stack's history and write what happened as a Markdown report
 version_added: 0.1.0
 description:
   - Reads the history written by M(swiftdeploy.stack.audit_event) on the managed host once, line
     by line, and in that one pass checks its hash chain exactly as
-    M(swiftdeploy.stack.audit_verify) does and sums up what happened.
+    M(swiftdeploy.stack.audit_verify_info) does and sums up what happened.
   - Writes O(dest), GitHub Flavored Markdown with these sections. The title, with the stack, the
     host and the time of the last event. The chain verification (verified with the number of
     events and the last hash, or broken with the first broken line, its event and what is
@@ -52,7 +52,7 @@ options:
     description:
       - A record known to be in the history, as returned by M(swiftdeploy.stack.audit_event)
         (RV(swiftdeploy.stack.audit_event#module:seq) and RV(swiftdeploy.stack.audit_event#module:hash)),
-        checked as M(swiftdeploy.stack.audit_verify) checks it. A history that ends before it
+        checked as M(swiftdeploy.stack.audit_verify_info) checks it. A history that ends before it
         was truncated.
     type: dict
     suboptions:
@@ -97,12 +97,12 @@ notes:
     report's sections and figures.
 seealso:
   - module: swiftdeploy.stack.audit_event
-  - module: swiftdeploy.stack.audit_verify
+  - module: swiftdeploy.stack.audit_verify_info
 """
 
 EXAMPLES = r"""
 - name: Write the audit report next to the history
-  swiftdeploy.stack.audit_report:
+  swiftdeploy.stack.audit_report_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     dest: "{{ swiftdeploy_project_path }}/audit_report.md"
   register: swiftdeploy_audit
@@ -113,7 +113,7 @@ EXAMPLES = r"""
     fail_msg: "History not intact: {{ swiftdeploy_audit.problem.reason | default('') }}"
 
 - name: Check the history against the hash printed by an earlier run, with a short timeline
-  swiftdeploy.stack.audit_report:
+  swiftdeploy.stack.audit_report_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     dest: /srv/reports/shop-web1.md
     stack: shop
@@ -149,7 +149,7 @@ problem:
         V(truncated) (only with O(anchor)).
       type: str
     reason:
-      description: The sentence M(swiftdeploy.stack.audit_verify) gives as its message.
+      description: The sentence M(swiftdeploy.stack.audit_verify_info) gives as its message.
       type: str
   sample:
     line: 17
