@@ -403,7 +403,7 @@ def read_history(path, anchor=None, timeline_limit=TIMELINE_LIMIT, workers=None)
             size = os.fstat(handle.fileno()).st_size
             ranges = _line_ranges(handle, size, _parallel_parts(size, workers))
             _read_parts(path, handle, ranges, chain, digest, timeline_limit)
-    except FileNotFoundError:
+    except FileNotFoundError:  # the caller says what a missing history means
         raise
     except OSError as exc:
         raise ReportError("cannot read the history %s: %s" % (path, exc.strerror or exc))

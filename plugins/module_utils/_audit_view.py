@@ -58,8 +58,9 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
     stack = stack if stack else digest.last_names[0]
     host = host if host else digest.last_names[1]
     points = digest.chart.points()
+    summary = digest.summary()
     return {
-        "summary": digest.summary(),
+        "summary": summary,
         "chart_points": len(points),
         "title": {
             "stack": _compact(stack) if stack else "(unnamed)",
@@ -72,7 +73,7 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
             "sound_record_before": verdict["last_hash"] != GENESIS,
             "not_records": digest.not_records,
         },
-        "figures": _figures(digest),
+        "figures": _figures(digest, summary),
         "events_by_type": [{"event": name, "count": number} for name, number in
                            sorted(digest.by_event.items(), key=lambda item: (-item[1], item[0]))],
         "timeline": {
@@ -118,9 +119,8 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
     }
 
 
-def _figures(digest):
+def _figures(digest, summary):
     """The rows of the summary table: [{"figure", "value"}], values as text."""
-    summary = digest.summary()
     canary = duration(digest.canary_seconds)
     if digest.canary_periods:
         canary += " over %s period%s" % (

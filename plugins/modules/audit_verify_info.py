@@ -16,7 +16,9 @@ description:
     content and that each record chains to the one before it.
   - Reports the first line where the chain breaks and why, telling an edited line from
     removed, inserted or reordered lines and from a malformed one.
-  - Returns the same verdict as M(swiftdeploy.stack.audit_report_info), with the same keys.
+  - Returns the same verdict as M(swiftdeploy.stack.audit_report_info), with the same keys; both
+    read the history the same way. A history of more than 32 MiB is read in parts by up to one
+    process per CPU (at most 4).
   - Lines cut from the end of the file leave a valid chain; give O(anchor), a C(seq) and C(hash)
     kept elsewhere, to detect that too.
   - A missing history is an empty, valid one.
