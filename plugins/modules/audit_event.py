@@ -15,7 +15,7 @@ description:
     managed host. Each record is one JSON line carrying C(seq), C(timestamp), O(event),
     O(stack), O(host), O(actor), O(mode), O(version), O(details), C(prev) (the hash of the
     record before it) and C(hash) (the SHA-256 of the record itself), so that any later edit,
-    removal, insertion or reordering of lines is found by M(swiftdeploy.stack.audit_verify).
+    removal, insertion or reordering of lines is found by M(swiftdeploy.stack.audit_verify_info).
   - Concurrent writers, from parallel runs or forks, are serialised with an exclusive C(flock)
     on C(<path>.lock). Only the tail of the file is read, so appending costs the same however
     long the history is. Each line is written with one C(write) and synced to disk.
@@ -85,7 +85,7 @@ notes:
   - The history needs a local filesystem; C(flock) is not reliable over NFS.
   - See C(docs/audit-trail.md) in the collection for the line format and the hash chain.
 seealso:
-  - module: swiftdeploy.stack.audit_verify
+  - module: swiftdeploy.stack.audit_verify_info
 """
 
 EXAMPLES = r"""
@@ -132,7 +132,7 @@ seq:
   type: int
   sample: 17
 hash:
-  description: The record's hash; with RV(seq), an anchor for M(swiftdeploy.stack.audit_verify).
+  description: The record's hash; with RV(seq), an anchor for M(swiftdeploy.stack.audit_verify_info).
   returned: always
   type: str
   sample: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"

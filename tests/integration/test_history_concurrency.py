@@ -158,10 +158,10 @@ def test_parallel_module_runs_keep_the_chain(ansible_env, tmp_path):
                for record in records)
     last = max(results, key=lambda item: item[2]["seq"])[2]
 
-    rc, status, checked = _finish(_adhoc(ansible_env, "audit_verify",
+    rc, status, checked = _finish(_adhoc(ansible_env, "audit_verify_info",
                                          {"path": str(path),
                                           "anchor": {"seq": last["seq"], "hash": last["hash"]}}))
-    assert (rc, status, checked["ok"], checked["lines"]) == (0, "SUCCESS", True, 6)
+    assert (rc, status, checked["verified"], checked["lines"], checked["events"]) == (0, "SUCCESS", True, 6, 6)
 
     before = path.read_bytes()
     rc, status, preview = _finish(_adhoc(ansible_env, "audit_event",
@@ -172,11 +172,11 @@ def test_parallel_module_runs_keep_the_chain(ansible_env, tmp_path):
     shutil.copy(path, tmp_path / "kept.jsonl")
     lines = before.decode().splitlines(keepends=True)
     path.write_text("".join(lines[:2] + lines[3:]))
-    rc, status, failed = _finish(_adhoc(ansible_env, "audit_verify", {"path": str(path)}))
-    assert (rc, status, failed["ok"], failed["first_problem"]["problem"]) == (2, "FAILED!", False, "removed")
-    assert failed["msg"] == "history %s is not intact: %s" % (path, failed["first_problem"]["message"])
-    assert failed["first_problem"]["message"].startswith("line 3 (seq 4, event deploy): seq 3 is missing")
+    rc, status, failed = _finish(_adhoc(ansible_env, "audit_verify_info", {"path": str(path)}))
+    assert (rc, status, failed["verified"], failed["problem"]["kind"]) == (2, "FAILED!", False, "removed")
+    assert failed["msg"] == "history %s is not intact: %s" % (path, failed["problem"]["reason"])
+    assert failed["problem"]["reason"].startswith("line 3 (seq 4, event deploy): seq 3 is missing")
 
-    rc, status, reported = _finish(_adhoc(ansible_env, "audit_verify",
+    rc, status, reported = _finish(_adhoc(ansible_env, "audit_verify_info",
                                           {"path": str(path), "fail_on_tamper": False}))
-    assert (rc, status, reported["ok"]) == (0, "SUCCESS", False)
+    assert (rc, status, reported["verified"]) == (0, "SUCCESS", False)

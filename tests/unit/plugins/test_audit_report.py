@@ -1,167 +1,48 @@
-"""The audit report: one pass that verifies the chain as verify does and sums the history up."""
+"""The audit report's data: one pass that verifies the chain as verify does and sums the
+history up, section by section (read back from the role's template), in one go or in parts, and
+the fast path that proves lines by their bytes."""
 
 import datetime
 import hashlib
 import json
-import os
 import re
-import stat
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from markdown_it import MarkdownIt
 
-from ansible.module_utils.testing import patch_module_args
-
-from ansible_collections.swiftdeploy.stack.plugins.module_utils import _audit_report as report
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._audit_report import (
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _audit_proof as proof
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _audit_scan as scan
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._audit_proof import (
     LineProver,
-    ReportError,
-    build_report,
-    markdown_table,
-    mermaid_text,
     prove_line,
-    table_cell,
-    write_report,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._audit_scan import ReportError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import (
     GENESIS,
-    append_event,
+    ChainVerifier,
     build_record,
-    parse_line,
     record_hash,
     serialize,
     verify,
 )
-from ansible_collections.swiftdeploy.stack.plugins.modules import audit_report as module
 
-T0 = datetime.datetime(2026, 5, 5, 20, 0, 0, tzinfo=datetime.timezone.utc)
-HOSTILE = ["a|b", "x`y", "line1\nline2", "<script>", "  padded  ", "back\\slash|",
-           "*em* _u_ [l](x)", "&amp; ~~s~~"]
-MARKDOWN = MarkdownIt("commonmark").enable("table")
-
-
-def fields(event, mode="stable", details=None, actor=None, version="1.0.0", stack="shop"):
-    return {"event": event, "stack": stack, "host": "web1", "mode": mode, "version": version,
-            "actor": actor or {"user": "deploy", "playbook": "Deploy"}, "details": details or {}}
-
-
-class History:
-    """A history written with the real writer, one event a minute unless told otherwise."""
-
-    def __init__(self, path):
-        self.path = path
-        self.minutes = 0
-
-    def add(self, event, mode="stable", details=None, actor=None, minutes=1, **extra):
-        self.minutes += minutes
-        return append_event(str(self.path), fields(event, mode, details, actor, **extra),
-                            now=T0 + datetime.timedelta(minutes=self.minutes))
-
-    def scrape(self, error_rate=0.5, p99=80.0, chaos="none", infra=True, canary=True, reasons=(),
-               mode="stable", minutes=1):
-        return self.add("status_scrape", mode, {
-            "req_s": 12.5, "error_rate_percent": error_rate, "p99_latency_ms": p99,
-            "requests": 100, "errors": 1, "mode": mode, "weight": 0, "chaos": chaos,
-            "policy_infra_pass": infra, "policy_canary_pass": canary,
-            "policy_reasons": list(reasons)}, actor={"user": "awx", "awx_job_id": "7"},
-            minutes=minutes)
-
-    def lines(self):
-        return self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+from audit_histories import (
+    HOSTILE,
+    T0,
+    History,
+    fields,
+    lifecycle,
+    report,
+    section,
+    slow_verdict,
+    table_rows_in,
+    tables,
+)
 
 
 @pytest.fixture
 def hist(tmp_path):
     return History(tmp_path / "history.jsonl")
-
-
-def lifecycle(hist):
-    """deploy, scrapes, a canary with chaos that is blocked and rolled back, a lock wait, a
-    blocked deploy, a second canary rolled forward, a teardown."""
-    hist.add("deploy", details={"changed": True, "port": 8080, "engine": "sidecar",
-                                "host_resources": {"disk_free_gb": 40.0}, "bypassed": False,
-                                "stable_slot": "blue", "generation": 1})
-    hist.scrape()
-    hist.add("promote", "canary", {"from_mode": "stable", "target_mode": "canary", "weight": 20,
-                                   "canary_version": "1.1.0", "canary_image": "shop:1.1.0",
-                                   "slot": "green"},
-             actor={"user": "awx", "awx_job_id": "42", "awx_job_template": "Promote"})
-    hist.scrape(2.0, 120.0, chaos="error", canary=False, reasons=["error rate 2.00% exceeds 1%"],
-                mode="canary")
-    hist.scrape(3.0, 130.0, chaos="error", canary=False, reasons=["error rate 2.00% exceeds 1%"],
-                mode="canary")
-    hist.add("promote_blocked", "canary", {"target_mode": "stable", "policy": "canary",
-                                           "reasons": HOSTILE, "checked": {}, "window": {}})
-    hist.add("rollback", "stable", {"reason": "canary policy denied the promotion",
-                                    "reasons": ["x"], "canary_version": "1.1.0",
-                                    "stable_version": "1.0.0"})
-    hist.add("lock_wait", details={"waited_seconds": 12.5, "broken_stale": None})
-    hist.add("deploy_blocked", details={"policy": "infrastructure", "reasons": ["disk full"],
-                                        "checked": {}})
-    hist.scrape(0.1, None)
-    hist.add("promote", "canary", {"from_mode": "stable", "target_mode": "canary", "weight": 50,
-                                   "canary_version": "1.2.0", "canary_image": "shop:1.2.0",
-                                   "slot": "green"}, minutes=10)
-    hist.scrape(0.2, 70.0, chaos="slow", mode="canary", minutes=30)
-    hist.add("promote", "stable", {"from_mode": "canary", "target_mode": "stable",
-                                   "result": "rolled_forward", "from_version": "1.0.0",
-                                   "version": "1.2.0", "window": {}, "reasons": []})
-    hist.add("teardown", details={"clean": True, "removed": True})
-
-
-# --------------------------------------------------------------------------------------------
-# Reading Markdown back
-# --------------------------------------------------------------------------------------------
-
-
-def cell_text(inline):
-    """What a reader sees in a cell: text, with <br> as a newline."""
-    parts = []
-    for child in inline.children:
-        if child.type in ("text", "code_inline"):
-            parts.append(child.content)
-        elif child.type == "html_inline" and child.content == "<br>":
-            parts.append("\n")
-        elif child.type == "softbreak":
-            parts.append("\n")
-        else:
-            raise AssertionError("unexpected markup %s in cell %r" % (child.type, inline.content))
-    return "".join(parts)
-
-
-def tables(markdown):
-    """Every table as its rows of cell texts, header row first."""
-    found, rows, row = [], None, None
-    for token in MARKDOWN.parse(markdown):
-        if token.type == "table_open":
-            rows = []
-        elif token.type == "tr_open":
-            row = []
-        elif token.type == "inline" and row is not None:
-            row.append(cell_text(token))
-        elif token.type == "tr_close":
-            rows.append(row)
-            row = None
-        elif token.type == "table_close":
-            found.append(rows)
-    return found
-
-
-def section(markdown, title):
-    match = re.search(r"^## %s\n(.*?)(?=^## |\Z)" % re.escape(title), markdown, re.M | re.S)
-    assert match, "no section %s" % title
-    return match.group(1)
-
-
-def table_rows_in(markdown, title):
-    """The first table of a section."""
-    return tables(section(markdown, title))[0]
-
-
-def mermaid(markdown):
-    match = re.search(r"^```mermaid\n(.*?)^```$", markdown, re.M | re.S)
-    return match.group(1).splitlines() if match else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +52,7 @@ def mermaid(markdown):
 
 def test_a_history_is_summed_up_section_by_section(hist):
     lifecycle(hist)
-    result = build_report(str(hist.path))
+    result = report(str(hist.path))
     markdown = result["markdown"]
     assert markdown.startswith("# Audit report: stack shop on web1\n\nAs of the last event in "
                                "the history, 2026-05-05T20:52:00.000Z ")
@@ -233,7 +114,7 @@ def test_the_chain_section_names_the_first_broken_line(hist):
     lines = hist.lines()
     lines[5] = lines[5].replace('"policy":"canary"', '"policy":"none"')
     hist.path.write_text("".join(lines), encoding="utf-8")
-    result = build_report(str(hist.path))
+    result = report(str(hist.path))
     reason = ("line 6 (seq 6, event promote_blocked): its hash does not match its content: the "
               "line was edited")
     assert result["problem"] == {"line": 6, "seq": 6, "event": "promote_blocked", "kind": "edited",
@@ -250,14 +131,14 @@ def test_the_chain_section_names_the_first_broken_line(hist):
 def test_the_timeline_is_bounded_and_says_what_it_leaves_out(hist):
     for number in range(30):
         hist.add("lock_wait", details={"waited_seconds": number})
-    result = build_report(str(hist.path), timeline_limit=5)
+    result = report(str(hist.path), timeline_limit=5)
     timeline = section(result["markdown"], "Timeline")
     assert "The last 5 of 30 events other than status scrapes; 25 earlier ones are omitted." \
            in timeline
     assert [row[1] for row in tables(timeline)[0][1:]] == ["26", "27", "28", "29", "30"]
     assert result["summary"]["lock_wait_seconds"] == sum(range(30))
     with pytest.raises(ReportError, match="timeline_limit must be a whole number of events"):
-        build_report(str(hist.path), timeline_limit=-1)
+        report(str(hist.path), timeline_limit=-1)
 
 
 def test_unknown_events_and_odd_details_do_not_break_the_report(hist):
@@ -272,7 +153,7 @@ def test_unknown_events_and_odd_details_do_not_break_the_report(hist):
     hist.add("rollback", details={})
     hist.add("teardown", details={"clean": "maybe"})
     hist.add("from_the_future", details={"x": [1, 2, {"y": "caf\u00e9"}]})
-    result = build_report(str(hist.path))
+    result = report(str(hist.path))
     assert result["verified"] and result["events"] == 9
     assert result["summary"]["lock_wait_seconds"] == 7.5
     assert result["chart_points"] == 0
@@ -286,20 +167,20 @@ def test_unknown_events_and_odd_details_do_not_break_the_report(hist):
 def test_an_empty_history_and_a_missing_one(tmp_path):
     empty = tmp_path / "history.jsonl"
     empty.write_bytes(b"")
-    result = build_report(str(empty))
+    result = report(str(empty))
     assert (result["verified"], result["events"], result["last_hash"]) == (True, 0, GENESIS)
     assert "The history holds no event yet." in result["markdown"]
     assert "**Verified**: the history is empty." in result["markdown"]
     with pytest.raises(ReportError) as info:
-        build_report(str(tmp_path / "absent.jsonl"))
+        report(str(tmp_path / "absent.jsonl"))
     assert str(info.value) == ("no history at %s: nothing has been recorded for this stack on "
                                "this host yet" % (tmp_path / "absent.jsonl"))
     with pytest.raises(ReportError, match=r"^cannot read the history .*: Is a directory"):
-        build_report(str(tmp_path))
+        report(str(tmp_path))
 
 
 def range_lines(handle, start, end):
-    return [line for block in report._range_blocks(handle, start, end) for line in block]
+    return [line for block in scan._range_blocks(handle, start, end) for line in block]
 
 
 def test_lines_appended_after_the_start_are_left_for_the_next_report(hist):
@@ -315,7 +196,7 @@ def test_lines_appended_after_the_start_are_left_for_the_next_report(hist):
 @pytest.mark.parametrize("block", [7, 100, 1 << 20])
 def test_a_range_is_read_in_blocks_as_lines_of_the_file(tmp_path, monkeypatch, block):
     """Blocks cut lines anywhere; the lines come out whole, as iterating the file gives them."""
-    monkeypatch.setattr(report, "BLOCK_BYTES", block)
+    monkeypatch.setattr(scan, "BLOCK_BYTES", block)
     lines = [b"first line\n", b"\n", b"a" * 250 + b"\n", b"x\n", b"last, cut short"]
     path = tmp_path / "history.jsonl"
     path.write_bytes(b"".join(lines))
@@ -333,9 +214,9 @@ def test_a_range_is_read_in_blocks_as_lines_of_the_file(tmp_path, monkeypatch, b
 
 def test_the_report_depends_on_the_history_only(hist):
     lifecycle(hist)
-    first = build_report(str(hist.path))["markdown"]
-    assert build_report(str(hist.path))["markdown"] == first
-    assert build_report(str(hist.path), stack="other", host="web9")["markdown"].startswith(
+    first = report(str(hist.path))["markdown"]
+    assert report(str(hist.path))["markdown"] == first
+    assert report(str(hist.path), stack="other", host="web9")["markdown"].startswith(
         "# Audit report: stack other on web9\n")
 
 
@@ -399,7 +280,7 @@ TAMPERINGS = [_edit, _delete, _insert_copy, _swap, _forge_insert, _forge_edit, _
 def parts(request, monkeypatch):
     """Read the history in one go, or in three parts by forked workers."""
     if request.param > 1:
-        monkeypatch.setattr(report, "PART_BYTES", 256)
+        monkeypatch.setattr(scan, "PART_BYTES", 256)
     return request.param
 
 
@@ -411,7 +292,7 @@ def test_tampering_is_reported_at_the_line_verify_names(hist, parts, tamper):
     hist.path.write_text("".join(lines), encoding="utf-8")
     expected = verify(str(hist.path))
     assert expected["ok"] is False
-    result = build_report(str(hist.path), workers=parts)
+    result = report(str(hist.path), workers=parts)
     problem = expected["first_problem"]
     assert result["problem"] == {"line": problem["line"], "seq": problem["seq"],
                                  "event": problem["event"], "kind": problem["problem"],
@@ -425,14 +306,14 @@ def test_an_anchor_catches_a_cut_tail(hist, parts):
     lifecycle(hist)
     lines = hist.lines()
     anchor = {"seq": 14, "hash": json.loads(lines[-1])["hash"]}
-    assert build_report(str(hist.path), anchor=anchor, workers=parts)["verified"]
+    assert report(str(hist.path), anchor=anchor, workers=parts)["verified"]
     hist.path.write_text("".join(lines[:10]), encoding="utf-8")
-    result = build_report(str(hist.path), anchor=anchor, workers=parts)
+    result = report(str(hist.path), anchor=anchor, workers=parts)
     expected = verify(str(hist.path), anchor=anchor)["first_problem"]
     assert result["problem"]["kind"] == "truncated"
     assert result["problem"]["reason"] == expected["message"]
     anchor = {"seq": 5, "hash": "f" * 64}
-    assert build_report(str(hist.path), anchor=anchor, workers=parts)["problem"]["reason"] == \
+    assert report(str(hist.path), anchor=anchor, workers=parts)["problem"]["reason"] == \
         verify(str(hist.path), anchor=anchor)["first_problem"]["message"]
 
 
@@ -475,11 +356,11 @@ def test_any_tampering_gives_the_verdict_of_verify(tmp_path_factory, case, worke
         lines.insert(index, "garbage\n")
     path = tmp_path_factory.mktemp("history") / "history.jsonl"
     path.write_text("".join(lines), encoding="utf-8")
-    original, report.PART_BYTES = report.PART_BYTES, 200
+    original, scan.PART_BYTES = scan.PART_BYTES, 200
     try:
-        result = build_report(str(path), workers=workers)
+        result = report(str(path), workers=workers)
     finally:
-        report.PART_BYTES = original
+        scan.PART_BYTES = original
     expected = verify(str(path))
     problem = expected["first_problem"]
     assert result["verified"] is expected["ok"]
@@ -514,7 +395,7 @@ def test_runs_of_proven_lines_give_the_verdict_of_verify(tmp_path_factory, case,
     anchor = {"seq": len(events) // 2 + 1, "hash": hashes[len(events) // 2]} if anchored else None
     path = tmp_path_factory.mktemp("runs") / "history.jsonl"
     path.write_bytes(b"".join(lines))
-    chain = report.ChainVerifier(anchor)
+    chain = ChainVerifier(anchor)
     run, cuts = [], list(cuts)
 
     def push():
@@ -559,52 +440,41 @@ def test_parts_give_the_same_report_as_one_pass(hist, monkeypatch):
             hist.add("rollback")
         if number % 13 == 0:
             hist.add("deploy", "canary" if number % 2 else "stable")
-    whole = build_report(str(hist.path), workers=1)
+    whole = report(str(hist.path), workers=1)
     size = hist.path.stat().st_size
     for workers in (2, 3, 4):
         for part in (size // 5, size // 4 + 77, size // 3 + 555):
-            monkeypatch.setattr(report, "PART_BYTES", part)
-            assert build_report(str(hist.path), workers=workers) == whole, (workers, part)
+            monkeypatch.setattr(scan, "PART_BYTES", part)
+            assert report(str(hist.path), workers=workers) == whole, (workers, part)
 
 
 def test_a_worker_that_fails_at_once_has_its_part_read_here(hist, monkeypatch):
     lifecycle(hist)
-    whole = build_report(str(hist.path), workers=1)
+    whole = report(str(hist.path), workers=1)
 
     def failing(*_args):
         raise RuntimeError("no memory left")
-    monkeypatch.setattr(report, "PART_BYTES", 300)
-    monkeypatch.setattr(report, "_work", failing)  # in the forked workers too
-    assert build_report(str(hist.path), workers=3) == whole
+    monkeypatch.setattr(scan, "PART_BYTES", 300)
+    monkeypatch.setattr(scan, "_work", failing)  # in the forked workers too
+    assert report(str(hist.path), workers=3) == whole
 
 
 def test_a_worker_that_fails_midway_fails_the_report(hist, monkeypatch):
     lifecycle(hist)
 
     def failing_midway(_path, _start, _end, _anchor_seq, _limit, fd):
-        report._send(fd, ("items", [(0, b"{}\n", None)]))
+        scan._send(fd, ("items", [(0, b"{}\n", None)]))
         raise RuntimeError("no memory left")
-    monkeypatch.setattr(report, "PART_BYTES", 300)
-    monkeypatch.setattr(report, "_work", failing_midway)
+    monkeypatch.setattr(scan, "PART_BYTES", 300)
+    monkeypatch.setattr(scan, "_work", failing_midway)
     with pytest.raises(ReportError, match=r"^the process reading bytes \d+ to \d+ of the history "
                                           r"failed midway \(RuntimeError: no memory left\)"):
-        build_report(str(hist.path), workers=2)
+        report(str(hist.path), workers=2)
 
 
 # --------------------------------------------------------------------------------------------
 # The fast path proves exactly what the slow path accepts
 # --------------------------------------------------------------------------------------------
-
-
-def slow_verdict(line):
-    """What verify decides about one line's content: its record when the hash matches."""
-    record, error = parse_line(line.rstrip(b"\n"))
-    if error is not None:
-        return None
-    try:
-        return record if record_hash(record) == record["hash"] else None
-    except ValueError:
-        return None
 
 
 def rehashed(record, text):
@@ -777,202 +647,6 @@ def test_the_fast_path_never_proves_what_the_slow_path_refuses(details, mutation
     r"\A-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?\Z"))
 def test_numbers_the_pattern_accepts_are_what_json_dumps_writes(value):
     token = repr(value) if isinstance(value, float) else value
-    pattern = re.compile(report._OPT_NUM + rb"[,}\]]")
+    pattern = re.compile(proof._OPT_NUM + rb"[,}\]]")
     if pattern.fullmatch(token.encode() + b","):
         assert json.dumps(json.loads(token)) == token
-
-
-# --------------------------------------------------------------------------------------------
-# Markdown: escaping, tables, the chart
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", HOSTILE + ["", " ", "\\", "|", "`", "trailing\\", "\t tab",
-                                             "ctrl\x01\x7f", "a\r\nb", "&lt;", "**", "[x]"])
-def test_a_cell_shows_its_value_as_it_reads(value):
-    markdown = "\n".join(markdown_table(("value", "after"), [(value, "end")])) + "\n"
-    [rows] = tables(markdown)
-    assert len(rows) == 2 and all(len(row) == 2 for row in rows)
-    expected = value.replace("\r\n", "\n").replace("\x01", "\u2401").replace("\x7f", "\u2421")
-    assert rows[1] == [expected, "end"]
-
-
-def test_long_and_structured_values_are_cut_and_shown_as_json():
-    assert table_cell("x" * 500) == "x" * (report.CELL_LIMIT - 1) + "\u2026"
-    assert table_cell("<" * 500).count("&lt;") == report.CELL_LIMIT - 1  # cut before escaping
-    assert table_cell({"b": [1, None], "a": "|"}) == '{"a":"\\|","b":\\[1,null\\]}'
-    markdown = "\n".join(markdown_table(("v",), [({"b": [1, None], "a": "|"},)])) + "\n"
-    assert tables(markdown) == [[["v"], ['{"a":"|","b":[1,null]}']]]
-
-
-def test_every_table_of_a_hostile_report_keeps_its_columns(hist):
-    hostile_actor = {"user": "a|b `c`\n<i>", "awx_job_id": "1|2", "awx_job_template": "<t>"}
-    hist.add("deploy", details={"generation": 1}, actor=hostile_actor, stack="s|t`<x>")
-    for value in HOSTILE:
-        hist.add("promote_blocked", details={"target_mode": value, "policy": value,
-                                             "reasons": [value]}, actor=hostile_actor)
-        hist.add("lock_wait", details={"waited_seconds": 1, "broken_stale": value},
-                 actor=hostile_actor)
-        hist.scrape(chaos=value, canary=False, reasons=[value, value.upper()])
-    markdown = build_report(str(hist.path), stack="s|t`<x>")["markdown"]
-    found = tables(markdown)
-    assert len(found) == 9  # summary, events by type, timeline, modes, blocked, policy, chaos x2,
-    for rows in found:      # lock waits
-        assert all(len(row) == len(rows[0]) for row in rows), rows
-    blocked = table_rows_in(markdown, "Blocked operations")
-    assert [row[2] for row in blocked[1:]] == HOSTILE
-    assert [row[4] for row in blocked[1:]] == HOSTILE
-    assert {row[5] for row in blocked[1:]} == {"a|b `c`\n<i> (AWX job 1|2, template <t>)"}
-    failures = table_rows_in(markdown, "Policy failures seen by status scrapes")
-    assert sorted(row[1] for row in failures[1:]) == sorted(
-        "%s\n%s" % (value, value.upper()) for value in HOSTILE)
-    states, _transitions = tables(section(markdown, "Chaos"))
-    assert [row[:2] for row in states[1:]] == [[value, "1"] for value in HOSTILE]
-    stale = table_rows_in(markdown, "Lock waits")
-    assert [row[3] for row in stale[1:]] == HOSTILE
-    title = MARKDOWN.parse(markdown)[1]
-    assert cell_text(title) == "Audit report: stack s|t`<x> on web1"
-
-
-def test_scrapes_summed_inline_and_the_slow_way_share_buckets_and_chaos_state(hist):
-    """Plain scrapes are summed up inline; one the fast path cannot prove (a P99 in exponent
-    form) goes through record(). Both kinds in one chart bucket and one chaos period, with other
-    events between, add up as one."""
-    hist.scrape(1.0, 10.0, minutes=0)
-    hist.add("lock_wait", details={"waited_seconds": 1}, minutes=0)
-    hist.scrape(2.0, 20.0, minutes=0)
-    hist.scrape(3.0, 1e-05, chaos="error", canary=False, reasons=["slow"], minutes=0)
-    hist.scrape(4.0, 40.0, chaos="error", minutes=0)
-    hist.add("deploy", minutes=0)
-    hist.scrape(5.0, 50.0, minutes=0)
-    hist.scrape(6.0, 60.0, minutes=2)
-    lines = hist.path.read_bytes().splitlines(keepends=True)
-    inline = [LineProver().scrape(line) is not None for line in lines]
-    assert inline == [True, False, True, False, True, False, True, True]
-    result = build_report(str(hist.path))
-    assert result["verified"] and result["summary"]["status_scrapes"] == 6
-    assert result["summary"]["chaos_transitions"] == 2
-    assert result["summary"]["scrape_policy_failures"] == 1
-    chart = mermaid(result["markdown"])
-    assert chart[4:6] == ["    line [3, 6]", "    line [24, 60]"]  # (10+20+0.00001+40+50)/5
-    states, transitions = tables(section(result["markdown"], "Chaos"))
-    assert states[1][:2] == ["error", "2"]
-    assert [row[1:] for row in transitions[1:]] == [["none", "error"], ["error", "none"]]
-
-
-def test_the_chart_is_a_well_formed_mermaid_xychart(hist):
-    for number in range(200):  # 200 scrapes over 200 hours: more buckets than the chart keeps
-        hist.scrape(error_rate=number % 7, p99=None if number % 10 == 0 else 100.0 + number,
-                    minutes=60)
-    result = build_report(str(hist.path))
-    lines = mermaid(result["markdown"])
-    assert lines[0] == "xychart-beta"
-    assert re.fullmatch(r'    title "[^"\n]*"', lines[1])
-    labels = re.fullmatch(r"    x-axis \[(.*)\]", lines[2]).group(1)
-    labels = re.findall(r'"([^"]*)"', labels)
-    assert re.fullmatch(r'    y-axis "[^"]*"', lines[3])
-    series = [re.fullmatch(r"    line \[(.*)\]", line).group(1).split(", ") for line in lines[4:6]]
-    assert len(lines) == 6
-    assert 30 < len(labels) == result["chart_points"] <= report.CHART_POINTS
-    assert all(len(points) == len(labels) for points in series)
-    assert all(re.fullmatch(r"-?\d+(\.\d+)?", point) for points in series for point in points)
-    assert len(set(labels)) == len(labels)
-    errors = [float(point) for point in series[0]]
-    assert min(errors) >= 0 and max(errors) <= 6
-    assert "Mean per 4 h 16 min of the error rate" in result["markdown"]  # 2^8 minutes
-
-
-def test_chart_buckets_stay_bounded_and_merge_exactly():
-    whole, first, second = report._Chart(), report._Chart(), report._Chart()
-    start = 1.8e9
-    for number in range(20000):  # one every 26 minutes for a year
-        when = start + number * 1560.0
-        whole.add(when, number % 5, 100.0)
-        (first if number < 7000 else second).add(when, number % 5, 100.0)
-    assert len(whole.buckets) <= report.CHART_POINTS
-    assert sum(bucket[1] for bucket in whole.buckets.values()) == 20000
-    assert sum(bucket[0] for bucket in whole.buckets.values()) == sum(n % 5 for n in range(20000))
-    first.merge(second)
-    assert (first.width, first.buckets) == (whole.width, whole.buckets)
-
-
-def test_mermaid_labels_cannot_break_the_block():
-    assert mermaid_text('a "quoted"\nlabel]`') == "a _quoted_ label__"
-    assert '"' not in mermaid_text("\"" * 10) and "\n" not in mermaid_text("a\nb")
-
-
-# --------------------------------------------------------------------------------------------
-# Writing, and the module
-# --------------------------------------------------------------------------------------------
-
-
-def test_the_report_is_written_atomically_and_only_when_it_changes(tmp_path):
-    dest = tmp_path / "audit_report.md"
-    assert write_report(str(dest), "one\n", check_mode=True) is True
-    assert not dest.exists()
-    assert write_report(str(dest), "one\n") is True
-    assert dest.read_text() == "one\n" and stat.S_IMODE(dest.stat().st_mode) == 0o640
-    before = dest.stat().st_ino
-    assert write_report(str(dest), "one\n") is False
-    assert write_report(str(dest), "two\n", check_mode=True) is True
-    assert dest.read_text() == "one\n"
-    assert write_report(str(dest), "two\n") is True
-    assert dest.read_text() == "two\n" and dest.stat().st_ino != before
-    assert os.listdir(tmp_path) == ["audit_report.md"]
-
-
-def run_module(capsys, **args):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            module.main()
-    return info.value.code, json.loads(capsys.readouterr().out)
-
-
-def test_the_module_writes_nothing_in_check_mode_then_is_idempotent(hist, tmp_path, capsys):
-    lifecycle(hist)
-    dest = tmp_path / "audit_report.md"
-    args = {"path": str(hist.path), "dest": str(dest), "timeline_limit": 3}
-    code, result = run_module(capsys, _ansible_check_mode=True, **args)
-    assert (code, result["changed"], result["verified"]) == (0, True, True)
-    assert not dest.exists()
-    assert (result["events"], result["report"], result["chart_points"]) == (14, str(dest), 5)
-    assert result["summary"]["promotions"] == 3
-
-    code, result = run_module(capsys, **args)
-    assert (code, result["changed"]) == (0, True)
-    assert dest.read_text() == build_report(str(hist.path), timeline_limit=3)["markdown"]
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
-
-    code, result = run_module(capsys, **args)
-    assert (code, result["changed"]) == (0, False)
-    code, result = run_module(capsys, _ansible_check_mode=True, **args)
-    assert (code, result["changed"]) == (0, False)
-
-
-def test_the_module_reports_a_broken_chain_without_failing(hist, tmp_path, capsys):
-    lifecycle(hist)
-    lines = hist.lines()
-    del lines[3]
-    hist.path.write_text("".join(lines), encoding="utf-8")
-    code, result = run_module(capsys, path=str(hist.path), dest=str(tmp_path / "r.md"))
-    assert code == 0 and result["verified"] is False
-    assert result["problem"]["kind"] == "removed" and result["problem"]["line"] == 4
-
-
-@pytest.mark.parametrize("args, message", [
-    ({"path": "{tmp}/absent.jsonl"}, "no history at {tmp}/absent.jsonl: nothing has been recorded "
-                                     "for this stack on this host yet"),
-    ({"anchor": {"seq": 0, "hash": "abc"}}, "anchor: anchor must be {seq: positive integer, hash: "
-                                            "64 lower-case hex digits}"),
-    ({"dest": "{tmp}/missing/report.md"}, "cannot write the report {tmp}/missing/report.md: No "
-                                          "such file or directory; check that its directory"),
-])
-def test_the_module_fails_with_a_message_that_names_the_problem(hist, tmp_path, capsys, args,
-                                                                message):
-    hist.add("deploy")
-    full = {"path": str(hist.path), "dest": str(tmp_path / "r.md")}
-    full.update({key: value.replace("{tmp}", str(tmp_path)) if isinstance(value, str) else value
-                 for key, value in args.items()})
-    code, result = run_module(capsys, **full)
-    assert code == 1 and result["failed"] is True
-    assert result["msg"].startswith(message.replace("{tmp}", str(tmp_path)))

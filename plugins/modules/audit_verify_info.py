@@ -7,15 +7,18 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: audit_verify
+module: audit_verify_info
 short_description: Check the hash chain of a stack's history
 version_added: 0.1.0
 description:
   - Reads the history file written by M(swiftdeploy.stack.audit_event) on the managed host once,
-    line by line (constant memory, however long it is), and checks that every record's hash
-    matches its content and that each record chains to the one before it.
+    in bounded memory however long it is, and checks that every record's hash matches its
+    content and that each record chains to the one before it.
   - Reports the first line where the chain breaks and why, telling an edited line from
     removed, inserted or reordered lines and from a malformed one.
+  - Returns the same verdict as M(swiftdeploy.stack.audit_report_info), with the same keys; both
+    read the history the same way. A history of more than 32 MiB is read in parts by up to one
+    process per CPU (at most 4).
   - Lines cut from the end of the file leave a valid chain; give O(anchor), a C(seq) and C(hash)
     kept elsewhere, to detect that too.
   - A missing history is an empty, valid one.
@@ -57,42 +60,41 @@ attributes:
     platforms: posix
 notes:
   - See C(docs/audit-trail.md) in the collection for what can and cannot be detected.
+  - Renamed from C(audit_verify), whose result said C(ok) and C(first_problem) (C(problem),
+    C(message)) where this module says RV(verified) and RV(problem) (RV(problem.kind),
+    RV(problem.reason)).
 seealso:
   - module: swiftdeploy.stack.audit_event
+  - module: swiftdeploy.stack.audit_report_info
 """
 
 EXAMPLES = r"""
 - name: Check the history before trusting it
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
 
 - name: Check it against the hash printed by an earlier run
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     anchor:
       seq: 120
       hash: 0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b
 
 - name: Report without failing
-  swiftdeploy.stack.audit_verify:
+  swiftdeploy.stack.audit_verify_info:
     path: "{{ swiftdeploy_project_path }}/history.jsonl"
     fail_on_tamper: false
   register: swiftdeploy_history_check
 """
 
 RETURN = r"""
-ok:
+verified:
   description: Whether the whole chain holds (and contains O(anchor) when given).
   returned: always
   type: bool
   sample: false
-lines:
-  description: How many lines the file has.
-  returned: always
-  type: int
-  sample: 4000
-first_problem:
-  description: The first line where the chain breaks; null when RV(ok) is true.
+problem:
+  description: The first line where the chain breaks; null when RV(verified) is true.
   returned: always
   type: dict
   contains:
@@ -105,19 +107,29 @@ first_problem:
     event:
       description: The event that line carries; null when it cannot be read.
       type: str
-    problem:
+    kind:
       description: One of V(edited), V(removed), V(inserted), V(reordered), V(malformed),
         V(truncated) (only with O(anchor)).
       type: str
-    message:
+    reason:
       description: One sentence naming the line and what happened to it.
       type: str
   sample:
     line: 17
     seq: 17
     event: promote
-    problem: edited
-    message: "line 17 (seq 17, event promote): its hash does not match its content: the line was edited"
+    kind: edited
+    reason: "line 17 (seq 17, event promote): its hash does not match its content: the line was edited"
+events:
+  description: How many records the history holds (lines that are not records are left out).
+  returned: always
+  type: int
+  sample: 4000
+lines:
+  description: How many lines the file has.
+  returned: always
+  type: int
+  sample: 4000
 last_seq:
   description: The seq of the last record before any problem; 0 for an empty history.
   returned: always
@@ -132,10 +144,11 @@ last_hash:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import (
-    HistoryError,
-    verify,
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._audit_scan import (
+    ReportError,
+    verify_history,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError
 
 
 def main():
@@ -155,15 +168,15 @@ def main():
     )
     path = module.params["path"]
     try:
-        result = verify(path, anchor=module.params["anchor"])
+        verdict = verify_history(path, anchor=module.params["anchor"])
     except HistoryError as exc:
         module.fail_json(msg="anchor: %s" % exc)
-    except OSError as exc:
-        module.fail_json(msg="cannot read the history %s: %s." % (path, exc.strerror or exc))
-    if not result["ok"] and module.params["fail_on_tamper"]:
-        module.fail_json(msg="history %s is not intact: %s" % (path, result["first_problem"]["message"]),
-                         **result)
-    module.exit_json(changed=False, **result)
+    except ReportError as exc:
+        module.fail_json(msg="%s." % exc)
+    if not verdict["verified"] and module.params["fail_on_tamper"]:
+        module.fail_json(msg="history %s is not intact: %s" % (path, verdict["problem"]["reason"]),
+                         **verdict)
+    module.exit_json(changed=False, **verdict)
 
 
 if __name__ == "__main__":
