@@ -275,7 +275,7 @@ def append_event(path, record_fields, now=None):
             written = os.write(fd, data)
             if written != len(data):
                 raise HistoryError("only %d of %d bytes reached %s (is the disk full?); run "
-                                   "audit_verify: the line is torn." % (written, len(data), path))
+                                   "audit_verify_info: the line is torn." % (written, len(data), path))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -71,6 +71,14 @@ options:
     type: int
     default: 200
 attributes:
+  action:
+    description: Has a corresponding action plugin, so some or all of its work runs on the controller.
+    support: full
+    details:
+      - Without O(anchor), the action reads the anchor the controller kept for this stack and
+        inventory host (C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.json), or the
+        C(swiftdeploy_history_anchors) variable) and checks the history against it; a missing
+        history that the anchor says existed fails, naming the seq and hash it should end at.
   platform:
     support: full
     platforms: posix
@@ -115,6 +123,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+controller_anchor:
+  description:
+    - The anchor the controller kept for this history and checked it against (by the action, when
+      O(anchor) was not given); C(regressed) when a run saw the history go backwards.
+  returned: when the controller has an anchor for the history
+  type: dict
+  sample: {seq: 12, hash: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"}
 verified:
   description: Whether the whole chain holds (and contains O(anchor) when given).
   returned: always
