@@ -79,22 +79,22 @@ options:
   host:
     description:
       - Once the lock is held, also measure the host and ask it what the gates need, in the same
-        round trip, exactly as M(swiftdeploy.stack.host_resources) does with the same options;
+        round trip, exactly as M(swiftdeploy.stack.host_resources_info) does with the same options;
         the result is in RV(host). Saves a deploy or a promotion one round trip.
       - Only used with O(state=acquired). When the measurement fails, the lock is released and
         the task fails.
     type: dict
     suboptions:
       path:
-        description: As O(swiftdeploy.stack.host_resources#module:path); empty means the Docker data root.
+        description: As O(swiftdeploy.stack.host_resources_info#module:path); empty means the Docker data root.
         type: path
       images:
-        description: As O(swiftdeploy.stack.host_resources#module:images).
+        description: As O(swiftdeploy.stack.host_resources_info#module:images).
         type: list
         elements: str
         default: []
       health_urls:
-        description: As O(swiftdeploy.stack.host_resources#module:health_urls).
+        description: As O(swiftdeploy.stack.host_resources_info#module:health_urls).
         type: list
         elements: str
         default: []
@@ -134,7 +134,7 @@ notes:
   - To clear the lock of a run that is certainly dead, remove the file named in the message.
   - See C(docs/audit-trail.md) in the collection for the lock file's format.
 seealso:
-  - module: swiftdeploy.stack.host_resources
+  - module: swiftdeploy.stack.host_resources_info
 """
 
 EXAMPLES = r"""
@@ -216,7 +216,7 @@ files:
       content: '{"mode": "stable", "stable": "blue"}'
 host:
   description:
-    - What M(swiftdeploy.stack.host_resources) returns for O(host) (C(resources),
+    - What M(swiftdeploy.stack.host_resources_info) returns for O(host) (C(resources),
       C(images_missing) and C(health)), measured while the lock is held.
     - With O(host.metrics_urls), also C(metrics), one entry per URL - C(window), C(window_source)
       and C(message) as M(swiftdeploy.stack.metrics_scrape) returns them, or C(error) for a slot

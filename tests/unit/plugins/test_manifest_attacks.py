@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible.playbook.task import Task
 
-from ansible_collections.swiftdeploy.stack.plugins.action.manifest import (
+from ansible_collections.swiftdeploy.stack.plugins.action.manifest_info import (
     MAX_MANIFEST_BYTES,
     ActionModule,
     load_manifest,

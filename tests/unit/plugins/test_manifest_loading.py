@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.swiftdeploy.stack.plugins.action.manifest import load_manifest
+from ansible_collections.swiftdeploy.stack.plugins.action.manifest_info import load_manifest
 
 SEED_TEXT = """\
 services: {image: swift-deploy-1-node:latest, port: 3000, mode: stable, version: "1.0.0",

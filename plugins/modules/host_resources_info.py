@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: host_resources
+module: host_resources_info
 short_description: Measure the host figures the infrastructure policy checks
 version_added: 0.1.0
 description:
@@ -49,7 +49,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Measure the Docker data root's filesystem, load and memory, and look for two images
-  swiftdeploy.stack.host_resources:
+  swiftdeploy.stack.host_resources_info:
     images: [nginx:latest, swift-deploy-1-node:latest]
   register: swiftdeploy_host
 """

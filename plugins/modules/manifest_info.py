@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: manifest
+module: manifest_info
 short_description: Load and validate a SwiftDeploy manifest
 version_added: 0.1.0
 description:
@@ -47,12 +47,12 @@ notes:
 
 EXAMPLES = r"""
 - name: Load the manifest
-  swiftdeploy.stack.manifest:
+  swiftdeploy.stack.manifest_info:
     path: manifest.yml
   register: swiftdeploy_loaded
 
 - name: Choose the embedded policy engine regardless of the file
-  swiftdeploy.stack.manifest:
+  swiftdeploy.stack.manifest_info:
     path: manifest.yml
     overrides:
       opa:

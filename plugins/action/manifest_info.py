@@ -2,7 +2,7 @@
 # Copyright: SwiftDeploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Action for swiftdeploy.stack.manifest: the manifest lives on the controller, so it is read,
+"""Action for swiftdeploy.stack.manifest_info: the manifest lives on the controller, so it is read,
 parsed and validated here rather than on the managed host."""
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
-            raise AnsibleActionFail("swiftdeploy.stack.manifest: %s" % "; ".join(validation.error_messages))
+            raise AnsibleActionFail("swiftdeploy.stack.manifest_info: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
         path = os.path.abspath(os.path.expanduser(args["path"]))
         manifest, problem = load_manifest(path, args["overrides"])
