@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MAX_BYTES = 2 * 1024 * 1024
 STACK, PORT, ADMIN_PORT = "sdgalaxy", 17480, 17482
 # What must never ship: local environments, caches, test output, reports, other artifacts.
-EXCLUDED = (".venv/", ".collections/", ".git/", ".pytest_cache/", ".hypothesis/", ".ansible/", ".ci/",
-            "tests/output/", "reports/", "context/")
+EXCLUDED = (".venv/", ".venv-min/", ".collections/", ".git/", ".pytest_cache/", ".hypothesis/", ".ansible/", ".ci/",
+            "tests/output/", "reports/", "context/", "changelogs/.plugin-cache.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_artifact_is_small(artifact):
 
 def test_artifact_holds_the_collection(members, repo_root):
     names = set(members)
-    assert {"MANIFEST.json", "FILES.json", "meta/runtime.yml", "README.md", "LICENSE",
+    assert {"MANIFEST.json", "FILES.json", "meta/runtime.yml", "README.md", "LICENSE", "CHANGELOG.rst",
             "changelogs/changelog.yaml", "manifest.yml"} <= names
     for playbook in (repo_root / "playbooks").glob("*.yml"):
         assert "playbooks/%s" % playbook.name in names, playbook.name
