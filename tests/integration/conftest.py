@@ -2,6 +2,7 @@
 
 Fixtures (none is autouse):
   repo_root        the checkout (the collection root), a pathlib.Path
+  venv             the virtualenv the playbooks run from (.venv, or SWIFTDEPLOY_VENV's)
   ansible_env      the environment for ansible-playbook: the venv's PATH, ANSIBLE_CONFIG and
                    ANSIBLE_COLLECTIONS_PATH of this checkout, colour off. The venv is .venv, or
                    the one SWIFTDEPLOY_VENV names (scripts/test-min.sh: the oldest ansible-core)
@@ -56,6 +57,12 @@ def repo_root() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def example_manifest() -> pathlib.Path:
     return EXAMPLE_MANIFEST
+
+
+@pytest.fixture(scope="session")
+def venv() -> pathlib.Path:
+    """The virtualenv the playbooks run from: .venv, or SWIFTDEPLOY_VENV's."""
+    return VENV
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,10 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import VENV  # tests/integration/conftest.py
-
 
 @pytest.fixture(scope="module")
-def changelog_tool(repo_root, ansible_env):
-    tool = VENV / "bin" / "antsibull-changelog"
+def changelog_tool(repo_root, ansible_env, venv):
+    tool = venv / "bin" / "antsibull-changelog"
     assert tool.exists(), "%s is missing: requirements-dev.txt installs it (make setup)" % tool
 
     def run(*args):
