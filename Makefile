@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule bench-app bench-deploy bench-promote bench-audit bench-analysis clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-audit bench-analysis clean
 
 setup:
 	bash scripts/setup.sh
@@ -39,6 +39,10 @@ sanity: setup
 
 molecule: setup
 	cd $(CURDIR) && molecule test -s default
+
+# Sanity, unit tests and one lifecycle under the oldest ansible-core meta/runtime.yml allows.
+test-min: setup
+	bash scripts/test-min.sh
 
 bench-app: setup
 	python scripts/bench_app.py

@@ -14,7 +14,8 @@
 #   scripts/sanity.sh [ANSIBLE-TEST SANITY OPTIONS...]   e.g. --test validate-modules
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=$root/.venv
+# SWIFTDEPLOY_VENV: another virtualenv's ansible-test (scripts/test-min.sh: the oldest ansible-core).
+venv=${SWIFTDEPLOY_VENV:-$root/.venv}
 export PATH=$venv/bin:$PATH
 export ANSIBLE_COLLECTIONS_PATH=$root/.collections
 # ansible.cfg points at the repository's inventory and collections; the sanity tests must see

@@ -110,6 +110,10 @@ def parse_samples_fallback(text):
         try:
             if line.startswith("#"):
                 parts = line.split(None, 3)
+                # prometheus_client splits a comment on whitespace outside quotes: with a quote
+                # in its first fields it may read HELP or TYPE where this split sees neither.
+                if any('"' in part for part in parts[:3]):
+                    raise MetricsError("a comment with a quote in its first three fields")
                 if len(parts) < 2 or (len(parts) > 2 and parts[1] not in ("HELP", "TYPE")):
                     continue
                 name = parts[2] if len(parts) > 2 else ""

@@ -2,8 +2,10 @@
 
 Fixtures (none is autouse):
   repo_root        the checkout (the collection root), a pathlib.Path
+  venv             the virtualenv the playbooks run from (.venv, or SWIFTDEPLOY_VENV's)
   ansible_env      the environment for ansible-playbook: the venv's PATH, ANSIBLE_CONFIG and
-                   ANSIBLE_COLLECTIONS_PATH of this checkout, colour off
+                   ANSIBLE_COLLECTIONS_PATH of this checkout, colour off. The venv is .venv, or
+                   the one SWIFTDEPLOY_VENV names (scripts/test-min.sh: the oldest ansible-core)
   run_playbook     run_playbook(playbook, *args, inventory=None, check=False, diff=None,
                    timeout=600) -> PlaybookRun(rc, stdout, stderr); unpacks as a 3-tuple
   parse_recap      parse_recap(stdout) -> {host: {"ok": n, "changed": n, ...}} from PLAY RECAP
@@ -38,6 +40,7 @@ import yaml
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_MANIFEST = REPO_ROOT / "manifest.yml"
 SSHD = pathlib.Path("/usr/sbin/sshd")
+VENV = pathlib.Path(os.environ.get("SWIFTDEPLOY_VENV") or REPO_ROOT / ".venv").absolute()
 DELETE = object()
 
 
@@ -57,9 +60,15 @@ def example_manifest() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def venv() -> pathlib.Path:
+    """The virtualenv the playbooks run from: .venv, or SWIFTDEPLOY_VENV's."""
+    return VENV
+
+
+@pytest.fixture(scope="session")
 def ansible_env() -> dict[str, str]:
     env = dict(os.environ)
-    venv_bin = REPO_ROOT / ".venv" / "bin"
+    venv_bin = VENV / "bin"
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
     env["ANSIBLE_COLLECTIONS_PATH"] = str(REPO_ROOT / ".collections")
@@ -372,5 +381,5 @@ def ssh_host(tmp_path_factory):
 
 
 def _venv_python() -> str:
-    python = REPO_ROOT / ".venv" / "bin" / "python"
+    python = VENV / "bin" / "python"
     return str(python) if python.exists() else sys.executable

@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MAX_BYTES = 2 * 1024 * 1024
 STACK, PORT, ADMIN_PORT = "sdgalaxy", 17480, 17482
 # What must never ship: local environments, caches, test output, reports, other artifacts.
-EXCLUDED = (".venv/", ".collections/", ".git/", ".pytest_cache/", ".hypothesis/", ".ansible/", ".ci/",
-            "tests/output/", "reports/", "context/")
+EXCLUDED = (".venv/", ".venv-min/", ".collections/", ".git/", ".pytest_cache/", ".hypothesis/", ".ansible/", ".ci/",
+            "tests/output/", "reports/", "context/", "changelogs/.plugin-cache.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_artifact_is_small(artifact):
 
 def test_artifact_holds_the_collection(members, repo_root):
     names = set(members)
-    assert {"MANIFEST.json", "FILES.json", "meta/runtime.yml", "README.md", "manifest.yml"} <= names
+    assert {"MANIFEST.json", "FILES.json", "meta/runtime.yml", "README.md", "LICENSE", "CHANGELOG.rst",
+            "changelogs/changelog.yaml", "manifest.yml"} <= names
     for playbook in (repo_root / "playbooks").glob("*.yml"):
         assert "playbooks/%s" % playbook.name in names, playbook.name
     for folder in ("plugins/modules", "plugins/action", "plugins/module_utils", "plugins/filter", "policies",
@@ -80,8 +81,19 @@ def test_artifact_leaves_out_local_state(members):
 def test_manifest_json_is_galaxy_yml(artifact, galaxy):
     with tarfile.open(artifact) as tar:
         info = json.load(tar.extractfile("MANIFEST.json"))["collection_info"]
-    for key in ("namespace", "name", "version", "dependencies", "license", "repository"):
+    for key in ("namespace", "name", "version", "dependencies", "license"):
         assert info[key] == galaxy[key], key
+    # Addresses the project does not have yet are left out, never filled with a placeholder.
+    for key in ("repository", "documentation", "homepage", "issues"):
+        assert info[key] == galaxy.get(key), key
+        assert "example." not in str(info[key]), (key, info[key])
+
+
+def test_license_file_is_the_licence_galaxy_yml_names(galaxy, members, artifact):
+    assert galaxy["license"] == ["GPL-3.0-or-later"]
+    with tarfile.open(artifact) as tar:
+        text = tar.extractfile(members["LICENSE"]).read().decode()
+    assert text.lstrip().startswith("GNU GENERAL PUBLIC LICENSE") and "Version 3, 29 June 2007" in text
 
 
 def test_files_json_checksums_match_the_content(artifact):
