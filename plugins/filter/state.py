@@ -38,7 +38,7 @@ def live_state(text, image, version, mode="stable", where="state.json"):
 
 
 def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable"):
-    """The state `event` leads to from `state` (validated first); None when a deploy is refused
+    """The state `event` leads to from `state` (validated first); {} when a deploy is refused
     because a canary runs."""
     if event not in TRANSITIONS:
         raise AnsibleFilterError("state_transition: event %r is not one of %s" % (event, ", ".join(TRANSITIONS)))

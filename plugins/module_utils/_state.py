@@ -150,18 +150,19 @@ def idle_slot(state):
 
 
 def deploy_target(state, found, image, version, mode="stable"):
-    """(the state a deploy of image/version wants, or None when a canary blocks it).
+    """The state a deploy of image/version wants, or {} when a canary blocks it.
 
     A first deploy gets the initial state; a live stack keeps its state unless the release
     differs, which goes to the idle slot (blue/green) in the live mode and replaces the old
-    slot once healthy. While a canary runs, a new stable release is refused (None)."""
+    slot once healthy. While a canary runs, a new stable release is refused: {} (not None, which
+    ansible-core 2.16 would turn into the string "None" in a template)."""
     if not found:
         return initial_state(image, version, mode)
     current = state["slots"][state["stable"]]
     if current["image"] == image and current["version"] == version:
         return dict(state)
     if state["canary"] is not None:
-        return None
+        return {}
     idle = idle_slot(state)
     return dict(state, stable=idle, canary=None, weight=0, mode="stable",
                 slots={idle: release_spec(image, version, current["mode"])})

@@ -128,7 +128,7 @@ def test_no_file_is_no_state():
     (variant(STABLE, mode="canary", slots__blue__mode="canary"), True, ("app:1.1.0", "1.1.0", "stable"),
      variant(STABLE, stable="green", slots={"green": dict(NEXT, mode="canary")})),
     (CANARY, True, ("app:1.0.0", "1.0.0", "stable"), CANARY),
-    (CANARY, True, ("app:1.2.0", "1.2.0", "stable"), None),
+    (CANARY, True, ("app:1.2.0", "1.2.0", "stable"), {}),
 ])
 def test_deploy(state, found, release, wanted):
     assert deploy_target(state, found, *release) == wanted
