@@ -22,6 +22,13 @@ options:
       - When omitted, or without C(user), C(user) is the login name the module runs as on the
         managed host.
     type: dict
+  history_key:
+    description:
+      - The history key, held on the controller (Ansible Vault, an AWX credential). With it every
+        event gets C(mac), the HMAC-SHA256 of its hash under the key, so lines rewritten and
+        re-hashed by someone without the key fail the audit (given the same key).
+      - Never logged, never written to the host.
+    type: str
   release_lock:
     description:
       - After the events are written and synced, release the stack lock this run holds, as

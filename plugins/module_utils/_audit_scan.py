@@ -54,6 +54,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._audit_view impo
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import (
     ChainVerifier,
     verify,
+    verify_macs,
 )
 
 PART_BYTES = 16 * 1024 * 1024   # a history is read in parallel parts of at least this size
@@ -411,7 +412,7 @@ def read_history(path, anchor=None, timeline_limit=TIMELINE_LIMIT, workers=None)
     return chain.result(), digest
 
 
-def build_report(path, anchor=None, timeline_limit=TIMELINE_LIMIT, stack=None, host=None,
+def build_report(path, anchor=None, timeline_limit=TIMELINE_LIMIT, stack=None, host=None, key=None,
                  workers=None):
     """Read the history at path once and return the report's data: the verdict (as
     chain_verdict), "summary" and one entry per section of the report (see _audit_view).
@@ -425,19 +426,31 @@ def build_report(path, anchor=None, timeline_limit=TIMELINE_LIMIT, stack=None, h
     except FileNotFoundError:
         raise ReportError("no history at %s: nothing has been recorded for this stack on this "
                           "host yet" % path)
-    data = chain_verdict(result, digest.events)
+    data = with_macs(chain_verdict(result, digest.events), path, key)
     data.update(report_data(path, data, digest, stack, host, anchor))
     return data
 
 
-def verify_history(path, anchor=None, workers=None):
+def with_macs(verdict, path, key):
+    """The verdict, failed at the first record without a valid MAC when the history is keyed
+    (a second pass, only with a key: keyed lines never take the fast way)."""
+    if not key or not verdict["verified"]:
+        return verdict
+    found = verify_macs(path, key)
+    if found is None:
+        return verdict
+    return dict(verdict, verified=False, problem={"line": found["line"], "seq": found["seq"], "event": found["event"],
+                                                  "kind": found["problem"], "reason": found["message"]})
+
+
+def verify_history(path, anchor=None, workers=None, key=None):
     """Check the chain of the history at path as build_report does and return the verdict
     (chain_verdict); a missing history is an empty, valid one, as for _history.verify."""
     try:
         result, digest = read_history(path, anchor, 0, workers)
     except FileNotFoundError:
         return chain_verdict(verify(path, anchor), 0)
-    return chain_verdict(result, digest.events)
+    return with_macs(chain_verdict(result, digest.events), path, key)
 
 
 def _read_parts(path, handle, ranges, chain, digest, timeline_limit):

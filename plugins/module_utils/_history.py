@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -67,9 +68,15 @@ def canonical_json(record):
 
 
 def record_hash(record):
-    """SHA-256 hex of the record's canonical JSON, `hash` excluded."""
-    body = {key: value for key, value in record.items() if key != "hash"}
+    """SHA-256 hex of the record's canonical JSON, `hash` and `mac` excluded."""
+    body = {key: value for key, value in record.items() if key not in ("hash", "mac")}
     return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def record_mac(key, hash_):
+    """The keyed MAC of a record: HMAC-SHA256 of its hash under the history key. Whoever rewrites
+    and re-hashes lines without the key cannot give them valid MACs."""
+    return hmac.new(key.encode("utf-8"), hash_.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def serialize(record):
@@ -85,7 +92,7 @@ def _optional_str(fields, name):
     return value
 
 
-def build_record(fields, seq, prev, now=None):
+def build_record(fields, seq, prev, now=None, key=None):
     """Return the complete record (with `hash`) for caller fields at position seq after prev.
 
     The record goes through a JSON round trip before hashing, so what verify later parses
@@ -132,6 +139,8 @@ def build_record(fields, seq, prev, now=None):
         raise HistoryError("the record cannot be stored as JSON (%s); keep details to strings, "
                            "numbers, booleans, null, lists and dicts." % exc)
     record["hash"] = record_hash(record)
+    if key:
+        record["mac"] = record_mac(key, record["hash"])
     return record
 
 
@@ -163,8 +172,8 @@ def _shape_problem(record):
         return "its seq %r is not a positive integer" % (seq,)
     if not isinstance(record["event"], str) or not EVENT_RE.match(record["event"]):
         return "its event %r is not an event name" % (record["event"],)
-    for name in ("prev", "hash"):
-        if not isinstance(record[name], str) or not HASH_RE.match(record[name]):
+    for name in ("prev", "hash", "mac"):
+        if name in record and (not isinstance(record[name], str) or not HASH_RE.match(record[name])):
             return "its %s %r is not 64 lower-case hex digits" % (name, record[name])
     for name in ("timestamp", "host"):
         if not isinstance(record[name], str):
@@ -249,7 +258,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def append_event(path, record_fields, now=None):
+def append_event(path, record_fields, now=None, key=None):
     """Append one event to the history at path and return the record written.
 
     record_fields holds event, host, actor and optionally stack, mode, version and details;
@@ -269,7 +278,7 @@ def append_event(path, record_fields, now=None):
             if created:
                 os.fchmod(fd, HISTORY_MODE)  # the umask must not decide who reads the history
             seq, prev, torn = _tail(fd, path)
-            record = build_record(record_fields, seq + 1, prev, now)
+            record = build_record(record_fields, seq + 1, prev, now, key)
             # A torn line is closed first, so it stays one malformed line and ours stays whole.
             data = (b"\n" if torn else b"") + serialize(record)
             written = os.write(fd, data)
@@ -286,7 +295,7 @@ def append_event(path, record_fields, now=None):
         os.close(lock_fd)  # closing releases the flock
 
 
-def preview_event(path, record_fields, now=None):
+def preview_event(path, record_fields, now=None, key=None):
     """Return the record append_event would write now, writing nothing (for check mode).
 
     Takes the writers' lock shared when its file exists, never creating it.
@@ -301,12 +310,12 @@ def preview_event(path, record_fields, now=None):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return build_record(record_fields, 1, GENESIS, now)
+            return build_record(record_fields, 1, GENESIS, now, key)
         try:
             seq, prev, _torn = _tail(fd, path)
         finally:
             os.close(fd)
-        return build_record(record_fields, seq + 1, prev, now)
+        return build_record(record_fields, seq + 1, prev, now, key)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
@@ -317,18 +326,18 @@ def preview_event(path, record_fields, now=None):
 # --------------------------------------------------------------------------------------------
 
 
-def record_event(path, record_fields, check_mode=False):
+def record_event(path, record_fields, check_mode=False, key=None):
     """Append one event (in check mode: preview it) for a module, creating the history's
     directory (mode 0750) when missing. Raises HistoryError with a message that names the file
     and what to do, whatever went wrong."""
     try:
         if check_mode:
-            return preview_event(path, record_fields)
+            return preview_event(path, record_fields, key=key)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o750, exist_ok=True)
             os.chmod(directory, 0o750)
-        return append_event(path, record_fields)
+        return append_event(path, record_fields, key=key)
     except HistoryError as exc:
         raise HistoryError("history %s: %s" % (path, exc))
     except OSError as exc:
@@ -702,3 +711,31 @@ def verify(path, anchor=None):
             else:
                 chain.add(raw)
     return chain.result()
+
+
+def verify_macs(path, key, size=None):
+    """The first record of the history (up to `size` bytes) without a valid MAC under `key`, as
+    a problem in verify's form, or None. With a history key every record must carry one: a line
+    rewritten and re-hashed by someone without the key cannot. Lines that are not records are
+    the chain's to report, not this check's."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        read = 0
+        for number, raw in enumerate(handle, 1):
+            read += len(raw)
+            if size is not None and read > size:
+                break
+            line = _Line(number, raw)
+            if line.error is not None:
+                continue
+            mac = line.record.get("mac")
+            if mac is None:
+                return _problem(line, "edited", "it has no mac although the history is keyed: the line was "
+                                                "written or rewritten without the history key")
+            if not hmac.compare_digest(mac, record_mac(key, line.record["hash"])):
+                return _problem(line, "edited", "its mac does not match its hash under the history key: the "
+                                                "line was rewritten by someone without the key")
+    return None

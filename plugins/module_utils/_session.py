@@ -80,6 +80,7 @@ def session_argument_spec():
     """The options every recording module shares (documented in swiftdeploy.stack.session)."""
     return {
         "actor": {"type": "dict"},
+        "history_key": {"type": "str", "no_log": True},
         "release_lock": {"type": "dict", "options": {
             "path": {"type": "path", "required": True},
             # Not a credential: it only stops one run from releasing another's lock.
@@ -92,8 +93,9 @@ class Session(object):
     """Record events in one history as one actor, then give one lock back."""
 
     def __init__(self, history_path, actor=None, release_lock=None, check_mode=False, stack=None, version=None,
-                 mode=None):
+                 mode=None, history_key=None):
         self.history_path = history_path
+        self.history_key = history_key or None
         self.actor = actor_of(actor)
         self.release_lock = release_lock
         self.check = check_mode
@@ -108,7 +110,7 @@ class Session(object):
             record_fields["mode"] = mode
         record_fields.update((key, value) for key, value in fields.items() if value is not None)
         try:
-            record = record_event(self.history_path, record_fields, self.check)
+            record = record_event(self.history_path, record_fields, self.check, key=self.history_key)
         except HistoryError as exc:
             raise SessionError(str(exc))
         self.records.append(record)

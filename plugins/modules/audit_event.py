@@ -169,7 +169,8 @@ def main():
     module = AnsibleModule(argument_spec=dict(ARGUMENT_SPEC, **session_argument_spec()), supports_check_mode=True)
     params = module.params
     session = Session(params["path"], params["actor"], params["release_lock"], module.check_mode,
-                      stack=params["stack"], version=params["version"], mode=params["mode"])
+                      stack=params["stack"], version=params["version"], mode=params["mode"],
+                      history_key=params["history_key"])
     try:
         session.check_lock()
         record = session.record(params["event"], params["details"], host=params["host"])

@@ -70,6 +70,15 @@ options:
         says how many there are in all.
     type: int
     default: 200
+  history_key:
+    description:
+      - The history key the events were recorded with (M(swiftdeploy.stack.audit_event)'s
+        O(swiftdeploy.stack.audit_event#module:history_key)). With it, every record must carry a
+        C(mac) that matches its hash under the key; the first one that does not is the problem
+        (kind V(edited)). Lines rewritten and re-hashed without the key are found even where no
+        anchor is kept.
+      - Never logged. A keyed history is read the general way, a little slower than an unkeyed one.
+    type: str
 attributes:
   action:
     description: Has a corresponding action plugin, so some or all of its work runs on the controller.
@@ -654,6 +663,7 @@ def main():
             "stack": {"type": "str"},
             "host": {"type": "str"},
             "timeline_limit": {"type": "int", "default": 200},
+            "history_key": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -661,7 +671,7 @@ def main():
     try:
         result = build_report(params["path"], anchor=params["anchor"],
                               timeline_limit=params["timeline_limit"], stack=params["stack"],
-                              host=params["host"])
+                              host=params["host"], key=params["history_key"])
     except HistoryError as exc:
         module.fail_json(msg="anchor: %s" % exc)
     except ReportError as exc:

@@ -54,6 +54,15 @@ options:
         description: The anchored record's hash.
         type: str
         required: true
+  history_key:
+    description:
+      - The history key the events were recorded with (M(swiftdeploy.stack.audit_event)'s
+        O(swiftdeploy.stack.audit_event#module:history_key)). With it, every record must carry a
+        C(mac) that matches its hash under the key; the first one that does not is the problem
+        (kind V(edited)). Lines rewritten and re-hashed without the key are found even where no
+        anchor is kept.
+      - Never logged. A keyed history is read the general way, a little slower than an unkeyed one.
+    type: str
 attributes:
   platform:
     support: full
@@ -156,6 +165,7 @@ def main():
         argument_spec={
             "path": {"type": "path", "required": True},
             "fail_on_tamper": {"type": "bool", "default": True},
+            "history_key": {"type": "str", "no_log": True},
             "anchor": {
                 "type": "dict",
                 "options": {
@@ -168,7 +178,7 @@ def main():
     )
     path = module.params["path"]
     try:
-        verdict = verify_history(path, anchor=module.params["anchor"])
+        verdict = verify_history(path, anchor=module.params["anchor"], key=module.params["history_key"])
     except HistoryError as exc:
         module.fail_json(msg="anchor: %s" % exc)
     except ReportError as exc:

@@ -535,7 +535,8 @@ def main():
         module.fail_json(msg=str(exc))
     history = params["history"] or {}
     session = Session(history.get("path"), params["actor"], params["release_lock"], module.check_mode,
-                      stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"))
+                      stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"),
+                      history_key=params["history_key"])
     log = ActionLog()
     project = os.path.abspath(params["project_path"])
     converger = None

@@ -60,6 +60,12 @@ options:
         C(user) defaults to the remote user; C(playbook), C(awx_job_id) and C(awx_job_template)
         are kept when present.
     type: dict
+  history_key:
+    description:
+      - The history key, held on the controller; the teardown event gets its C(mac) as
+        M(swiftdeploy.stack.audit_event) gives it with O(swiftdeploy.stack.audit_event#module:history_key).
+      - Never logged, never written to the host.
+    type: str
   lock_wait:
     description: Seconds to wait for another run's lock before failing; V(0) fails at once.
     type: int
@@ -233,7 +239,8 @@ class Teardown:
         self.check = module.check_mode
         history = self.params["history"] or {}
         self.session = Session(self.layout.history, self.params["actor"], check_mode=self.check,
-                               stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"))
+                               stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"),
+                               history_key=self.params["history_key"])
         self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
                        "broken_stale": None}
 
@@ -327,7 +334,7 @@ def main():
             "details": {"type": "dict", "default": {}},
         }},
     }
-    argument_spec.update(actor=session_argument_spec()["actor"])
+    argument_spec.update((name, spec) for name, spec in session_argument_spec().items() if name != "release_lock")
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     if params["timeout"] < 0:

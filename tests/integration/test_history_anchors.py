@@ -107,3 +107,56 @@ def test_a_history_that_restarts_keeps_the_anchor_and_fails_the_audit(recorded, 
     run = audit()
     assert run.rc != 0, run.describe()
     assert "the anchor says seq 3 has hash" in run.stdout, run.describe()
+
+
+KEYED = """\
+- name: Record events with the history key
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Record
+      swiftdeploy.stack.audit_event:
+        path: "{{ history }}"
+        event: "{{ item }}"
+        stack: sdanchor
+        actor: {user: tester}
+        history_key: "{{ swiftdeploy_history_key }}"
+      loop: [deploy, promote, rollback]
+"""
+SECRET = "s3cr3t-history-key-never-in-a-log"
+
+
+def test_with_the_history_key_lines_rewritten_without_it_are_found_even_without_an_anchor(
+        tmp_path, write_manifest, run_playbook):
+    project = tmp_path / "project"
+    project.mkdir()
+    history = project / "history.jsonl"
+    manifest = write_manifest(tmp_path / "manifest.yml", {"stack": "sdanchor"})
+    playbook = tmp_path / "keyed.yml"
+    playbook.write_text(KEYED)
+    recorded = run_playbook(str(playbook), "-vvv", "-e", "history=%s" % history, "-e",
+                            "swiftdeploy_anchor_dir=%s" % (tmp_path / "anchors"), "-e", "swiftdeploy_history_key=%s" % SECRET)
+    assert recorded.rc == 0, recorded.describe()
+    assert SECRET not in recorded.output and SECRET not in history.read_text()
+    assert all("mac" in json.loads(line) for line in history.read_text().splitlines())
+
+    records, prev, out = [json.loads(line) for line in history.read_text().splitlines()], GENESIS, b""
+    for record in records:
+        record["details"] = {"reason": "nothing happened"}
+        record.pop("mac")
+        record["prev"] = prev
+        record["hash"] = prev = record_hash(record)
+        out += serialize(record)
+    history.write_bytes(out)
+
+    def audit(*extra):
+        return run_playbook("audit", "-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s"
+                            % project, "-e", "swiftdeploy_anchor_dir=%s" % (tmp_path / "no-anchors"),
+                            "-e", "report_dir=%s" % (tmp_path / "reports"), *extra)
+    unkeyed = audit()
+    assert unkeyed.rc == 0, "without the key or an anchor, a re-hashed history verifies: " + unkeyed.describe()
+    keyed = audit("-e", "swiftdeploy_history_key=%s" % SECRET)
+    assert keyed.rc != 0, keyed.describe()
+    assert "edited: line 1 (seq 1, event deploy): it has no mac although the history is keyed" in keyed.stdout
+    assert SECRET not in keyed.output

@@ -19,8 +19,10 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import 
     iter_events,
     preview_event,
     record_hash,
+    record_mac,
     serialize,
     verify,
+    verify_macs,
 )
 
 T0 = datetime.datetime(2026, 5, 5, 20, 34, 51, 123456, tzinfo=datetime.timezone.utc)
@@ -589,3 +591,56 @@ def test_record_event_makes_the_directory_previews_in_check_mode_and_names_the_f
         history.record_event(str(tmp_path / "afile" / "history.jsonl"), fields)
     assert str(caught.value).startswith("cannot append to the history %s: " % (tmp_path / "afile" / "history.jsonl"))
     assert str(caught.value).endswith("check that the directory is writable by the remote user")
+
+
+# --------------------------------------------------------------------------------------------
+# The history key: a MAC per record that only the key's holder can make
+# --------------------------------------------------------------------------------------------
+
+KEY = "controller-only-secret"
+
+
+def _keyed(tmp_path, count=3, key=KEY):
+    path = tmp_path / "keyed.jsonl"
+    for number in range(count):
+        append_event(str(path), {"event": "deploy", "host": "web1", "actor": {"user": "ci"}, "details": {"n": number}},
+               key=key)
+    return path
+
+
+def test_a_keyed_record_carries_the_mac_of_its_hash_and_still_chains(tmp_path):
+    path = _keyed(tmp_path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(record["mac"] == record_mac(KEY, record["hash"]) for record in records)
+    assert KEY not in path.read_text()
+    assert verify(str(path))["ok"] is True  # the chain holds without the key
+    assert verify_macs(str(path), KEY) is None
+
+
+def test_lines_rewritten_without_the_key_are_found_with_it(tmp_path):
+    path = _keyed(tmp_path)
+    records, prev, out = [json.loads(line) for line in path.read_text().splitlines()], GENESIS, b""
+    for record in records:
+        record["details"] = {"n": "rewritten"}
+        record["prev"] = prev
+        record.pop("mac")
+        record["hash"] = prev = record_hash(record)
+        out += serialize(record)
+    path.write_bytes(out)
+    assert verify(str(path))["ok"] is True, "re-hashed: the chain alone cannot tell"
+    problem = verify_macs(str(path), KEY)
+    assert problem["line"] == 1 and problem["problem"] == "edited"
+    assert problem["message"] == ("line 1 (seq 1, event deploy): it has no mac although the history is keyed: the "
+                                  "line was written or rewritten without the history key")
+
+
+def test_a_mac_made_with_another_key_is_found(tmp_path):
+    path = _keyed(tmp_path, key="not-the-key")
+    problem = verify_macs(str(path), KEY)
+    assert problem["line"] == 1 and "its mac does not match its hash under the history key" in problem["message"]
+
+
+def test_an_unkeyed_history_has_nothing_for_the_key_to_check_against(tmp_path):
+    path = _keyed(tmp_path, key=None)
+    assert "mac" not in path.read_text()
+    assert "it has no mac" in verify_macs(str(path), KEY)["message"]
