@@ -60,7 +60,10 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "localhost")
         stack = args.get("stack") or (task_vars.get("swiftdeploy_stack") or {}).get("stack")
         anchor_dir = task_vars.get("swiftdeploy_anchor_dir") or DEFAULT_ANCHOR_DIR
-        kept = read_anchor(anchor_path(os.path.abspath(os.path.expanduser(str(anchor_dir))), stack, host))
+        history = str(args.get("path") or "")
+        if history.startswith("~"):  # as the module will read it: expanded on the host
+            history = self._remote_expand_user(history)
+        kept = read_anchor(anchor_path(os.path.abspath(os.path.expanduser(str(anchor_dir))), stack, host, history))
         if kept is None:
             published = (task_vars.get("swiftdeploy_history_anchors") or {}).get(host)
             if isinstance(published, dict) and published.get("stack") in (None, stack) \

@@ -10,7 +10,8 @@ audit), never on a managed host.
 
 A history whose lines were all rewritten and re-hashed, or cut at the end, still verifies on its
 own. Every run that appends to a stack's history therefore keeps the last record it appended,
-its seq and hash, in `<anchor_dir>/<stack>/<inventory_hostname>.json` on the controller (and in
+its seq and hash, in `<anchor_dir>/<stack>/<inventory_hostname>.<digest of the history's path>.json`
+on the controller (and in
 the job's `swiftdeploy_history_anchors` stats for AWX). The audit checks the history against
 it: a history that ends before the anchor was truncated or deleted, one whose record at the
 anchor's seq has another hash was rewritten.
@@ -23,6 +24,7 @@ record is noted under `regressed`, for the audit to report.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -36,9 +38,11 @@ class AnchorError(ValueError):
     """An anchor file that cannot be used; the message names it and the fix."""
 
 
-def anchor_path(anchor_dir, stack, host):
-    """The anchor file of one stack on one inventory host (names made safe for a path)."""
-    return os.path.join(anchor_dir, _SAFE.sub("_", stack or "unnamed"), _SAFE.sub("_", host) + ".json")
+def anchor_path(anchor_dir, stack, host, history):
+    """The anchor file of one history: a stack on an inventory host, told apart by the history's
+    absolute path on the host (two project directories of one stack are two histories)."""
+    digest = hashlib.sha256(os.path.normpath(history or "").encode("utf-8")).hexdigest()[:16]
+    return os.path.join(anchor_dir, _SAFE.sub("_", stack or "unnamed"), "%s.%s.json" % (_SAFE.sub("_", host), digest))
 
 
 def read_anchor(path):

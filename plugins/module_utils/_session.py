@@ -147,7 +147,8 @@ class Session(object):
 
     def anchor(self):
         """{records, seq, hash} of what this session appended, for a module's result."""
-        result = {"records": list(self.records)}
+        result = {"records": list(self.records),
+                  "history_path": os.path.abspath(os.path.expanduser(self.history_path or ""))}
         if self.records:
             result.update(seq=self.records[-1]["seq"], hash=self.records[-1]["hash"])
         return result

@@ -64,7 +64,7 @@ attributes:
     details:
       - The module runs on the managed host; the action then keeps the last event it recorded (C(seq)
         and C(hash)) as the history's anchor on the controller, in
-        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.json) (default C(anchors) in the
+        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.<digest of the history path>.json) (default C(anchors) in the
         working directory), and in the job's C(swiftdeploy_history_anchors) stats. The audit checks
         the history against it, so a history rewritten, cut or deleted on the host is found.
   check_mode:
@@ -176,7 +176,8 @@ def main():
         record = session.record(params["event"], params["details"], host=params["host"])
     except SessionError as exc:
         module.fail_json(msg=str(exc))
-    result = {"changed": True, "record": record, "seq": record["seq"], "hash": record["hash"]}
+    result = {"changed": True, "record": record, "seq": record["seq"], "hash": record["hash"],
+              "history_path": session.anchor()["history_path"]}
     try:
         released = session.release("the event was recorded (seq %s)" % record["seq"])
     except SessionError as exc:

@@ -85,7 +85,7 @@ attributes:
     support: full
     details:
       - Without O(anchor), the action reads the anchor the controller kept for this stack and
-        inventory host (C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.json), or the
+        inventory host (C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.<digest of the history path>.json), or the
         C(swiftdeploy_history_anchors) variable) and checks the history against it; a missing
         history that the anchor says existed fails, naming the seq and hash it should end at.
   platform:

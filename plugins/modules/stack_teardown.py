@@ -103,7 +103,7 @@ attributes:
     details:
       - The module runs on the managed host; the action then keeps the last event it recorded (C(seq)
         and C(hash)) as the history's anchor on the controller, in
-        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.json) (default C(anchors) in the
+        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.<digest of the history path>.json) (default C(anchors) in the
         working directory), and in the job's C(swiftdeploy_history_anchors) stats. The audit checks
         the history against it, so a history rewritten, cut or deleted on the host is found.
   check_mode:
@@ -242,7 +242,7 @@ class Teardown:
                                stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"),
                                history_key=self.params["history_key"])
         self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
-                       "broken_stale": None}
+                       "broken_stale": None, "history_path": os.path.abspath(os.path.expanduser(self.layout.history))}
 
     def run(self):
         try:

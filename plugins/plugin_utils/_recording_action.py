@@ -54,9 +54,11 @@ class RecordingAction(ActionBase):
     def anchor(self, result, task_vars):
         stack, history, purged = self.history_of(self._task.args)
         stack = stack or (task_vars.get("swiftdeploy_stack") or {}).get("stack")
+        # The module says where the history is on the host, `~` expanded there.
+        history = result.get("history_path") or history
         host = task_vars.get("inventory_hostname", "localhost")
         anchor_dir = task_vars.get("swiftdeploy_anchor_dir") or DEFAULT_ANCHOR_DIR
-        path = anchor_path(os.path.abspath(os.path.expanduser(str(anchor_dir))), stack, host)
+        path = anchor_path(os.path.abspath(os.path.expanduser(str(anchor_dir))), stack, host, history)
         if purged and not result.get("failed"):
             remove_anchor(path)
             return

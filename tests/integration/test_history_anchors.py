@@ -52,7 +52,8 @@ def recorded(tmp_path, write_manifest, run_playbook):
         return run_playbook("audit", "-e", "swiftdeploy_manifest=%s" % manifest, "-e",
                             "swiftdeploy_project_dir=%s" % project, "-e", "swiftdeploy_anchor_dir=%s" % anchors,
                             "-e", "report_dir=%s" % (tmp_path / "reports"), *extra)
-    return project / "history.jsonl", anchors / "sdanchor" / "localhost.json", audit
+    (anchor,) = (anchors / "sdanchor").glob("localhost.*.json")
+    return project / "history.jsonl", anchor, audit
 
 
 def test_every_recording_run_keeps_the_anchor_on_the_controller(recorded):

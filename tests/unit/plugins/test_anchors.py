@@ -4,6 +4,7 @@ backwards leaves behind."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 
@@ -23,10 +24,15 @@ NOW = datetime.datetime(2026, 12, 7, 9, 0, 0, tzinfo=datetime.timezone.utc)
 H1, H2 = "1" * 64, "2" * 64
 
 
-def test_one_file_per_stack_and_inventory_host_with_safe_names():
-    assert anchor_path("/a", "shop", "web1") == "/a/shop/web1.json"
-    assert anchor_path("/a", "shop", "../../etc/passwd") == "/a/shop/.._.._etc_passwd.json"
-    assert anchor_path("/a", None, "h") == "/a/unnamed/h.json"
+def test_one_file_per_history_of_a_stack_on_an_inventory_host_with_safe_names():
+    digest = hashlib.sha256(b"/srv/shop/history.jsonl").hexdigest()[:16]
+    assert anchor_path("/a", "shop", "web1", "/srv/shop/history.jsonl") == "/a/shop/web1.%s.json" % digest
+    assert anchor_path("/a", "shop", "web1", "/srv/shop//history.jsonl") == "/a/shop/web1.%s.json" % digest
+    assert anchor_path("/a", "shop", "../../etc/passwd", "/h").startswith("/a/shop/.._.._etc_passwd.")
+    assert anchor_path("/a", None, "h", "/h").startswith("/a/unnamed/h.")
+    # Two project directories of one stack on one host are two histories, two anchors.
+    assert anchor_path("/a", "shop", "web1", "/srv/a/history.jsonl") != anchor_path("/a", "shop", "web1",
+                                                                                       "/srv/b/history.jsonl")
 
 
 def test_an_anchor_moves_forward():
@@ -44,7 +50,7 @@ def test_a_history_that_went_backwards_keeps_the_anchor_and_is_noted(seq):
 
 
 def test_written_atomically_private_and_read_back(tmp_path):
-    path = anchor_path(str(tmp_path / "anchors"), "shop", "web1")
+    path = anchor_path(str(tmp_path / "anchors"), "shop", "web1", "/srv/shop/history.jsonl")
     anchor = advance(None, "shop", "web1", "/h", {"seq": 1, "hash": H1}, NOW)
     write_anchor(path, anchor)
     assert read_anchor(path) == anchor
