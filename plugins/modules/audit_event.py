@@ -148,6 +148,11 @@ anchor:
   returned: when an event was recorded
   type: dict
   sample: {seq: 12, hash: "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b"}
+history_path:
+  description: The history's absolute path on the managed host, C(~) expanded there; the action keys the controller's anchor by it.
+  returned: always
+  type: str
+  sample: /root/.swiftdeploy/shop/history.jsonl
 """
 
 from ansible.module_utils.basic import AnsibleModule
