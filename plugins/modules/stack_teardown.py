@@ -247,7 +247,7 @@ class Teardown:
                                stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"),
                                history_key=self.params["history_key"])
         self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
-                       "broken_stale": None, "history_path": os.path.abspath(os.path.expanduser(self.layout.history))}
+                       "broken_stale": None, "history_path": self.layout.history}
 
     def run(self):
         try:

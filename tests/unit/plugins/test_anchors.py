@@ -31,8 +31,8 @@ def test_one_file_per_history_of_a_stack_on_an_inventory_host_with_safe_names():
     assert anchor_path("/a", "shop", "../../etc/passwd", "/h").startswith("/a/shop/.._.._etc_passwd.")
     assert anchor_path("/a", None, "h", "/h").startswith("/a/unnamed/h.")
     # Two project directories of one stack on one host are two histories, two anchors.
-    assert anchor_path("/a", "shop", "web1", "/srv/a/history.jsonl") != anchor_path("/a", "shop", "web1",
-                                                                                       "/srv/b/history.jsonl")
+    first = anchor_path("/a", "shop", "web1", "/srv/a/history.jsonl")
+    assert first != anchor_path("/a", "shop", "web1", "/srv/b/history.jsonl")
 
 
 def test_an_anchor_moves_forward():

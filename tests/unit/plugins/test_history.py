@@ -603,8 +603,8 @@ KEY = "controller-only-secret"
 def _keyed(tmp_path, count=3, key=KEY):
     path = tmp_path / "keyed.jsonl"
     for number in range(count):
-        append_event(str(path), {"event": "deploy", "host": "web1", "actor": {"user": "ci"}, "details": {"n": number}},
-               key=key)
+        fields = {"event": "deploy", "host": "web1", "actor": {"user": "ci"}, "details": {"n": number}}
+        append_event(str(path), fields, key=key)
     return path
 
 
