@@ -29,10 +29,6 @@ DEFAULT_FILE_MODE = 0o644
 _MODE_PATTERN = re.compile(r"^0?[0-7]{3,4}$")
 # A plain or quoted mapping key, as to_nice_yaml writes a service name.
 _SERVICE_KEY = re.compile(r"""^(?P<name>'[^']+'|"[^"]+"|[^\s:'"#][^:#]*?)\s*:(\s|$)""")
-# Words docker compose prints after a container's name when it (re)creates or starts it, as in
-# " Container stack-nginx-1  Recreated". "Running" means it was left alone.
-_STARTED_WORDS = frozenset(("Create", "Created", "Creating", "Recreate", "Recreated", "Recreating",
-                            "Start", "Started", "Starting", "Restarting"))
 
 
 class PlanError(ValueError):
@@ -69,8 +65,9 @@ def check_relpath(relpath, where):
     return normal
 
 
-def check_files(files, where):
-    """{relpath: {"content": str, "mode": int}} from a step's `files`, or PlanError."""
+def check_files(files, where, default_mode=DEFAULT_FILE_MODE):
+    """{relpath: {"content": str, "mode": int}} from a step's `files`, or PlanError. A file
+    without a mode gets default_mode."""
     if not isinstance(files, dict):
         raise PlanError("%s: must be a dict of relative path to {content, mode}" % where)
     wanted = {}
@@ -85,7 +82,7 @@ def check_files(files, where):
         content = spec.get("content")
         if not isinstance(content, str):
             raise PlanError("%s.content: must be a string (the rendered file)" % here)
-        mode = DEFAULT_FILE_MODE if spec.get("mode") is None else parse_mode(spec["mode"], here + ".mode")
+        mode = default_mode if spec.get("mode") is None else parse_mode(spec["mode"], here + ".mode")
         if name in wanted:
             raise PlanError("%s: names the same file as another entry" % here)
         wanted[name] = {"content": content, "mode": mode}
@@ -332,21 +329,6 @@ def compose_up_needed(before, after, started):
     return any(old[1].get(service) != block for service, block in new[1].items() if service not in started)
 
 
-def parse_compose_ps(text):
-    """The containers `docker compose ps --format json` lists: one JSON object per line (compose
-    2.21 and later) or one JSON array (earlier releases). ValueError for anything else."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        entries = json.loads(text)
-    else:
-        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError("expected JSON objects, one a line")
-    return entries
-
-
 def running_services(entries):
     """{service: container entry} of the services with a running container."""
     running = {}
@@ -365,17 +347,6 @@ def not_running(expected, entries):
 def orphans(expected, entries):
     """Sorted services with a container (running or not) that the compose file no longer has."""
     return sorted(set(entry["Service"] for entry in entries if entry.get("Service")) - set(expected))
-
-
-def containers_started(output):
-    """Names of the containers that `docker compose up` reports it created, recreated or
-    started, from its plain progress lines (" Container stack-nginx-1  Recreated")."""
-    names = set()
-    for line in output.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "Container" and parts[2] in _STARTED_WORDS:
-            names.add(parts[1])
-    return names
 
 
 def generation_matches(body, generation):

@@ -10,16 +10,11 @@ This is a private module_utils file: its API may change without notice. No Ansib
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 
 DEFAULT_DOCKER_ROOT = "/var/lib/docker"
-# Where a docker CLI lives when the remote user's PATH is minimal (as over SSH).
-DOCKER_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/bin", "/bin",
-                               "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 
 def parse_meminfo(text):
@@ -62,16 +57,6 @@ def collect(path, meminfo_path="/proc/meminfo"):
     }
 
 
-def docker_cli():
-    """The docker CLI's path, or None."""
-    return shutil.which("docker", path=DOCKER_PATH)
-
-
-def _start(argv):
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            close_fds=True)
-
-
 def probe(url, timeout=5):
     """{ok, status, error} of one GET of a health URL."""
     try:
@@ -81,57 +66,25 @@ def probe(url, timeout=5):
         return {"ok": False, "status": exc.status, "error": exc.message}
 
 
-def measure(path=None, images=(), health_urls=()):
+def measure(path=None, images=(), health_urls=(), engine=None):
     """Everything a gate asks the Docker host, in one go: {resources, images_missing, health}.
 
     resources: collect() of path, by default the Docker data root (`docker info`), where images
-    and containers land. images_missing: the images `docker image inspect` does not find.
-    health: probe() of each URL. The docker commands run side by side: each costs a CLI start
-    and an API round trip, about 0.1 s, and a deploy asks for four. Raises OSError/ValueError
-    when the figures cannot be read and ValueError when images are asked for without a docker
-    CLI (collect() raises OSError for a path that does not exist).
+    and containers land. images_missing: the images the engine does not have. health: probe()
+    of each URL. The engine (open_engine() when none is given) asks about the images and the
+    data root side by side: each costs a CLI start and an API round trip, about 0.1 s, and a
+    deploy asks for four.
+    Raises OSError/ValueError when the figures cannot be read and ValueError when images are
+    asked for without a docker CLI (collect() raises OSError for a path that does not exist).
     """
-    docker = docker_cli()
-    if images and not docker:
-        raise ValueError("the docker CLI is not on PATH on this host, so it cannot say which images are there; "
-                         "install Docker")
-    info = _start([docker, "info", "--format", "{{.DockerRootDir}}"]) if docker and not path else None
-    inspects = [(image, _start([docker, "image", "inspect", "--format", "{{.Id}}", image]))
-                for image in dict.fromkeys(images)]
-    try:
-        health = dict((url, probe(url)) for url in health_urls)
-        if info is not None:
-            out, _err = info.communicate()
-            root = out.decode("utf-8", "replace").strip()
-            path = root if info.returncode == 0 and root else DEFAULT_DOCKER_ROOT
-        path = path or DEFAULT_DOCKER_ROOT
-        missing = set(image for image, proc in inspects if proc.communicate()[0] is not None and proc.returncode != 0)
-    finally:
-        for proc in [info] + [proc for _image, proc in inspects]:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return {"resources": collect(path), "images_missing": [image for image in images if image in missing],
+    if engine is None and (images or not path):
+        try:
+            engine = open_engine()
+        except EngineError as exc:
+            if images:
+                raise ValueError("%s; without it the host cannot say which images are there" % exc)
+    found = engine.survey(images, root_dir=not path) if engine is not None else {"images": {}, "root_dir": None}
+    health = dict((url, probe(url)) for url in health_urls)
+    path = path or found["root_dir"] or DEFAULT_DOCKER_ROOT
+    return {"resources": collect(path), "images_missing": [image for image in images if found["images"].get(image) is None],
             "health": health}
-
-
-def run_side_by_side(argvs):
-    """Run the commands at the same time; [(rc, stdout, stderr, seconds)] in argvs' order.
-
-    For independent checks whose time is mostly process start-up (docker CLI, a container).
-    """
-    started = time.monotonic()
-    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              close_fds=True) for argv in argvs]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate()
-            results.append((proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                            round(time.monotonic() - started, 3)))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return results

@@ -4,8 +4,10 @@
 
 """The one small HTTP client SwiftDeploy uses to talk to OPA and to scrape metrics.
 
-This is a private module_utils file: its API may change without notice. It has no Ansible
-imports and needs only the standard library (urllib), so it runs on any managed host.
+This is a private module_utils file: its API may change without notice. Requests go through
+Ansible's own ansible.module_utils.urls (open_url), so TLS verification, a CA bundle, headers and
+redirects behave as in every other Ansible HTTP client; it is part of every module payload, so it
+runs on any managed host.
 
 Every failure is raised as HttpError with a kind a caller can branch on and a message a user
 can act on:
@@ -27,7 +29,9 @@ import socket
 import ssl
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import SSLValidationError, open_url
 
 # An answer larger than this is not something OPA or a metrics endpoint would send us.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -46,17 +50,19 @@ class HttpError(Exception):
         self.status = status
 
 
-def post_json(url, payload, timeout, service="the server"):
-    """POST `payload` as JSON to `url`; return the JSON object the server answers with."""
+def post_json(url, payload, timeout, service="the server", headers=None, validate_certs=True, ca_path=None):
+    """POST `payload` as JSON to `url`; return the JSON object the server answers with.
+
+    A redirect is never followed: a decision must come from the server asked, so a 3xx answer is
+    an HttpError like any other status."""
     try:
         data = json.dumps(payload, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError("post_json: the payload cannot be sent as JSON (%s)" % exc)
-    request = urllib.request.Request(url, data=data, method="POST", headers={
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    })
-    body = _exchange(request, url, timeout, service)
+    sent = {"Content-Type": "application/json", "Accept": "application/json"}
+    sent.update(headers or {})
+    body = _exchange(url, timeout, service, data=data, method="POST", headers=sent, validate_certs=validate_certs,
+                     ca_path=ca_path, follow_redirects="none")
     text = body.decode("utf-8", "replace")
     try:
         answer = json.loads(text)
@@ -71,17 +77,25 @@ def post_json(url, payload, timeout, service="the server"):
 
 def get_text(url, timeout, service="the server"):
     """GET `url` and return the body as text (UTF-8, undecodable bytes replaced)."""
-    request = urllib.request.Request(url, method="GET")
-    return _exchange(request, url, timeout, service).decode("utf-8", "replace")
+    return _exchange(url, timeout, service).decode("utf-8", "replace")
 
 
-def _exchange(request, url, timeout, service):
+def _exchange(url, timeout, service, data=None, method="GET", headers=None, validate_certs=True, ca_path=None,
+              follow_redirects="urllib2"):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HttpError("bad_url", "%r is not an http(s) URL; use one such as http://127.0.0.1:8181" % (url,))
     try:
-        with _opener(parts.hostname).open(request, timeout=timeout) as response:
+        # OPA and the stack's endpoints on the managed host listen on loopback only: a proxy from the
+        # environment could never reach them, so loopback addresses always go direct. No ~/.netrc
+        # credentials are ever sent.
+        with open_url(url, data=data, headers=headers, method=method, timeout=timeout,
+                      use_proxy=not _is_loopback(parts.hostname), validate_certs=validate_certs, ca_path=ca_path,
+                      follow_redirects=follow_redirects, use_netrc=False, http_agent="swiftdeploy") as response:
             return _read(response)
+    except SSLValidationError as exc:
+        raise HttpError("unreachable", "cannot connect to %s: TLS failed (%s); check the certificate, the CA "
+                        "bundle (ca_path) and the URL's scheme" % (url, _first_line(exc)))
     except urllib.error.HTTPError as exc:
         body = _read_error_body(exc)
         raise HttpError("http_status", "%s answered HTTP %d %s: %s"
@@ -95,14 +109,17 @@ def _exchange(request, url, timeout, service):
     except http.client.HTTPException as exc:
         raise HttpError("unreachable", "%s did not answer with valid HTTP (%s: %s); is it really %s?"
                         % (url, type(exc).__name__, exc, service))
+    except UrlsConnectionError as exc:
+        raise HttpError("unreachable", "cannot connect to %s: %s; is %s running?" % (url, _first_line(exc), service))
 
 
-def _opener(hostname):
-    # OPA on the managed host listens on loopback only: a proxy from the environment could
-    # never reach it, so loopback addresses always go direct.
-    if hostname in _LOOPBACK_NAMES or hostname.startswith("127.") or hostname == "::1":
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
+def _is_loopback(hostname):
+    return hostname in _LOOPBACK_NAMES or hostname.startswith("127.") or hostname == "::1"
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _read(response):

@@ -87,8 +87,16 @@ def read_state(path, url):
         return None, "%s holds a damaged sample (%s); it is replaced" % (path, exc)
 
 
-def write_state(path, url, sample):
-    """Keep sample in path, replaced atomically (a reader sees the old file or the new one)."""
+def write_state(path, url, sample, move=os.replace):
+    """Keep sample in path, replaced atomically (a reader sees the old file or the new one) by
+    move(temporary, path)
+    os.chmod(path, 0o640)
+    # The rename is durable only once the directory is.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd): a module passes its atomic_move."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
@@ -100,7 +108,7 @@ def write_state(path, url, sample):
     except BaseException:
         os.unlink(temporary)
         raise
-    os.replace(temporary, path)
+    move(temporary, path)
 
 
 def describe(figures):

@@ -28,6 +28,7 @@ author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.session
 options:
   path:
     description: The history file, for example C(<project>/history.jsonl).
@@ -53,34 +54,9 @@ options:
     description: Anything else worth keeping about the event, as JSON-compatible data.
     type: dict
     default: {}
-  actor:
-    description:
-      - Who caused the event. C(user) is required when given; C(awx_job_id) and
-        C(awx_job_template) are kept when present. Keys whose value is null are dropped.
-      - AWX passes its job id and template name as the extra variables C(awx_job_id) and
-        C(awx_job_template_name), which only the playbook can see, so playbooks pass O(actor).
-      - When omitted, C(user) is the remote user the module runs as on the managed host.
-    type: dict
   host:
     description: The host name recorded; by default the managed host's own name.
     type: str
-  release_lock:
-    description:
-      - After the event is written and synced, release the stack lock this run holds, as
-        M(swiftdeploy.stack.stack_lock) with O(swiftdeploy.stack.stack_lock#module:state=released)
-        would. A run's last event and the release then cost one round trip, and the event is
-        always in the history before another run can take the stack.
-      - When the release fails (wrong token), the event stays written and the task fails.
-    type: dict
-    suboptions:
-      path:
-        description: The lock file.
-        type: path
-        required: true
-      token:
-        description: The token that taking the lock returned.
-        type: str
-        required: true
 attributes:
   check_mode:
     support: full
@@ -158,66 +134,38 @@ lock_released:
   sample: true
 """
 
-import socket
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._session import Session, SessionError, session_argument_spec
 
-
-def record_fields(params):
-    actor = dict(params["actor"] or {})
-    if actor.get("user") is None:
-        actor["user"] = current_user()
-    return {
-        "event": params["event"],
-        "stack": params["stack"],
-        "host": params["host"] or socket.gethostname(),
-        "actor": actor,
-        "mode": params["mode"],
-        "version": params["version"],
-        "details": params["details"],
-    }
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "required": True},
+    "event": {"type": "str", "required": True},
+    "stack": {"type": "str"},
+    "mode": {"type": "str"},
+    "version": {"type": "str"},
+    "details": {"type": "dict", "default": {}},
+    "host": {"type": "str"},
+}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "event": {"type": "str", "required": True},
-            "stack": {"type": "str"},
-            "mode": {"type": "str"},
-            "version": {"type": "str"},
-            "details": {"type": "dict", "default": {}},
-            "actor": {"type": "dict"},
-            "host": {"type": "str"},
-            "release_lock": {"type": "dict", "options": {
-                "path": {"type": "path", "required": True},
-                # Not a credential: it only stops one run from releasing another's lock.
-                "token": {"type": "str", "required": True, "no_log": False},
-            }},
-        },
-        supports_check_mode=True,
-    )
-    path = module.params["path"]
-    fields = record_fields(module.params)
+    module = AnsibleModule(argument_spec=dict(ARGUMENT_SPEC, **session_argument_spec()), supports_check_mode=True)
+    params = module.params
+    session = Session(params["path"], params["actor"], params["release_lock"], module.check_mode,
+                      stack=params["stack"], version=params["version"], mode=params["mode"])
     try:
-        record = record_event(path, fields, module.check_mode)
-    except HistoryError as exc:
+        session.check_lock()
+        record = session.record(params["event"], params["details"], host=params["host"])
+    except SessionError as exc:
         module.fail_json(msg=str(exc))
     result = {"changed": True, "record": record, "seq": record["seq"], "hash": record["hash"]}
-    lock = module.params["release_lock"]
-    if lock:
-        try:
-            result["lock_released"] = release(lock["path"], lock["token"], check_mode=module.check_mode)["changed"]
-        except LockError as exc:
-            module.fail_json(msg="the event was recorded (seq %s) but the lock was not released: %s"
-                                 % (record["seq"], exc), **result)
-        except OSError as exc:
-            module.fail_json(msg="the event was recorded (seq %s) but the lock %s could not be released: %s"
-                                 % (record["seq"], lock["path"], exc.strerror or exc), **result)
+    try:
+        released = session.release("the event was recorded (seq %s)" % record["seq"])
+    except SessionError as exc:
+        module.fail_json(msg=str(exc), **result)
+    if released is not None:
+        result["lock_released"] = released
     module.exit_json(**result)
 
 

@@ -27,6 +27,7 @@ author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
+  - ansible.builtin.files
 options:
   url:
     description:
@@ -49,7 +50,8 @@ options:
         kept there too.
       - Use one file per slot. A file holding a sample of another URL, or one that cannot be
         parsed, counts as no previous sample and is replaced.
-      - Missing parent directories are created.
+      - Missing parent directories are created. The file is replaced atomically and gets mode
+        C(0640), or O(mode), O(owner) and O(group) when given.
     type: path
   use_history:
     description:
@@ -257,6 +259,7 @@ def main():
             "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,
+        add_file_common_args=True,
     )
     check_options(module)
     url, path = module.params["url"], module.params["state_path"]
@@ -292,7 +295,9 @@ def main():
 
     if path and not module.check_mode:
         try:
-            write_state(path, url, current)
+            write_state(path, url, current, move=module.atomic_move)
+            # The sample is bookkeeping (changed stays false); owner, group and mode as asked.
+            module.set_fs_attributes_if_different(module.load_file_common_arguments(module.params, path=path), False)
         except OSError as exc:
             module.fail_json(msg="cannot keep the sample in %s: %s" % (path, exc.strerror or exc))
 

@@ -257,13 +257,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     LockError,
     acquire,
     option_problem,
     release,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._session import actor_of
 
 
 READ_LIMIT = 1024 * 1024
@@ -345,10 +345,7 @@ def main():
         module.fail_json(msg=problem)
     try:
         if params["state"] == "acquired":
-            holder = dict(params["holder"])
-            if holder.get("user") is None:
-                holder["user"] = current_user()
-            result = acquire(path, holder, host=socket.gethostname(), pid=os.getpid(),
+            result = acquire(path, actor_of(params["holder"]), host=socket.gethostname(), pid=os.getpid(),
                              wait=params["wait"], ttl=params["ttl"], token=params["token"],
                              check_mode=module.check_mode)
             try:

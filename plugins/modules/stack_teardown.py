@@ -60,7 +60,6 @@ options:
         C(user) defaults to the remote user; C(playbook), C(awx_job_id) and C(awx_job_template)
         are kept when present.
     type: dict
-    default: {}
   lock_wait:
     description: Seconds to wait for another run's lock before failing; V(0) fails at once.
     type: int
@@ -196,15 +195,11 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import compose_argv
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, option_problem, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, option_problem
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import inside, remove
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._session import Layout, Session, SessionError, session_argument_spec
 
-COMPOSE_FILE = "docker-compose.yml"
-LOCK_FILE = ".swiftdeploy.lock"
-HISTORY_FILE = "history.jsonl"
 # " Container shop-nginx-1  Removed", " Network shop-net  Removed", " Volume shop-logs  Removed"
 REMOVED_LINE = re.compile(r"^\s*(Container|Network|Volume)\s+\S+\s+Removed\s*$")
 
@@ -217,12 +212,12 @@ class Teardown:
     def __init__(self, module):
         self.module = module
         self.params = module.params
+        self.layout = Layout(self.params["project_path"])
         self.project = self.params["project_path"]
         self.check = module.check_mode
-        actor = dict(self.params["actor"])
-        if actor.get("user") is None:
-            actor["user"] = current_user()
-        self.actor = actor
+        history = self.params["history"] or {}
+        self.session = Session(self.layout.history, self.params["actor"], check_mode=self.check,
+                               stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"))
         self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
                        "broken_stale": None}
 
@@ -231,21 +226,23 @@ class Teardown:
             targets = [(name, inside(self.project, name)) for name in self.params["remove"]]
         except ValueError as exc:
             raise TeardownError(str(exc))
-        lock_path = os.path.join(self.project, LOCK_FILE)
-        lock = self.take_lock(lock_path)
+        lock = self.take_lock()
+        self.session.release_lock = {"path": self.layout.lock, "token": lock["token"]}
         try:
             self.record_lock_wait()
             self.compose_down()
             self.remove_files(targets)
             self.record_teardown()
         finally:
-            if not self.check:
-                self.give_lock_back(lock_path, lock["token"])
+            try:
+                self.session.release("the teardown ran")
+            except SessionError as exc:
+                raise TeardownError(str(exc))
         return self.result
 
-    def take_lock(self, lock_path):
+    def take_lock(self):
         try:
-            lock = acquire(lock_path, self.actor, host=socket.gethostname(), pid=os.getpid(),
+            lock = acquire(self.layout.lock, self.session.actor, host=socket.gethostname(), pid=os.getpid(),
                            wait=self.params["lock_wait"], ttl=self.params["lock_ttl"], check_mode=self.check)
         except LockError as exc:
             self.module.fail_json(msg=str(exc), holder=exc.holder, **self.result)
@@ -253,41 +250,18 @@ class Teardown:
         self.result["broken_stale"] = lock["broken_stale"]
         return lock
 
-    def give_lock_back(self, lock_path, token):
-        try:
-            release(lock_path, token)
-        except (LockError, OSError) as exc:
-            raise TeardownError("the teardown ran but the lock %s could not be released: %s" % (lock_path, exc))
-
-    def docker(self):
-        docker = self.module.get_bin_path("docker")
-        if not docker:
-            raise TeardownError("the docker CLI is not on PATH on this host, and %s has a compose file to take "
-                                "down; install Docker with the compose plugin (v2)" % self.project)
-        return docker
-
     def compose_down(self):
-        compose_file = os.path.join(self.project, COMPOSE_FILE)
-        if not os.path.exists(compose_file):
+        if not os.path.exists(self.layout.compose):
             return
-        if self.check:
-            argv = compose_argv(self.docker(), self.project, "ps", "--all", "--quiet")
-        else:
-            argv = compose_argv(self.docker(), self.project, "down", "--volumes", "--remove-orphans",
-                                "--timeout", str(self.params["timeout"]))
-        rc, out, err = self.module.run_command(argv, check_rc=False)
-        if rc != 0:
-            text = (err or "").strip() or (out or "").strip() or "(no output)"
-            if "'compose' is not a docker command" in text:
-                text += "; install the docker compose plugin (v2) next to the docker CLI"
-            raise TeardownError("docker compose %s failed (rc=%d) in %s: %s; nothing was removed or recorded"
-                                % ("ps" if self.check else "down", rc, self.project, text))
-        if self.check:
-            self.result["stack_removed"] = bool(out.strip())
-        else:
-            lines = [line for line in (err + out).splitlines() if line.strip()]
-            self.result["compose_output"] = lines
-            self.result["stack_removed"] = any(REMOVED_LINE.match(line) for line in lines)
+        try:
+            engine = open_engine(runner=lambda argv: self.module.run_command(argv, check_rc=False),
+                                 check_mode=self.check, docker=self.module.get_bin_path("docker"))
+            output = engine.compose_down(self.project, self.params["timeout"])
+        except EngineError as exc:
+            raise TeardownError("%s; nothing was removed or recorded" % exc)
+        lines = [line for line in output.splitlines() if line.strip()]
+        self.result["compose_output"] = lines
+        self.result["stack_removed"] = any(REMOVED_LINE.match(line) for line in lines)
         self.result["changed"] = self.result["changed"] or self.result["stack_removed"]
 
     def remove_files(self, targets):
@@ -304,12 +278,9 @@ class Teardown:
         self.result["changed"] = self.result["changed"] or bool(self.result["removed"])
 
     def append(self, event, details):
-        spec = self.params["history"]
-        fields = {"event": event, "stack": spec["stack"], "host": socket.gethostname(), "actor": self.actor,
-                  "mode": spec["mode"], "version": spec["version"], "details": details}
         try:
-            return record_event(os.path.join(self.project, HISTORY_FILE), fields, self.check)
-        except HistoryError as exc:
+            return self.session.record(event, details)
+        except SessionError as exc:
             raise TeardownError(str(exc))
 
     def record_lock_wait(self):
@@ -327,23 +298,21 @@ class Teardown:
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "project_path": {"type": "path", "required": True},
-            "remove": {"type": "list", "elements": "str", "default": []},
-            "timeout": {"type": "int", "default": 5},
-            "actor": {"type": "dict", "default": {}},
-            "lock_wait": {"type": "int", "default": 0},
-            "lock_ttl": {"type": "int", "default": 3600},
-            "history": {"type": "dict", "options": {
-                "stack": {"type": "str", "required": True},
-                "mode": {"type": "str"},
-                "version": {"type": "str"},
-                "details": {"type": "dict", "default": {}},
-            }},
-        },
-        supports_check_mode=True,
-    )
+    argument_spec = {
+        "project_path": {"type": "path", "required": True},
+        "remove": {"type": "list", "elements": "str", "default": []},
+        "timeout": {"type": "int", "default": 5},
+        "lock_wait": {"type": "int", "default": 0},
+        "lock_ttl": {"type": "int", "default": 3600},
+        "history": {"type": "dict", "options": {
+            "stack": {"type": "str", "required": True},
+            "mode": {"type": "str"},
+            "version": {"type": "str"},
+            "details": {"type": "dict", "default": {}},
+        }},
+    }
+    argument_spec.update(actor=session_argument_spec()["actor"])
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     if params["timeout"] < 0:
         module.fail_json(msg="timeout: %d is negative; give the seconds each container has to stop (default 5)."

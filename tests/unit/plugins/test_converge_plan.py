@@ -15,14 +15,12 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     compose_sections,
     compose_services,
     compose_up_needed,
-    containers_started,
     generation_matches,
     mode_only_changes,
     nginx_exec_test_argv,
     nginx_test_argv,
     not_running,
     orphans,
-    parse_compose_ps,
     parse_mode,
     parse_state,
     plan_step,
@@ -31,6 +29,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     slot_hosts_to_loopback,
     state_text,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import containers_started, parse_compose_ps
 
 BLUE = {"image": "app:1.0.0", "version": "1.0.0", "mode": "stable"}
 BLUE_NEXT = {"image": "app:1.1.0", "version": "1.1.0", "mode": "stable"}

@@ -1,0 +1,230 @@
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The live state of a stack and the rules that move it: pure functions over a validated state.
+
+This is a private module_utils file: its API may change without notice. No Ansible imports, no
+I/O, so the unit tests drive every rule as a table of (state, event) -> state.
+
+The live state (state.json on the managed host) says which app slots run (blue, green), what
+each runs (image, version, mode), which slot is stable, which is the canary and its weight, and
+the routing generation nginx serves. Everything rendered into nginx.conf and docker-compose.yml
+comes from it, so a state read from disk is validated first (`validate_state`): a hand-edited
+or corrupted file is refused with a message naming the field, and nothing is rendered from it.
+
+The transitions:
+  deploy_target   a deploy: the first one, a no-op, or a new stable release on the idle slot
+  canary_target   start a canary on the idle slot, or change a running canary's weight
+  roll_forward    the judged canary becomes the stable release in place
+  roll_back       all traffic back to the stable slot, the canary gone
+  with_generations   number the states a converge goes through (routing generations)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+SLOTS = ("blue", "green")
+MODES = ("stable", "canary")
+STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
+SLOT_KEYS = ("image", "version", "mode")
+# Docker's reference grammar and the manifest's version rule (_manifest.py), ASCII only and
+# matched whole: the state is rendered into nginx.conf and docker-compose.yml.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = r"(?:%s(?:\.%s)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?" % (_DOMAIN_PART, _DOMAIN_PART)
+IMAGE_RE = re.compile(r"(?:%s/)?%s(?:/%s)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+                      % (_DOMAIN, _COMPONENT, _COMPONENT))
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+MAX_GENERATION = 2 ** 53
+
+
+class StateError(ValueError):
+    """A state that cannot be used; the message names the field and the fix."""
+
+
+def _show(value):
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(where, field, value, fix):
+    raise StateError("%s: field '%s' is %s; %s" % (where, field, _show(value), fix))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_state(state, where="state.json"):
+    """The state, checked: every key known and of its type, the slots blue/green with a valid
+    image, version and mode, stable and canary naming slots that exist, the weight 0 without a
+    canary and 1-100 with one. StateError names the first field that is wrong."""
+    if not isinstance(state, dict):
+        raise StateError("%s: holds %s, not a state object; restore it from a backup or remove it to start over"
+                         % (where, _show(state)))
+    for key in state:
+        if key not in STATE_KEYS:
+            _fail(where, key, state[key], "it is not a field of the state (%s); remove it" % ", ".join(STATE_KEYS))
+    for key in STATE_KEYS:
+        if key not in state:
+            raise StateError("%s: field '%s' is missing; restore the file or remove it to start over" % (where, key))
+    if not _is_int(state["generation"]) or not 1 <= state["generation"] <= MAX_GENERATION:
+        _fail(where, "generation", state["generation"], "it must be a whole number of 1 or more")
+    if state["mode"] not in MODES:
+        _fail(where, "mode", state["mode"], "it must be one of %s" % ", ".join(MODES))
+    slots = state["slots"]
+    if not isinstance(slots, dict) or not slots:
+        _fail(where, "slots", slots, "it must map the slots %s to what runs in them" % " and ".join(SLOTS))
+    for slot, spec in slots.items():
+        if slot not in SLOTS:
+            _fail(where, "slots", slot, "a slot is named %s" % " or ".join(SLOTS))
+        _validate_slot(where, "slots.%s" % slot, spec)
+    if state["stable"] not in slots:
+        _fail(where, "stable", state["stable"], "it must name a slot of 'slots' (%s)" % ", ".join(sorted(slots)))
+    canary = state["canary"]
+    if canary is not None and (canary not in slots or canary == state["stable"]):
+        _fail(where, "canary", canary, "it must be null or name the slot of 'slots' that is not the stable one")
+    weight = state["weight"]
+    if not _is_int(weight) or not 0 <= weight <= 100:
+        _fail(where, "weight", weight, "it must be a whole percentage from 0 to 100")
+    if canary is None and weight != 0:
+        _fail(where, "weight", weight, "it must be 0 when there is no canary")
+    if canary is not None and weight == 0:
+        _fail(where, "weight", weight, "a canary gets 1 to 100 percent of requests")
+    extra = sorted(set(slots) - {state["stable"], canary})
+    if extra:
+        _fail(where, "slots", extra[0], "every slot is the stable one or the canary; remove the other")
+    return state
+
+
+def _validate_slot(where, path, spec):
+    if not isinstance(spec, dict):
+        _fail(where, path, spec, "it must hold image, version and mode")
+    for key in spec:
+        if key not in SLOT_KEYS:
+            _fail(where, "%s.%s" % (path, key), spec[key], "it is not a field of a slot (%s); remove it"
+                  % ", ".join(SLOT_KEYS))
+    for key in SLOT_KEYS:
+        if key not in spec:
+            raise StateError("%s: field '%s.%s' is missing; restore the file or remove it to start over"
+                             % (where, path, key))
+    if not isinstance(spec["image"], str) or not IMAGE_RE.fullmatch(spec["image"]):
+        _fail(where, path + ".image", spec["image"], "it must be a Docker image reference such as 'app:1.2.0'")
+    if not isinstance(spec["version"], str) or not VERSION_RE.fullmatch(spec["version"]):
+        _fail(where, path + ".version", spec["version"],
+              "it must be a version of letters, digits, '.', '_', '+' and '-' such as '1.2.0'")
+    if spec["mode"] not in MODES:
+        _fail(where, path + ".mode", spec["mode"], "it must be one of %s" % ", ".join(MODES))
+
+
+def parse_state(text, where="state.json"):
+    """The validated state in a state.json's text; None for no file (None or empty text)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        raise StateError("%s: is not valid JSON (%s); restore it from a backup or remove it to start over"
+                         % (where, exc))
+    return validate_state(state, where)
+
+
+# --------------------------------------------------------------------------------------------
+# Transitions
+# --------------------------------------------------------------------------------------------
+
+
+def release_spec(image, version, mode):
+    return {"image": image, "version": version, "mode": mode}
+
+
+def initial_state(image, version, mode="stable"):
+    """The state of a stack's first deploy: one stable slot, blue."""
+    return {"generation": 1, "mode": mode, "weight": 0, "stable": "blue", "canary": None,
+            "slots": {"blue": release_spec(image, version, mode)}}
+
+
+def idle_slot(state):
+    """The slot colour the stable release is not in."""
+    return "green" if state["stable"] == "blue" else "blue"
+
+
+def deploy_target(state, found, image, version, mode="stable"):
+    """(the state a deploy of image/version wants, or None when a canary blocks it).
+
+    A first deploy gets the initial state; a live stack keeps its state unless the release
+    differs, which goes to the idle slot (blue/green) in the live mode and replaces the old
+    slot once healthy. While a canary runs, a new stable release is refused (None)."""
+    if not found:
+        return initial_state(image, version, mode)
+    current = state["slots"][state["stable"]]
+    if current["image"] == image and current["version"] == version:
+        return dict(state)
+    if state["canary"] is not None:
+        return None
+    idle = idle_slot(state)
+    return dict(state, stable=idle, canary=None, weight=0, mode="stable",
+                slots={idle: release_spec(image, version, current["mode"])})
+
+
+class TransitionError(ValueError):
+    """A transition the state does not allow; the message says what to do instead."""
+
+
+def canary_target(state, image, version, weight):
+    """Start a canary of image/version at weight percent on the idle slot, or change the weight
+    of the same canary. TransitionError for a weight outside 1-100 or another canary running."""
+    if not _is_int(weight) or not 1 <= weight <= 100:
+        raise TransitionError("weight: %s is not a percentage; use a whole number from 1 to 100 (-e weight=10)."
+                              % _show(weight))
+    spec = release_spec(image, version, "canary")
+    slot = state["canary"] or idle_slot(state)
+    if state["canary"] is not None and state["slots"][slot] != spec:
+        raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
+                              "(promote.yml -e mode=stable or rollback.yml)."
+                              % (state["slots"][slot]["version"], version))
+    return dict(state, mode="canary", canary=slot, weight=weight, slots=dict(state["slots"], **{slot: spec}))
+
+
+def roll_forward(state):
+    """The canary's release becomes the stable one at 100%, in the slot that was judged."""
+    canary = _running_canary(state, "roll forward")
+    return dict(state, mode="stable", weight=0, stable=canary, canary=None,
+                slots={canary: dict(state["slots"][canary], mode="stable")})
+
+
+def roll_back(state):
+    """All traffic back to the stable slot; the canary slot goes."""
+    _running_canary(state, "roll back")
+    stable = state["stable"]
+    return dict(state, mode="stable", weight=0, canary=None, slots={stable: state["slots"][stable]})
+
+
+def _running_canary(state, what):
+    if state["canary"] is None:
+        raise TransitionError("there is no canary to %s; start one with promote.yml -e mode=canary" % what)
+    return state["canary"]
+
+
+def routing(state):
+    """What nginx routes by: a change of any of these is a new generation."""
+    return [state["stable"], state["canary"], int(state["weight"]), sorted(state["slots"])]
+
+
+def with_generations(current, found, targets):
+    """The states a converge goes through, numbered: the generation moves only when nginx must
+    route differently (stable, canary, weight or the set of slots), because every reload retires
+    nginx's old workers, which close their idle keep-alive client connections. A stack's first
+    converge keeps the generation it starts with."""
+    lives, previous, generation = [], current, int(current["generation"])
+    for index, target in enumerate(targets):
+        first_deploy = index == 0 and not found
+        if not first_deploy and routing(target) != routing(previous):
+            generation += 1
+        live = dict(target, generation=generation)
+        lives.append(live)
+        previous = live
+    return lives

@@ -1,0 +1,304 @@
+"""The converge's order of work, over a fake Docker engine and fake stack endpoints.
+
+The fake engine keeps containers in memory and answers as Docker and nginx would: `compose up`
+starts services, a SIGHUP to nginx makes it serve the generation of the state.json on disk, a
+SIGHUP to an app slot makes it report the mode in its mode file. The real StackHost and Converger
+run over it, so these tests check the sequencing rules (healthy before routed, routed before
+removed) and check mode (a DryRunStackHost over a DryRunEngine changes nothing) without Docker;
+tests/integration/test_stack_converge_module.py runs the same module on the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import state_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converger import Converger
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import DryRunEngine, EngineError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host import (
+    ActionLog,
+    ConvergeError,
+    DryRunStackHost,
+    StackHost,
+)
+
+BLUE = {"image": "app:1.0.0", "version": "1.0.0", "mode": "stable"}
+GREEN = {"image": "app:1.1.0", "version": "1.1.0", "mode": "canary"}
+ADMIN = "http://127.0.0.1:8082"
+OPTIONS = {"admin_url": ADMIN, "slot_prefix": "app-", "nginx_conf": "nginx/nginx.conf", "nginx_image": "nginx:latest",
+           "nginx_conf_dir": "/etc/nginx/swiftdeploy", "wait_timeout": 5, "slot_port": None,
+           "slot_health_path": "/healthz", "validate_nginx": True, "drain_seconds": 0, "health_url": None,
+           "health_timeout": 5}
+
+
+def live(generation, slots, canary=None, weight=0, stable="blue"):
+    return {"generation": generation, "mode": "canary" if canary else "stable", "weight": weight,
+            "stable": stable, "canary": canary, "slots": slots}
+
+
+def compose(slots):
+    lines = ["name: demo", "services:"]
+    for slot, spec in sorted(slots.items()):
+        lines += ["  app-%s:" % slot, "    image: %s" % spec["image"]]
+    lines += ["  nginx:", "    image: nginx:latest", "volumes:", "  logs:", "    name: demo-logs"]
+    return "\n".join(lines) + "\n"
+
+
+def step(state):
+    files = {"nginx/nginx.conf": {"content": "conf generation %d weight %d\n" % (state["generation"], state["weight"]),
+                                  "mode": "0644"},
+             "docker-compose.yml": {"content": compose(state["slots"]), "mode": "0640"}}
+    for slot, spec in state["slots"].items():
+        files["slots/%s/mode" % slot] = {"content": spec["mode"] + "\n", "mode": "0644"}
+    return {"files": files, "state": state}
+
+
+class FakeEngine(object):
+    """Containers in memory; `calls` lists every change in order."""
+
+    dry_run = False
+    docker = "docker"
+
+    def __init__(self, project):
+        self.project = project
+        self.containers = {}  # service -> {"mode": ..., "id": ...}
+        self.served = None  # the generation nginx serves
+        self.calls = []
+        self.fail_nginx_test = False
+
+    def name(self, service):
+        return "demo-%s-1" % service
+
+    def service_of(self, container):
+        for service in self.containers:
+            if container in (self.name(service), "id-" + service):
+                return service
+        raise EngineError("No such container: %s" % container)
+
+    # compose
+    def ps_argv(self, project):
+        return ["ps"]
+
+    def compose_config_argv(self, project, path):
+        return ["config", path]
+
+    def read_ps(self, out):
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def ps(self, project):
+        return [{"Service": service, "State": "running", "Name": self.name(service), "ID": "id-" + service}
+                for service in sorted(self.containers)]
+
+    def side_by_side(self, argvs):
+        results = []
+        for argv in argvs:
+            if argv == ["ps"]:
+                results.append((0, "\n".join(json.dumps(entry) for entry in self.ps(self.project)), "", 0.01))
+            elif argv[0] == "config":
+                results.append((0, "", "", 0.01))
+            else:  # nginx -t, in the running nginx or a fresh container
+                self.calls.append(("nginx -t",))
+                results.append((1, "", "refused: test-1.conf", 0.01) if self.fail_nginx_test else (0, "", "", 0.01))
+        return results
+
+    def compose_services(self, project, path):
+        raise AssertionError("the fake's compose files are block YAML")
+
+    def compose_up(self, project, services=(), wait_timeout=None):
+        with open(os.path.join(project, "docker-compose.yml")) as handle:
+            declared = [line.strip()[:-1] for line in handle if line.startswith("  ") and not line.startswith("   ")
+                        and line.strip().endswith(":") and line.strip() != "logs:"]
+        wanted = list(services) or declared
+        self.calls.append(("up",) + tuple(wanted))
+        out = []
+        for service in wanted:
+            if service not in self.containers:
+                self.containers[service] = {"mode": self.mode_file(service)}
+                if service == "nginx":
+                    self.served = self.state_generation()
+                out.append(" Container %s  Started" % self.name(service))
+        return "\n".join(out)
+
+    def inspect(self, container):
+        self.service_of(container)
+        return {"State": {"Status": "running", "Running": True, "Health": {"Status": "healthy"}},
+                "NetworkSettings": {"Networks": {}}}
+
+    def kill(self, container, signal_name):
+        service = self.service_of(container)
+        self.calls.append(("kill", service, signal_name))
+        if service == "nginx":
+            self.served = self.state_generation()
+        else:
+            self.containers[service]["mode"] = self.mode_file(service)
+
+    def stop(self, container, seconds):
+        self.calls.append(("stop", self.service_of(container)))
+
+    def remove(self, container):
+        service = self.service_of(container)
+        self.calls.append(("rm", service))
+        del self.containers[service]
+
+    # what the files on disk say
+    def state_generation(self):
+        with open(os.path.join(self.project, "state.json")) as handle:
+            return json.load(handle)["generation"]
+
+    def mode_file(self, service):
+        path = os.path.join(self.project, "slots", service[len("app-"):], "mode")
+        if not service.startswith("app-") or not os.path.exists(path):
+            return None
+        with open(path) as handle:
+            return handle.read().strip()
+
+    # the stack's HTTP endpoints
+    def http(self, url, timeout, service=None):
+        if url == ADMIN + "/_swiftdeploy/generation":
+            if "nginx" not in self.containers:
+                raise HttpError("unreachable", "connection refused")
+            return "%s\n" % self.served
+        if url.startswith(ADMIN + "/slots/") and url.endswith("/healthz"):
+            slot = url[len(ADMIN + "/slots/"):-len("/healthz")]
+            return json.dumps({"status": "ok", "mode": self.containers["app-" + slot]["mode"]})
+        return "ok"
+
+
+@pytest.fixture
+def project(tmp_path):
+    return str(tmp_path / "project")
+
+
+def converge(engine, project, *states, check=False, options=None):
+    real = engine
+    if check:
+        engine = DryRunEngine(engine)
+    host_class = DryRunStackHost if check else StackHost
+    host = host_class(engine, project, dict(OPTIONS, **(options or {})), ActionLog(), http_get=real.http)
+    return Converger(host, [step(state) for state in states], dict(OPTIONS, **(options or {}))).converge()
+
+
+def actions(result):
+    return [action["action"] for action in result["actions"]]
+
+
+def deployed(project):
+    engine = FakeEngine(project)
+    converge(engine, project, live(1, {"blue": BLUE}))
+    engine.calls = []
+    return engine
+
+
+def test_a_first_converge_starts_the_slot_before_nginx_and_waits_for_its_generation(project):
+    engine = FakeEngine(project)
+    result = converge(engine, project, live(1, {"blue": BLUE}))
+    assert engine.calls == [("nginx -t",), ("up", "app-blue"), ("up", "app-blue", "nginx")]
+    assert result["changed"] and result["steps"][0]["nginx"] == "started"
+    assert result["steps"][0]["slots_started"] == ["blue"]
+    order = actions(result)
+    assert order.index("write") < order.index("start slots") < order.index("compose up") < order.index("wait generation")
+    assert engine.served == 1
+    assert json.load(open(os.path.join(project, "state.json")))["generation"] == 1
+
+
+def test_the_same_state_again_changes_nothing(project):
+    engine = deployed(project)
+    result = converge(engine, project, live(1, {"blue": BLUE}))
+    assert result["changed"] is False and engine.calls == []
+    assert actions(result) == ["plan", "compose ps", "check generation"]
+
+
+def test_a_canary_is_healthy_before_nginx_routes_to_it(project):
+    engine = deployed(project)
+    result = converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    assert engine.calls == [("nginx -t",), ("up", "app-green"), ("kill", "nginx", "HUP")]
+    assert result["steps"][0]["slots_started"] == ["green"] and result["steps"][0]["nginx"] == "reloaded"
+    assert engine.served == 2
+
+
+def test_a_roll_forward_switches_the_judged_slot_in_place_and_removes_the_old_one_last(project):
+    engine = deployed(project)
+    converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    engine.calls = []
+    forward = live(3, {"green": dict(GREEN, mode="stable")}, stable="green")
+    result = converge(engine, project, forward)
+    assert engine.calls == [("nginx -t",), ("kill", "app-green", "HUP"), ("kill", "nginx", "HUP"),
+                            ("stop", "app-blue"), ("rm", "app-blue")]
+    assert engine.containers["app-green"]["mode"] == "stable"
+    assert result["steps"][0]["slots_switched"] == ["green"]
+    assert result["steps"][0]["slots_removed"] == ["app-blue"]
+    assert "retire old workers" in actions(result)
+
+
+def test_a_roll_back_reloads_before_it_removes_the_canary(project):
+    engine = deployed(project)
+    converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    engine.calls = []
+    result = converge(engine, project, live(3, {"blue": BLUE}))
+    assert engine.calls == [("nginx -t",), ("kill", "nginx", "HUP"), ("stop", "app-green"), ("rm", "app-green")]
+    assert result["steps"][0]["slots_removed"] == ["app-green"]
+
+
+def test_several_steps_in_one_call_plan_against_each_other(project):
+    engine = deployed(project)
+    canary = live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10)
+    result = converge(engine, project, canary, dict(canary, generation=3, weight=50))
+    assert [report["nginx"] for report in result["steps"]] == ["reloaded", "reloaded"]
+    assert engine.served == 3 and list(engine.calls).count(("up", "app-green")) == 1
+
+
+def test_a_refused_nginx_conf_writes_nothing(project):
+    engine = deployed(project)
+    engine.fail_nginx_test = True
+    before = open(os.path.join(project, "state.json")).read()
+    with pytest.raises(ConvergeError, match="refused by nginx -t"):
+        converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    assert open(os.path.join(project, "state.json")).read() == before
+    assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+
+
+def test_a_reload_an_interrupted_run_never_made_is_made(project):
+    engine = deployed(project)
+    engine.served = 0  # the file says 1; nginx was never told
+    result = converge(engine, project, live(1, {"blue": BLUE}))
+    assert engine.calls == [("kill", "nginx", "HUP")] and engine.served == 1
+    assert result["steps"][0]["nginx"] == "reloaded"
+
+
+@pytest.mark.parametrize("target, wanted", [
+    (live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10), ["start slots", "reload nginx"]),
+    (live(2, {"green": dict(BLUE, version="1.0.1", image="app:1.0.1")}, stable="green"),
+     ["start slots", "reload nginx", "remove slots"]),
+])
+def test_check_mode_changes_nothing_and_says_what_it_would_do(project, target, wanted):
+    engine = deployed(project)
+    files_before = sorted(os.listdir(project))
+    state_before = open(os.path.join(project, "state.json")).read()
+    result = converge(engine, project, target, check=True)
+    assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+    assert open(os.path.join(project, "state.json")).read() == state_before
+    assert sorted(os.listdir(project)) == files_before
+    assert result["changed"] is True
+    not_run = [action["action"] for action in result["actions"] if action["detail"].endswith("(check mode: not run)")]
+    for action in wanted + ["write"]:
+        assert action in not_run
+    assert "state.json" in result["files_changed"]
+
+
+def test_check_mode_of_a_first_deploy_asks_nothing_of_a_project_that_does_not_exist(project):
+    engine = FakeEngine(project)
+    result = converge(engine, project, live(1, {"blue": BLUE}), check=True)
+    assert not os.path.exists(project) and engine.calls == [("nginx -t",)]
+    assert result["steps"][0]["slots_started"] == ["blue"]
+
+
+def test_the_state_file_is_written_last_so_a_dead_run_replans_the_same_work(project):
+    engine = deployed(project)
+    result = converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    assert result["files_changed"][-1] == "state.json"
+    assert open(os.path.join(project, "state.json")).read() == state_text(
+        live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
