@@ -36,6 +36,7 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 # address or URL needs: no quote, brace, semicolon, `$`, backslash or control character can
 # reach nginx.conf through it.
 _CONTACT_RE = re.compile(r"^[A-Za-z0-9@._+:/ -]{1,128}$")
+_CA_PATH_RE = re.compile(r"^/[^\x00-\x1f]{1,4095}$")
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
 
 MODES = ("stable", "canary")
@@ -110,6 +111,10 @@ SCHEMA = {
                      fix="use an http(s) URL of the OPA server such as 'https://opa.example.com:8181'"),
         "timeout": Field("number", default=5, minimum=0.1, maximum=60,
                          fix="use a number of seconds from 0.1 to 60"),
+        "allow_http": Field("bool", default=False),
+        "ca_path": Field("str", check=_CA_PATH_RE,
+                         fix="use the absolute path on the controller of a PEM file of CA certificates, "
+                             "such as '/etc/pki/opa-ca.pem'"),
     }),
     "network": Field("dict", default={}, children={
         "name": Field("str", default="swiftdeploy-net", check=_DOCKER_NAME_RE,
@@ -292,9 +297,9 @@ def _validate_dict(path, schema, data, errors):
 
 def _cross_field_rules(manifest, errors):
     """Rules that span fields: published ports that would clash, engine-specific keys."""
+    # The OPA sidecar publishes no port (the host reaches it on its own network), so opa.port
+    # cannot clash.
     published = [("nginx.port", manifest["nginx"]["port"]), ("nginx.admin_port", manifest["nginx"]["admin_port"])]
-    if manifest["opa"]["mode"] == "sidecar":
-        published.append(("opa.port", manifest["opa"]["port"]))
     seen = {}
     for path, port in published:
         if port in seen:
@@ -305,6 +310,11 @@ def _cross_field_rules(manifest, errors):
     if manifest["opa"]["mode"] == "external" and not manifest["opa"]["url"]:
         errors.append("manifest field 'opa.url': required when opa.mode is 'external'; set it to the OPA server's URL, "
                       "e.g. 'https://opa.example.com:8181'.")
+    if (manifest["opa"]["mode"] == "external" and (manifest["opa"]["url"] or "").lower().startswith("http://")
+            and not manifest["opa"]["allow_http"]):
+        errors.append("manifest field 'opa.url': %s is plain HTTP, so the decision and the token could be read or "
+                      "forged on the way; use an https:// URL, or set opa.allow_http: true if OPA is reached over "
+                      "a trusted network only." % _show(manifest["opa"]["url"]))
     canary = manifest["canary"]
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]
