@@ -143,7 +143,7 @@ def find_sidecar(engine, project_dir, stack, network):
     try:
         entries = [entry for entry in engine.ps(project_dir) if entry.get("Service") == OPA_SERVICE]
     except EngineError as exc:
-        raise SidecarError("cannot list the stack's containers: %s" % exc)
+        raise SidecarError("cannot list stack %s's containers to find its OPA sidecar: %s" % (stack, exc))
     running = [entry for entry in entries if entry.get("State") == "running"]
     if len(running) != 1:
         raise SidecarError("the OPA sidecar of stack %s is not running (%d running opa containers in %s); "

@@ -125,7 +125,7 @@ def main():
             sidecar = find_sidecar(engine, params["project_dir"], params["stack"], params["network"])
         wait_healthy(sidecar["url"], params["wait_timeout"])
     except SidecarError as exc:
-        module.fail_json(msg="OPA sidecar: %s." % exc, **result)
+        module.fail_json(msg="%s." % exc, **result)
     except EngineError as exc:
         module.fail_json(msg="OPA sidecar did not start: %s" % exc, **result)
     except OSError as exc:

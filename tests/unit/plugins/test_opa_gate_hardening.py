@@ -234,7 +234,7 @@ def test_the_stacks_own_container_is_found_at_its_network_address():
     (RUNNING, _container(networks={"opatest_opa": {"IPAddress": "172.30.0.2"}, "swiftdeploy-net": {"IPAddress": "1"}}),
      "the OPA sidecar of stack opatest is on the networks opatest_opa, swiftdeploy-net, not on opatest_opa alone"),
     (RUNNING, _container(networks={"opatest_opa": {"IPAddress": ""}}), "has no address on the network opatest_opa"),
-    (EngineError("docker compose ps failed"), _container(), "cannot list the stack's containers"),
+    (EngineError("docker compose ps failed"), _container(), "cannot list stack opatest's containers to find its OPA sidecar"),
 ])
 def test_anything_but_the_stacks_own_opa_container_gets_no_token(entries, details, message):
     with pytest.raises(SidecarError) as raised:
