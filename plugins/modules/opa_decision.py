@@ -28,7 +28,7 @@ description:
   - B(Sidecar trust.) The sidecar publishes no port. This module finds the container of the
     compose project's C(opa) service in O(project_dir) through the Docker engine, checks that
     its labels name O(stack) and that it is on O(network) alone, and only then sends it the
-    token it reads from C(opa/token.json) on the host (C(Authorization: Bearer)). A sidecar
+    token it reads from C(opa/token.json) on the host (as a bearer token). A sidecar
     that is not running or fails these checks is a deny, and the token is not sent.
   - B(External trust.) The URL must be C(https://) unless O(allow_http=true); certificates
     are verified (O(ca_path) for a private CA); O(token) is sent as a bearer token; a redirect
@@ -86,7 +86,7 @@ options:
     default: false
   token:
     description:
-      - Bearer token sent to the V(external) OPA (C(Authorization: Bearer)). Never logged nor
+      - Bearer token sent to the V(external) OPA in the C(Authorization) header. Never logged nor
         returned. The V(sidecar) engine reads the stack's own token on the host instead.
     type: str
   ca_path:
