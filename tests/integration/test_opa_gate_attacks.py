@@ -223,7 +223,7 @@ def test_the_token_appears_nowhere_but_its_file(gate_stack):
 
 
 def test_a_squatter_that_answers_allow_cannot_turn_a_deny(tmp_path, write_manifest, run_playbook, app_image,
-                                                         fixture_image):
+                                                          fixture_image):
     """Attack: the squatter answers allow; the policy denies (a disk threshold no host meets).
     The deploy is blocked by the real policy's reason, and the squatter was never asked."""
     project = tmp_path / "project"
