@@ -222,6 +222,19 @@ def test_the_token_appears_nowhere_but_its_file(gate_stack):
     assert "Bearer" not in gate_stack["deploy"].output
 
 
+def test_check_mode_and_a_second_deploy_keep_the_token_and_ask_the_sidecar(gate_stack, run_playbook):
+    token = _token(gate_stack["project"])
+    args = _args(gate_stack["manifest"], gate_stack["project"])
+    check = run_playbook("deploy", *args, check=True)
+    assert check.rc == 0, check.describe()
+    assert "Infrastructure policy (sidecar): ALLOW" in check.stdout
+    again = run_playbook("deploy", *args)
+    assert again.rc == 0, again.describe()
+    assert "Infrastructure policy (sidecar): ALLOW" in again.stdout
+    assert _token(gate_stack["project"]) == token
+    assert gate_stack["squatter"].seen == []
+
+
 def test_a_squatter_that_answers_allow_cannot_turn_a_deny(tmp_path, write_manifest, run_playbook, app_image,
                                                           fixture_image):
     """Attack: the squatter answers allow; the policy denies (a disk threshold no host meets).
