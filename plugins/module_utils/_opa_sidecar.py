@@ -171,8 +171,22 @@ def find_sidecar(engine, project_dir, stack, network):
     return {"id": details.get("Id"), "address": address, "url": "http://%s:%d" % (address, OPA_PORT)}
 
 
-def wait_healthy(url, timeout, clock=time.monotonic, sleep=time.sleep):
-    """Poll OPA's /health until it answers 200 or `timeout` seconds pass; SidecarError then."""
+def check_running(engine, container_id, stack):
+    """Raise SidecarError when the container has stopped or is restarting (a crash loop)."""
+    try:
+        state = engine.inspect(container_id).get("State") or {}
+    except EngineError as exc:
+        raise SidecarError("the OPA sidecar of stack %s is gone: %s" % (stack, exc))
+    if state.get("Restarting") or not state.get("Running"):
+        raise SidecarError("the OPA sidecar of stack %s stopped before it became healthy (exit code %s%s); "
+                           "see docker logs %s" % (stack, state.get("ExitCode"),
+                                                   ", %s" % state["Error"] if state.get("Error") else "",
+                                                   container_id[:12]))
+
+
+def wait_healthy(url, timeout, still_running=None, clock=time.monotonic, sleep=time.sleep):
+    """Poll OPA's /health until it answers 200 or `timeout` seconds pass; SidecarError then, or
+    as soon as `still_running()` raises it (a sidecar that exits is not waited for)."""
     deadline = clock() + timeout
     last = "no answer yet"
     while True:
@@ -181,6 +195,8 @@ def wait_healthy(url, timeout, clock=time.monotonic, sleep=time.sleep):
             return
         except HttpError as exc:
             last = exc.message
+        if still_running is not None:
+            still_running()
         if clock() >= deadline:
             raise SidecarError("the OPA sidecar did not become healthy within %g s: %s" % (timeout, last))
         sleep(0.5)

@@ -94,6 +94,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import E
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._opa_sidecar import (
     OPA_SERVICE,
     SidecarError,
+    check_running,
     ensure_token,
     find_sidecar,
     wait_healthy,
@@ -123,7 +124,9 @@ def main():
                 module.exit_json(**result)
         else:
             sidecar = find_sidecar(engine, params["project_dir"], params["stack"], params["network"])
-        wait_healthy(sidecar["url"], params["wait_timeout"])
+        real = engine.real if module.check_mode else engine
+        wait_healthy(sidecar["url"], params["wait_timeout"],
+                     still_running=lambda: check_running(real, sidecar["id"], params["stack"]))
     except SidecarError as exc:
         module.fail_json(msg="%s." % exc, **result)
     except EngineError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -157,7 +158,9 @@ def test_sidecar_that_cannot_start_denies_the_deploy(tmp_path, write_manifest, r
         deploy = run_playbook("deploy", *args)
         assert deploy.rc != 0
         assert "Deploy blocked by the infrastructure policy" in deploy.output
-        assert "the OPA sidecar did not become healthy within 30 s" in deploy.output
+        # Which of these depends on how far the container gets before its command fails.
+        assert re.search(r"OPA sidecar did not start|the OPA sidecar of stack opatestsidedown (stopped before it "
+                         r"became healthy|is not running)", deploy.output), deploy.describe()
         running = run("docker", "ps", "-q", "--filter", "label=com.docker.compose.project=opatestsidedown").stdout.split()
         assert running == []
         events = [json.loads(line)["event"] for line in (pathlib.Path(project) / "history.jsonl").read_text().splitlines()]

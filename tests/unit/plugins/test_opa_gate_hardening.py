@@ -20,10 +20,12 @@ import pytest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._opa_sidecar import (
     SidecarError,
+    check_running,
     ensure_token,
     find_sidecar,
     read_token,
     token_path,
+    wait_healthy,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import decide, evaluate_embedded
 from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision import check_engine_options
@@ -280,3 +282,39 @@ def test_the_access_policy_allows_only_the_two_decisions_with_the_token(authz_in
 
 def test_an_empty_token_never_matches():
     assert _authz_allows({"method": "POST", "path": DECISION, "identity": ""}, token="") is False
+
+
+# ------------------------------------------------------------------------------------------
+# Waiting for the sidecar: a crash is not waited out
+# ------------------------------------------------------------------------------------------
+
+
+class StoppedEngine(object):
+    def __init__(self, state):
+        self.state = state
+
+    def inspect(self, container):
+        return {"State": self.state}
+
+
+@pytest.mark.parametrize("state, detail", [
+    ({"Running": False, "ExitCode": 127, "Error": ""}, "(exit code 127)"),
+    ({"Running": True, "Restarting": True, "ExitCode": 127}, "(exit code 127)"),
+])
+def test_a_sidecar_that_exits_is_not_waited_for(state, detail):
+    calls = []
+    with pytest.raises(SidecarError) as raised:
+        wait_healthy("http://127.0.0.1:9", 30, still_running=lambda: check_running(StoppedEngine(state), "c0ffee" * 4,
+                                                                                   "opatest"),
+                     sleep=calls.append)
+    assert str(raised.value) == ("the OPA sidecar of stack opatest stopped before it became healthy %s; see docker "
+                                 "logs c0ffeec0ffee" % detail)
+    assert calls == []
+
+
+def test_a_sidecar_that_never_answers_times_out():
+    now = [0.0]
+    with pytest.raises(SidecarError) as raised:
+        wait_healthy("http://127.0.0.1:9", 2, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert str(raised.value).startswith("the OPA sidecar did not become healthy within 2 s: cannot connect to "
+                                        "http://127.0.0.1:9/health")
