@@ -6,7 +6,10 @@
 
 embedded and external are evaluated here on the controller (regopy in-process, or the central
 OPA over HTTP, as AWX runs it); sidecar runs the module on the managed host, because that OPA
-listens on the host's loopback only.
+is reachable from the host only and its token never leaves the host.
+
+The external engine's token is a task argument: it is sent to OPA and never returned, and a
+plain http:// URL is refused unless allow_http is true.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import d
 from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
+    check_engine_options,
     decision_result,
 )
 
@@ -37,9 +41,15 @@ class ActionModule(ActionBase):
         if validation.error_messages:
             raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
+        try:
+            check_engine_options(args)
+        except ValueError as exc:
+            raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s." % exc)
 
         if args["engine"] == "sidecar":
-            module_args = {key: value for key, value in args.items() if key != "policy_dir"}
+            module_args = {key: value for key, value in args.items()
+                           if key in ("domain", "input", "engine", "timeout", "fail_open", "project_dir", "stack",
+                                      "network")}
             result.update(self._execute_module(module_name="swiftdeploy.stack.opa_decision", module_args=module_args,
                                                task_vars=task_vars))
             return result
@@ -49,7 +59,9 @@ class ActionModule(ActionBase):
             policy_dir = self._loader.path_dwim(args["policy_dir"])
         try:
             decision = decide(args["engine"], args["domain"], args["input"], policy_dir=policy_dir, url=args["url"],
-                              timeout=args["timeout"], fail_open=args["fail_open"])
+                              timeout=args["timeout"], fail_open=args["fail_open"], token=args["token"],
+                              ca_path=self._loader.path_dwim(args["ca_path"]) if args["ca_path"] else None,
+                              validate_certs=args["validate_certs"], require_https=not args["allow_http"])
         except ValueError as exc:
             raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s." % exc)
         result.update(decision_result(decision))

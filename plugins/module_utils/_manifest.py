@@ -37,6 +37,8 @@ _DOCKER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
 # A compose project name: lower case, as `docker compose` requires.
 _STACK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
+# A CA bundle's absolute path on the controller, without control characters.
+_CA_PATH_RE = re.compile(r"/[^\x00-\x1f\x7f]{1,4095}")
 _URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII)
 # What Docker and compose accept as a restart policy; on-failure may carry a retry count.
 _RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(?::[1-9][0-9]{0,3})?", re.ASCII)
@@ -181,6 +183,10 @@ SCHEMA = {
                          fix="use a number of seconds from 0.1 to 60"),
         # The sidecar answers a handful of small queries a deploy; Go's threads fit in 128.
         "resources": _resources("256m", 0.5, 128),
+        "allow_http": Field("bool", default=False),
+        "ca_path": Field("str", check=_CA_PATH_RE,
+                         fix="use the absolute path on the controller of a PEM file of CA certificates, "
+                             "such as '/etc/pki/opa-ca.pem'"),
     }),
     "network": Field("dict", default={}, children={
         # None: '<stack>-net', filled in once the stack's name is known.
@@ -449,9 +455,9 @@ def _stack_defaults(manifest):
 
 def _cross_field_rules(manifest, errors):
     """Rules that span fields: published ports that would clash, engine-specific keys."""
+    # The OPA sidecar publishes no port (the host reaches it on its own network), so opa.port
+    # cannot clash.
     published = [("nginx.port", manifest["nginx"]["port"]), ("nginx.admin_port", manifest["nginx"]["admin_port"])]
-    if manifest["opa"]["mode"] == "sidecar":
-        published.append(("opa.port", manifest["opa"]["port"]))
     seen = {}
     for path, port in published:
         if port in seen:
@@ -462,6 +468,11 @@ def _cross_field_rules(manifest, errors):
     if manifest["opa"]["mode"] == "external" and not manifest["opa"]["url"]:
         errors.append("manifest field 'opa.url': required when opa.mode is 'external'; set it to the OPA server's URL, "
                       "e.g. 'https://opa.example.com:8181'.")
+    if (manifest["opa"]["mode"] == "external" and (manifest["opa"]["url"] or "").lower().startswith("http://")
+            and not manifest["opa"]["allow_http"]):
+        errors.append("manifest field 'opa.url': %s is plain HTTP, so the decision and the token could be read or "
+                      "forged on the way; use an https:// URL, or set opa.allow_http: true if OPA is reached over "
+                      "a trusted network only." % _show(manifest["opa"]["url"]))
     canary = manifest["canary"]
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]

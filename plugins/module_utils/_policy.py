@@ -37,7 +37,8 @@ _NATIVE_LOCK = threading.Lock()
 class PolicyError(Exception):
     """No usable decision. Kinds: the HttpError kinds (unreachable, timeout, http_status,
     bad_json; bad_url cannot happen once decide() has checked the URL), undefined, malformed,
-    rego_error, no_policy, missing_library, bad_input."""
+    rego_error, no_policy, missing_library, bad_input, and sidecar_unavailable (from
+    unavailable())."""
 
     def __init__(self, kind, message):
         super(PolicyError, self).__init__(message)
@@ -55,11 +56,13 @@ def decision_url(base_url, domain):
     return "%s/v1/data/swiftdeploy/%s/decision" % (base_url.rstrip("/"), domain)
 
 
-def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, fail_open=False):
+def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, fail_open=False, token=None,
+           ca_path=None, validate_certs=True, require_https=False):
     """Return the decision as {allow, reasons, domain, checked, engine, error, bypassed}.
 
-    Raises ValueError for bad arguments only; every failure to get a decision is folded into
-    the result (fail closed, or bypassed when fail_open is true).
+    Raises ValueError for bad arguments only (a plain http:// url among them when
+    require_https is true); every failure to get a decision is folded into the result (fail
+    closed, or bypassed when fail_open is true). A token is sent as `Authorization: Bearer`.
     """
     if engine not in ENGINES:
         raise ValueError("engine must be one of %s, not %r" % (", ".join(ENGINES), engine))
@@ -69,6 +72,10 @@ def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, 
         raise ValueError("the embedded engine needs policy_dir, the directory of the .rego files")
     if engine != "embedded":
         check_url(url, engine)
+        if require_https and urllib.parse.urlsplit(url).scheme != "https":
+            raise ValueError("url %r is plain HTTP: the decision and the token would travel unencrypted and could be "
+                             "forged on the way; use an https:// URL, or set opa.allow_http: true in the manifest "
+                             "(allow_http) if OPA is reached over a trusted network only" % (url,))
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout <= 0:
         raise ValueError("timeout must be a number of seconds above 0, not %r" % (timeout,))
     if not isinstance(input_dict, dict):
@@ -81,7 +88,9 @@ def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, 
         if engine == "embedded":
             decision = evaluate_embedded(policy_dir, domain, plain_input)
         else:
-            decision = query_rest(url, domain, plain_input, timeout)
+            headers = {"Authorization": "Bearer %s" % token} if token else None
+            decision = query_rest(url, domain, plain_input, timeout, headers=headers, ca_path=ca_path,
+                                  validate_certs=validate_certs)
     except PolicyError as exc:
         return _without_decision(engine, domain, exc, fail_open)
     return {
@@ -108,6 +117,12 @@ def check_url(url, engine):
     if not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError("url must be the base URL of OPA such as http://127.0.0.1:8181 or https://opa.example.com, "
                          "not %r" % (url,))
+
+
+def unavailable(engine, domain, kind, message, fail_open=False):
+    """The result when the engine itself cannot be reached before any query (such as a sidecar
+    that is not running): a deny, or a bypass under fail_open, as for any other failure."""
+    return _without_decision(engine, domain, PolicyError(kind, message), fail_open)
 
 
 def _without_decision(engine, domain, exc, fail_open):
@@ -162,11 +177,13 @@ def _brief_repr(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def query_rest(base_url, domain, input_dict, timeout):
-    """Ask OPA's REST API for the decision; return it checked, or raise PolicyError."""
+def query_rest(base_url, domain, input_dict, timeout, headers=None, ca_path=None, validate_certs=True):
+    """Ask OPA's REST API for the decision; return it checked, or raise PolicyError. A redirect
+    is never followed (post_json): an answer must come from the OPA asked."""
     url = decision_url(base_url, domain)
     try:
-        answer = post_json(url, {"input": input_dict}, timeout, service="OPA")
+        answer = post_json(url, {"input": input_dict}, timeout, service="OPA", headers=headers,
+                           validate_certs=validate_certs, ca_path=ca_path)
     except HttpError as exc:
         raise PolicyError(exc.kind, exc.message)
     if "result" not in answer:

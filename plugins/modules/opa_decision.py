@@ -24,7 +24,15 @@ description:
   - Where the policy runs depends on O(engine). V(embedded) evaluates the policies in-process
     on the controller with the C(regopy) library; V(external) asks a central OPA from the
     controller, as AWX runs it; V(sidecar) runs this module on the managed host, which asks the
-    OPA container listening on that host's loopback.
+    stack's own OPA container at its address on the OPA network, with the stack's token.
+  - B(Sidecar trust.) The sidecar publishes no port. This module finds the container of the
+    compose project's C(opa) service in O(project_dir) through the Docker engine, checks that
+    its labels name O(stack) and that it is on O(network) alone, and only then sends it the
+    token it reads from C(opa/token.json) on the host (as a bearer token). A sidecar
+    that is not running or fails these checks is a deny, and the token is not sent.
+  - B(External trust.) The URL must be C(https://) unless O(allow_http=true); certificates
+    are verified (O(ca_path) for a private CA); O(token) is sent as a bearer token; a redirect
+    is never followed, so a redirecting OPA is a deny.
 author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -57,19 +65,55 @@ options:
       - Where the policies are evaluated.
       - V(embedded) on the controller, in-process with the C(regopy) library and the policies
         in O(policy_dir). No OPA server is involved.
-      - V(sidecar) on the managed host, by this module, against the OPA container bound to the
-        host's loopback at O(url).
+      - V(sidecar) on the managed host, by this module, against the stack's OPA container found
+        through the Docker engine (O(project_dir), O(stack), O(network)).
       - V(external) on the controller, against the central OPA at O(url).
     type: str
     required: true
     choices: [embedded, sidecar, external]
   url:
     description:
-      - Base URL of OPA, without C(/v1/data). Required for V(sidecar) and V(external).
-      - For V(sidecar), the address on the managed host, such as C(http://127.0.0.1:8181).
-      - For V(external), the central OPA as the controller reaches it, such as
-        C(https://opa.example.com:8181).
+      - Base URL of the central OPA as the controller reaches it, without C(/v1/data), such as
+        C(https://opa.example.com:8181). Required for V(external), refused for V(sidecar).
+      - C(http://) is refused unless O(allow_http=true).
       - Proxy settings from the environment are used, except for loopback addresses.
+    type: str
+  allow_http:
+    description:
+      - Accept a plain C(http://) O(url) for V(external). The decision and O(token) then travel
+        unencrypted; the manifest's C(opa.allow_http) sets this.
+    type: bool
+    default: false
+  token:
+    description:
+      - Bearer token sent to the V(external) OPA in the C(Authorization) header. Never logged nor
+        returned. The V(sidecar) engine reads the stack's own token on the host instead.
+    type: str
+  ca_path:
+    description:
+      - PEM file of the CA certificates that verify the V(external) OPA's certificate, on the
+        controller. Defaults to the system's trust store.
+    type: path
+  validate_certs:
+    description:
+      - Verify the V(external) OPA's TLS certificate. Turning this off lets anyone on the path
+        answer in OPA's name; it exists for tests only.
+    type: bool
+    default: true
+  project_dir:
+    description:
+      - For V(sidecar), the stack's project directory on the managed host (where
+        C(docker-compose.yml) and C(opa/token.json) are). Required for V(sidecar).
+    type: path
+  stack:
+    description:
+      - For V(sidecar), the stack's name; the OPA container's labels must name it. Required
+        for V(sidecar).
+    type: str
+  network:
+    description:
+      - For V(sidecar), the OPA network's name; the container must be on it and on no other.
+        Required for V(sidecar).
     type: str
   timeout:
     description: Seconds to wait for OPA to answer before the decision counts as failed.
@@ -140,7 +184,9 @@ EXAMPLES = r"""
   swiftdeploy.stack.opa_decision:
     domain: canary
     engine: sidecar
-    url: "http://127.0.0.1:{{ swiftdeploy_stack.opa.port }}"
+    project_dir: /srv/swiftdeploy
+    stack: swiftdeploy
+    network: swiftdeploy-net-opa
     input:
       metrics: "{{ canary_metrics }}"
       thresholds: "{{ swiftdeploy_stack.policy.thresholds }}"
@@ -151,6 +197,8 @@ EXAMPLES = r"""
     domain: canary
     engine: external
     url: https://opa.example.com:8181
+    token: "{{ vault_opa_token }}"
+    ca_path: /etc/pki/opa-ca.pem
     timeout: 2
     fail_open: true
     input:
@@ -212,7 +260,8 @@ decision:
       description:
         - Why no decision could be had, or C(null). C(kind) is one of V(unreachable),
           V(timeout), V(http_status), V(bad_json), V(undefined), V(malformed),
-          V(rego_error), V(no_policy), V(missing_library), V(bad_input).
+          V(rego_error), V(no_policy), V(missing_library), V(bad_input),
+          V(sidecar_unavailable).
       type: dict
       sample: {kind: unreachable, message: "cannot connect to http://127.0.0.1:8181/v1/data/swiftdeploy/canary/decision:
                connection refused; is OPA running?"}
@@ -222,9 +271,13 @@ decision:
       sample: false
 """
 
+import functools
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import DOMAINS, ENGINES, decide
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._opa_sidecar import SidecarError, find_sidecar, read_token
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import DOMAINS, ENGINES, decide, unavailable
 
 # Shared with the action plugin, which validates the same arguments on the controller.
 ARGUMENT_SPEC = {
@@ -232,14 +285,32 @@ ARGUMENT_SPEC = {
     "input": {"type": "dict", "required": True},
     "engine": {"type": "str", "required": True, "choices": list(ENGINES)},
     "url": {"type": "str"},
+    "allow_http": {"type": "bool", "default": False},
+    "token": {"type": "str", "no_log": True},
+    "ca_path": {"type": "path"},
+    "validate_certs": {"type": "bool", "default": True},
     "timeout": {"type": "float", "default": 5},
     "fail_open": {"type": "bool", "default": False},
     "policy_dir": {"type": "path"},
+    "project_dir": {"type": "path"},
+    "stack": {"type": "str"},
+    "network": {"type": "str"},
 }
 REQUIRED_IF = [
-    ("engine", "sidecar", ["url"]),
+    ("engine", "sidecar", ["project_dir", "stack", "network"]),
     ("engine", "external", ["url"]),
 ]
+
+
+def check_engine_options(params):
+    """Raise ValueError for options that do not belong to the engine chosen: the sidecar's
+    address is found, never given, and its token is read on the host, never passed."""
+    if params["engine"] == "sidecar":
+        given = [name for name in ("url", "token", "ca_path") if params.get(name)]
+        if given:
+            raise ValueError("%s: not for the sidecar engine, which finds the stack's OPA container through the "
+                             "Docker engine (project_dir, stack, network) and reads its token on the host"
+                             % ", ".join(given))
 
 
 def decision_result(decision):
@@ -259,11 +330,32 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
     params = module.params
     try:
-        decision = decide(params["engine"], params["domain"], params["input"], policy_dir=params["policy_dir"],
-                          url=params["url"], timeout=params["timeout"], fail_open=params["fail_open"])
+        check_engine_options(params)
+        if params["engine"] != "sidecar":
+            decision = decide(params["engine"], params["domain"], params["input"], policy_dir=params["policy_dir"],
+                              url=params["url"], timeout=params["timeout"], fail_open=params["fail_open"],
+                              token=params["token"], ca_path=params["ca_path"],
+                              validate_certs=params["validate_certs"], require_https=not params["allow_http"])
+        else:
+            decision = ask_sidecar(module, params)
     except ValueError as exc:
         module.fail_json(msg="opa_decision: %s." % exc)
     module.exit_json(**decision_result(decision))
+
+
+def ask_sidecar(module, params):
+    """Find the stack's own OPA container, then ask it with the stack's token; a sidecar that
+    cannot be found or trusted is a deny (or a bypass under fail_open), and gets no token."""
+    try:
+        token = read_token(params["project_dir"])
+        engine = open_engine(runner=functools.partial(module.run_command, check_rc=False),
+                             docker=module.get_bin_path("docker"))
+        sidecar = find_sidecar(engine, params["project_dir"], params["stack"], params["network"])
+    except (SidecarError, EngineError) as exc:
+        return unavailable("sidecar", params["domain"], "sidecar_unavailable",
+                           "no decision from the OPA sidecar: %s" % exc, params["fail_open"])
+    return decide("sidecar", params["domain"], params["input"], url=sidecar["url"], timeout=params["timeout"],
+                  fail_open=params["fail_open"], token=token)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ sidecar and external engines call it, served by the OPA test fixture
 
 1. The fixture runs on the host; for every boundary of both policies, decide() over REST must
    equal decide("embedded") in allow, reasons, checked and domain.
-2. A playbook calls swiftdeploy.stack.opa_decision with all three engines (sidecar through the
-   module on the managed host, the others in the action plugin) and asserts they agree, in
-   normal and in check mode.
+2. A playbook calls swiftdeploy.stack.opa_decision with the embedded and external engines (in
+   the action plugin) and asserts they agree, and that the sidecar engine (the module on the
+   managed host) fails closed without its OPA, in normal and in check mode; the sidecar on a
+   real stack is in test_opa_gate_attacks.py.
 3. The fixture's image, built by build.sh, answers /health and a decision as the compose
    file's OPA service would run it (uid 65532, read-only, policies bind-mounted).
 """
@@ -203,42 +204,54 @@ PLAYBOOK = textwrap.dedent("""\
             input: "{{ gate_input }}"
           register: gate_embedded
 
-        - name: Sidecar, through the module on the managed host
-          swiftdeploy.stack.opa_decision:
-            domain: canary
-            engine: sidecar
-            url: "{{ opa_url }}"
-            input: "{{ gate_input }}"
-          register: gate_sidecar
-
-        - name: External, from the controller
+        - name: External, from the controller, over plain HTTP as the manifest may allow
           swiftdeploy.stack.opa_decision:
             domain: canary
             engine: external
             url: "{{ opa_url }}"
+            allow_http: true
             input: "{{ gate_input }}"
           register: gate_external
 
-        - name: Sidecar with OPA down, fail closed
+        # The sidecar engine on a real stack: tests/integration/test_opa_gate_attacks.py. Here
+        # the module on the host finds no sidecar (no token, no container): fail closed.
+        - name: Sidecar without its OPA, fail closed
           swiftdeploy.stack.opa_decision:
             domain: canary
             engine: sidecar
-            url: "{{ closed_url }}"
+            project_dir: "{{ empty_project }}"
+            stack: opatestnone
+            network: opatestnone_opa
             input: "{{ gate_input }}"
           register: gate_down
 
-        - name: Sidecar with OPA down, fail open
+        - name: Sidecar without its OPA, fail open
           swiftdeploy.stack.opa_decision:
             domain: canary
             engine: sidecar
-            url: "{{ closed_url }}"
+            project_dir: "{{ empty_project }}"
+            stack: opatestnone
+            network: opatestnone_opa
             fail_open: true
             input: "{{ gate_input }}"
           register: gate_bypassed
 
+        - name: External over plain HTTP without allow_http fails the task
+          block:
+            - name: External over http
+              swiftdeploy.stack.opa_decision:
+                domain: canary
+                engine: external
+                url: "{{ opa_url }}"
+                input: "{{ gate_input }}"
+          rescue:
+            - name: Remember the refusal
+              ansible.builtin.set_fact:
+                gate_http_msg: "{{ ansible_failed_result.msg }}"
+
         - name: Bad arguments fail the task
           block:
-            - name: Sidecar without url
+            - name: Sidecar without its project
               swiftdeploy.stack.opa_decision:
                 domain: canary
                 engine: sidecar
@@ -255,18 +268,17 @@ PLAYBOOK = textwrap.dedent("""\
               - gate_embedded is not changed and gate_embedded is not failed
               - not gate_embedded.allow
               - gate_embedded.reasons | length == 3
-              - gate_sidecar.reasons == gate_embedded.reasons
               - gate_external.reasons == gate_embedded.reasons
-              - gate_sidecar.decision.checked == gate_embedded.decision.checked
               - gate_external.decision.checked == gate_embedded.decision.checked
-              - gate_sidecar.decision.engine == 'sidecar'
               - not gate_down.allow and not gate_down.bypassed
-              - gate_down.decision.error.kind == 'unreachable'
-              - gate_down.reasons[0] is search('connection refused; is OPA running')
+              - gate_down.decision.engine == 'sidecar'
+              - gate_down.decision.error.kind == 'sidecar_unavailable'
+              - gate_down.reasons[0] is search("token file .* does not exist")
               - gate_bypassed.allow and gate_bypassed.bypassed
               - gate_bypassed.reasons[0] is search('^policy bypassed because of an error')
-              - gate_bad_msg is search('engine is sidecar but all of the following are missing. url')
-            fail_msg: "engines disagree: {{ [gate_embedded, gate_sidecar, gate_external, gate_down] }}"
+              - gate_http_msg is search('is plain HTTP')
+              - gate_bad_msg is search('engine is sidecar but all of the following are missing. project_dir, stack, network')
+            fail_msg: "engines disagree: {{ [gate_embedded, gate_external, gate_down] }}"
     """)
 
 
@@ -274,12 +286,13 @@ PLAYBOOK = textwrap.dedent("""\
 def test_playbook_engines_agree(fixture_url, tmp_path, run_playbook, parse_recap, check):
     playbook = tmp_path / "engines.yml"
     playbook.write_text(PLAYBOOK)
-    closed_url = "http://127.0.0.1:%d" % _free_port()
-    run = run_playbook(playbook, "-e", "opa_url=%s" % fixture_url, "-e", "closed_url=%s" % closed_url,
+    empty_project = tmp_path / "no-stack"
+    empty_project.mkdir()
+    run = run_playbook(playbook, "-e", "opa_url=%s" % fixture_url, "-e", "empty_project=%s" % empty_project,
                        check=check, diff=False, timeout=300)
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)["localhost"]
-    assert (recap["failed"], recap["changed"], recap["rescued"]) == (0, 0, 1), run.describe()
+    assert (recap["failed"], recap["changed"], recap["rescued"]) == (0, 0, 2), run.describe()
 
 
 # ------------------------------------------------------------------------------------------

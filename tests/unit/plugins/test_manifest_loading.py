@@ -67,7 +67,7 @@ def test_overrides_are_merged_and_validated(tmp_path):
     manifest, problem = load_manifest(path, {"opa": {"mode": "sidecar"}})
     assert problem is None
     assert manifest["opa"] == {"image": "openpolicyagent/opa:latest-static", "port": 8181, "mode": "sidecar",
-                               "url": None, "timeout": 5.0,
+                               "url": None, "timeout": 5.0, "allow_http": False, "ca_path": None,
                                "resources": {"memory": "256m", "cpus": 0.5, "pids": 128}}
     _manifest, (stage, errors) = load_manifest(path, {"opa": {"mode": "bogus"}})
     assert errors == ["manifest field 'opa.mode': 'bogus' is not allowed; use one of: embedded, sidecar, external."]

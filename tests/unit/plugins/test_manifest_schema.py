@@ -284,13 +284,11 @@ def test_published_port_clash():
         "host must differ, choose another one."]
 
 
-def test_opa_port_clash_only_matters_for_the_sidecar():
+def test_opa_port_is_never_published_so_never_clashes():
+    # The sidecar publishes no port: the host reaches it on its own network (docs/security.md).
     data = with_change("opa.port", 8080)
-    assert validate_manifest(copy.deepcopy(data))["opa"]["port"] == 8080
     data["opa"]["mode"] = "sidecar"
-    assert errors_of(data) == [
-        "manifest field 'opa.port': port 8080 is already used by 'nginx.port'; every port published on the host "
-        "must differ, choose another one."]
+    assert validate_manifest(data)["opa"]["port"] == 8080
 
 
 def test_external_engine_needs_a_url():
@@ -298,8 +296,33 @@ def test_external_engine_needs_a_url():
         "manifest field 'opa.url': required when opa.mode is 'external'; set it to the OPA server's URL, e.g. "
         "'https://opa.example.com:8181'."]
     data = with_change("opa.mode", "external")
-    data["opa"]["url"] = "http://127.0.0.1:8181"
-    assert validate_manifest(data)["opa"]["url"] == "http://127.0.0.1:8181"
+    data["opa"]["url"] = "https://opa.example.com:8181"
+    result = validate_manifest(data)
+    assert (result["opa"]["url"], result["opa"]["allow_http"], result["opa"]["ca_path"]) == (
+        "https://opa.example.com:8181", False, None)
+
+
+def test_external_engine_refuses_plain_http_unless_allowed():
+    """Attack: a manifest writer points the gate at an http:// OPA, where anyone on the path can
+    read the token and answer allow. Refused, naming the field and the fix."""
+    data = with_change("opa.mode", "external")
+    data["opa"]["url"] = "http://opa.example.com:8181"
+    assert errors_of(copy.deepcopy(data)) == [
+        "manifest field 'opa.url': 'http://opa.example.com:8181' is plain HTTP, so the decision and the token could "
+        "be read or forged on the way; use an https:// URL, or set opa.allow_http: true if OPA is reached over a "
+        "trusted network only."]
+    data["opa"]["allow_http"] = True
+    assert validate_manifest(data)["opa"]["url"] == "http://opa.example.com:8181"
+
+
+@pytest.mark.parametrize("ca_path, ok", [("/etc/pki/opa-ca.pem", True), ("relative/ca.pem", False),
+                                         ("/etc/ca\n.pem", False)])
+def test_opa_ca_path_is_an_absolute_path(ca_path, ok):
+    data = with_change("opa.ca_path", ca_path)
+    if ok:
+        assert validate_manifest(data)["opa"]["ca_path"] == ca_path
+    else:
+        assert errors_of(data)[0].startswith("manifest field 'opa.ca_path': ")
 
 
 def test_canary_image_and_version_default_to_the_service():
