@@ -152,7 +152,8 @@ def test_events_are_recorded_before_the_lock_is_given_back(tmp_path):
     record = session.record("deploy", {"port": 8080})
     assert session.release() is True and not os.path.exists(lock["path"])
     assert (record["seq"], record["event"], record["actor"], record["stack"]) == (1, "deploy", {"user": "ci"}, "demo")
-    assert session.anchor() == {"records": [record], "seq": 1, "hash": record["hash"]}
+    assert session.anchor() == {"records": [record], "seq": 1, "hash": record["hash"],
+                                "history_path": str(tmp_path / "history.jsonl")}
 
 
 def test_a_write_under_a_lock_this_run_does_not_hold_is_refused(tmp_path):

@@ -23,7 +23,8 @@ TWO_SLOTS = {"generation": 2, "mode": "canary", "weight": 10, "stable": "blue", 
 
 def render(manifest, live=None):
     variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test")
+    variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test",
+                     _swiftdeploy_opa_network="%s_opa" % manifest["stack"])
     # The role renders from the live state, or the first deploy's one.
     variables["swiftdeploy_live"] = live if live is not None else initial_state(
         manifest["services"]["image"], manifest["services"]["version"], manifest["services"]["mode"])
