@@ -93,7 +93,7 @@ notes:
   - Scrape each slot separately and keep one O(state_path) per slot; the figures of both slots
     add up to the service's.
 seealso:
-  - module: swiftdeploy.stack.opa_decision
+  - module: swiftdeploy.stack.opa_decision_info
     description: Decides on a canary's promotion from RV(window).
 """
 
@@ -116,7 +116,7 @@ EXAMPLES = r"""
   register: canary_traffic
 
 - name: May the canary be promoted?
-  swiftdeploy.stack.opa_decision:
+  swiftdeploy.stack.opa_decision_info:
     domain: canary
     engine: sidecar
     url: "http://127.0.0.1:8181"

@@ -4,7 +4,7 @@ sidecar and external engines call it, served by the OPA test fixture
 
 1. The fixture runs on the host; for every boundary of both policies, decide() over REST must
    equal decide("embedded") in allow, reasons, checked and domain.
-2. A playbook calls swiftdeploy.stack.opa_decision with the embedded and external engines (in
+2. A playbook calls swiftdeploy.stack.opa_decision_info with the embedded and external engines (in
    the action plugin) and asserts they agree, and that the sidecar engine (the module on the
    managed host) fails closed without its OPA, in normal and in check mode; the sidecar on a
    real stack is in test_opa_gate_attacks.py.
@@ -188,7 +188,7 @@ def test_fixture_answers_undefined_as_opa_does(fixture_url):
 # ------------------------------------------------------------------------------------------
 
 PLAYBOOK = textwrap.dedent("""\
-    - name: The three engines of swiftdeploy.stack.opa_decision agree
+    - name: The three engines of swiftdeploy.stack.opa_decision_info agree
       hosts: localhost
       connection: local
       gather_facts: false
@@ -198,14 +198,14 @@ PLAYBOOK = textwrap.dedent("""\
           thresholds: {min_requests: 20, max_error_rate_percent: 1.0, max_p99_latency_ms: 500.0}
       tasks:
         - name: Embedded, in the action plugin
-          swiftdeploy.stack.opa_decision:
+          swiftdeploy.stack.opa_decision_info:
             domain: canary
             engine: embedded
             input: "{{ gate_input }}"
           register: gate_embedded
 
         - name: External, from the controller, over plain HTTP as the manifest may allow
-          swiftdeploy.stack.opa_decision:
+          swiftdeploy.stack.opa_decision_info:
             domain: canary
             engine: external
             url: "{{ opa_url }}"
@@ -216,7 +216,7 @@ PLAYBOOK = textwrap.dedent("""\
         # The sidecar engine on a real stack: tests/integration/test_opa_gate_attacks.py. Here
         # the module on the host finds no sidecar (no token, no container): fail closed.
         - name: Sidecar without its OPA, fail closed
-          swiftdeploy.stack.opa_decision:
+          swiftdeploy.stack.opa_decision_info:
             domain: canary
             engine: sidecar
             project_dir: "{{ empty_project }}"
@@ -226,7 +226,7 @@ PLAYBOOK = textwrap.dedent("""\
           register: gate_down
 
         - name: Sidecar without its OPA, fail open
-          swiftdeploy.stack.opa_decision:
+          swiftdeploy.stack.opa_decision_info:
             domain: canary
             engine: sidecar
             project_dir: "{{ empty_project }}"
@@ -239,7 +239,7 @@ PLAYBOOK = textwrap.dedent("""\
         - name: External over plain HTTP without allow_http fails the task
           block:
             - name: External over http
-              swiftdeploy.stack.opa_decision:
+              swiftdeploy.stack.opa_decision_info:
                 domain: canary
                 engine: external
                 url: "{{ opa_url }}"
@@ -252,7 +252,7 @@ PLAYBOOK = textwrap.dedent("""\
         - name: Bad arguments fail the task
           block:
             - name: Sidecar without its project
-              swiftdeploy.stack.opa_decision:
+              swiftdeploy.stack.opa_decision_info:
                 domain: canary
                 engine: sidecar
                 input: "{{ gate_input }}"

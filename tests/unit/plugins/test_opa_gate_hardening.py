@@ -28,7 +28,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._opa_sidecar imp
     wait_healthy,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import decide, evaluate_embedded
-from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision import check_engine_options
+from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision_info import check_engine_options
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 POLICY_DIR = str(REPO / "policies")

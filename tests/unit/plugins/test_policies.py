@@ -1,5 +1,5 @@
 """The Rego policies: every test_ rule of policies/*_test.rego, run through regopy, and a few
-decisions through decide(), the entry point the opa_decision module uses.
+decisions through decide(), the entry point the opa_decision_info module uses.
 
 `opa test policies/` runs the same rules where OPA is available; this runner is how CI and
 developers without OPA run them. Each rule is one pytest case. A test package is evaluated

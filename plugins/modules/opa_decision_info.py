@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: opa_decision
+module: opa_decision_info
 short_description: Ask the SwiftDeploy policies for an allow or deny decision
 version_added: 0.1.0
 description:
@@ -164,7 +164,7 @@ EXAMPLES = r"""
   register: loadavg
 
 - name: May we deploy on this host?
-  swiftdeploy.stack.opa_decision:
+  swiftdeploy.stack.opa_decision_info:
     domain: infrastructure
     engine: embedded
     input:
@@ -181,7 +181,7 @@ EXAMPLES = r"""
   when: not infrastructure_gate.allow
 
 - name: Ask the OPA sidecar on the host whether the canary may be promoted
-  swiftdeploy.stack.opa_decision:
+  swiftdeploy.stack.opa_decision_info:
     domain: canary
     engine: sidecar
     project_dir: /srv/swiftdeploy
@@ -193,7 +193,7 @@ EXAMPLES = r"""
   register: canary_gate
 
 - name: Ask the central OPA, letting the promotion through if OPA is down
-  swiftdeploy.stack.opa_decision:
+  swiftdeploy.stack.opa_decision_info:
     domain: canary
     engine: external
     url: https://opa.example.com:8181

@@ -2,7 +2,7 @@
 # Copyright: SwiftDeploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Action for swiftdeploy.stack.opa_decision: chooses where the policy is evaluated.
+"""Action for swiftdeploy.stack.opa_decision_info: chooses where the policy is evaluated.
 
 embedded and external are evaluated here on the controller (regopy in-process, or the central
 OPA over HTTP, as AWX runs it); sidecar runs the module on the managed host, because that OPA
@@ -21,7 +21,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import decide
-from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision import (
+from ansible_collections.swiftdeploy.stack.plugins.modules.opa_decision_info import (
     ARGUMENT_SPEC,
     REQUIRED_IF,
     check_engine_options,
@@ -39,18 +39,18 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         validation = ArgumentSpecValidator(ARGUMENT_SPEC, required_if=REQUIRED_IF).validate(self._task.args)
         if validation.error_messages:
-            raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s" % "; ".join(validation.error_messages))
+            raise AnsibleActionFail("swiftdeploy.stack.opa_decision_info: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
         try:
             check_engine_options(args)
         except ValueError as exc:
-            raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s." % exc)
+            raise AnsibleActionFail("swiftdeploy.stack.opa_decision_info: %s." % exc)
 
         if args["engine"] == "sidecar":
             module_args = {key: value for key, value in args.items()
                            if key in ("domain", "input", "engine", "timeout", "fail_open", "project_dir", "stack",
                                       "network")}
-            result.update(self._execute_module(module_name="swiftdeploy.stack.opa_decision", module_args=module_args,
+            result.update(self._execute_module(module_name="swiftdeploy.stack.opa_decision_info", module_args=module_args,
                                                task_vars=task_vars))
             return result
 
@@ -63,6 +63,6 @@ class ActionModule(ActionBase):
                               ca_path=self._loader.path_dwim(args["ca_path"]) if args["ca_path"] else None,
                               validate_certs=args["validate_certs"], require_https=not args["allow_http"])
         except ValueError as exc:
-            raise AnsibleActionFail("swiftdeploy.stack.opa_decision: %s." % exc)
+            raise AnsibleActionFail("swiftdeploy.stack.opa_decision_info: %s." % exc)
         result.update(decision_result(decision))
         return result
