@@ -81,8 +81,8 @@ class ActionLog(object):
         self.add(step, name, 0.0, detail + self.NOT_RUN)
 
 
-def default_atomic_write(path, content, mode):
-    """Write path atomically: a synced temporary file in the same directory, renamed over it."""
+def synced_temp(path, content, mode):
+    """A temporary file beside path holding content with mode, synced to disk; its name."""
     directory = os.path.dirname(path)
     handle, temp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path), suffix=".tmp")
     try:
@@ -91,6 +91,17 @@ def default_atomic_write(path, content, mode):
             out.flush()
             os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return temp
+
+
+def default_atomic_write(path, content, mode):
+    """Write path atomically: a synced temporary file in the same directory, renamed over it."""
+    temp = synced_temp(path, content, mode)
+    try:
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -28,6 +28,7 @@ author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.attributes.recording_action
   - swiftdeploy.stack.session
 options:
   path:
@@ -58,15 +59,6 @@ options:
     description: The host name recorded; by default the managed host's own name.
     type: str
 attributes:
-  action:
-    description: Has a corresponding action plugin, so some or all of its work runs on the controller.
-    support: full
-    details:
-      - The module runs on the managed host; the action then keeps the last event it recorded (C(seq)
-        and C(hash)) as the history's anchor on the controller, in
-        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.<digest of the history path>.json) (default C(anchors) in the
-        working directory), and in the job's C(swiftdeploy_history_anchors) stats. The audit checks
-        the history against it, so a history rewritten, cut or deleted on the host is found.
   check_mode:
     support: full
     details:

@@ -40,6 +40,7 @@ author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.attributes.recording_action
   - swiftdeploy.stack.session
   - ansible.builtin.files
 options:
@@ -202,15 +203,6 @@ options:
             type: dict
             default: {}
 attributes:
-  action:
-    description: Has a corresponding action plugin, so some or all of its work runs on the controller.
-    support: full
-    details:
-      - The module runs on the managed host; the action then keeps the last event it recorded (C(seq)
-        and C(hash)) as the history's anchor on the controller, in
-        C(<swiftdeploy_anchor_dir>/<stack>/<inventory_hostname>.<digest of the history path>.json) (default C(anchors) in the
-        working directory), and in the job's C(swiftdeploy_history_anchors) stats. The audit checks
-        the history against it, so a history rewritten, cut or deleted on the host is found.
   check_mode:
     support: full
     details:
@@ -443,7 +435,6 @@ history_path:
 
 import functools
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -460,6 +451,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host impo
     ConvergeError,
     DryRunStackHost,
     StackHost,
+    synced_temp,
 )
 
 ARGUMENT_SPEC = {
@@ -498,17 +490,7 @@ ARGUMENT_SPEC = {
 
 def atomic_write(module, path, content, mode):
     """A synced temporary file beside path, moved over it by Ansible's atomic_move."""
-    handle, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content.encode("utf-8"))
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-    except BaseException:
-        os.unlink(temp)
-        raise
-    module.atomic_move(temp, path)
+    module.atomic_move(synced_temp(path, content, mode), path)
     # atomic_move gives a replaced file the mode it had; the step's mode is the one wanted.
     os.chmod(path, mode)
     attributes = module.load_file_common_arguments(module.params, path=path)
