@@ -21,7 +21,7 @@ import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, read_lock, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import KeepAlive, LockError, read_lock, release, touch
 
 COMPOSE_FILE = "docker-compose.yml"
 STATE_FILE = "state.json"
@@ -82,8 +82,9 @@ def session_argument_spec():
         "actor": {"type": "dict"},
         "release_lock": {"type": "dict", "options": {
             "path": {"type": "path", "required": True},
-            # Not a credential: it only stops one run from releasing another's lock.
-            "token": {"type": "str", "required": True, "no_log": False},
+            # Whoever has it may release or refresh the run's lock: kept out of every output.
+            "token": {"type": "str", "required": True, "no_log": True},
+            "keep": {"type": "bool", "default": False},
         }},
     }
 
@@ -125,15 +126,23 @@ class Session(object):
         if state is None:
             raise SessionError("the stack lock %s is not held (it was never taken, released, or broken as stale); "
                                "nothing was changed: run the playbook again" % lock["path"])
-        if not state.owned_by(lock["token"]):
+        if not state.owned_by(lock["token"]) or not touch(lock["path"], lock["token"]):
             raise SessionError("the stack lock %s is held by %s, not by this run; nothing was changed: wait for it to "
                                "finish and run the playbook again" % (lock["path"], state.describe()))
+
+    def keep_alive(self):
+        """A context manager that refreshes the lock's heartbeat every few seconds while a
+        module waits (health and slot waits, a canary window): a long wait is not a dead run."""
+        lock = self.release_lock
+        if not lock or self.check:
+            return KeepAlive(None, None)
+        return KeepAlive(lock["path"], lock["token"])
 
     def release(self, what_happened="the events were recorded"):
         """Give the lock back (never in check mode); whether a lock was removed, None when no
         release was asked for."""
         lock = self.release_lock
-        if not lock:
+        if not lock or lock.get("keep"):
             return None
         try:
             return release(lock["path"], lock["token"], check_mode=self.check)["changed"]
