@@ -44,7 +44,7 @@ options:
       token:
         description:
           - The run's token, the one the lock was taken with. It is kept out of every output
-            (C(no_log)): whoever has it can release or refresh the run's lock.
+            (C(no_log)), since whoever has it can release or refresh the run's lock.
         type: str
         required: true
       keep:

@@ -26,12 +26,13 @@ description:
     heartbeat is older than O(stale_after) seconds, when its C(since) or heartbeat lies more
     than 30 s in the future (a broken clock or a forged file), when the lock is older than
     O(ttl) whatever its heartbeat, or when the action plugin found its controller's playbook
-    process gone (O(take_over)). Taking over is race-free; two runs taking over the same dead
+    process gone (O(take_over)) and nothing has refreshed the lock for 10 s (a module that
+    playbook started may still be finishing on the host). Taking over is race-free; two runs taking over the same dead
     lock cannot remove each other's fresh one.
   - The action plugin (on the controller) adds the controller's identity (host name, boot id,
     and the pid of the C(ansible-playbook) process) to the lock. When the lock is held by a
     playbook of the same controller whose process is gone (killed, cancelled), it takes the lock
-    over at once instead of waiting for O(stale_after).
+    over as soon as the lock has been quiet for 10 s, instead of waiting for O(stale_after).
   - The directory of O(path) is created when missing, mode C(2770) with the group C(docker)
     when there is one, so that every user who deploys shares the stack's lock; a directory
     that is a symbolic link is refused.
@@ -68,7 +69,7 @@ options:
     default: 0
   ttl:
     description:
-      - Age in seconds after which a lock is taken over whatever its heartbeat: a backstop for a
+      - Age in seconds after which a lock is taken over whatever its heartbeat, a backstop for a
         run that hangs while it keeps its lock alive. Keep it longer than the longest run.
       - Only used with O(state=acquired).
     type: int
