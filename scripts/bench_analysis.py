@@ -306,7 +306,7 @@ def main(argv=None):
             failed.append(name)
     print()
     print("## Median time to detect (detected within %d s), %d rollouts each" % (LOOKS * INTERVAL_S,
-                                                                                   args.detect_rollouts))
+                                                                                 args.detect_rollouts))
     print()
     print("A/A rows: false rollback rate. Canary at N req/s, baseline at %d - N req/s." % TOTAL_RPS)
     print()
