@@ -156,7 +156,7 @@ def new_test(alpha, r0=1.0):
     """
     if not _is_number(alpha) or not 0 < alpha < 1:
         raise AnalysisError("alpha %r must be a number between 0 and 1 (exclusive), e.g. 0.01" % (alpha,))
-    if not _is_number(r0) or not r0 > 0 or not math.isfinite(r0):
+    if not _is_number(r0) or r0 <= 0 or not math.isfinite(r0):
         raise AnalysisError("r0 %r must be a positive ratio, e.g. 1.0 (no tolerance)" % (r0,))
     grid = [float(r0) * 10 ** (k / 10.0) for k in GRID_EXPONENTS]
     return {
