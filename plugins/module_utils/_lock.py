@@ -47,6 +47,8 @@ STALE_AFTER = 90
 # How far a lock's time may lie ahead of this host's clock before the lock counts as broken.
 CLOCK_SKEW_SECONDS = 30
 HEARTBEAT_SECONDS = 5
+# A lock named by take_over is taken over once its heartbeat is older than this.
+TAKE_OVER_QUIET_SECONDS = 2 * HEARTBEAT_SECONDS
 # Set by acquire; a caller's holder may not override them.
 RESERVED_HOLDER_KEYS = ("host", "pid", "since", "token_sha256", "controller")
 _MAX_LOCK_BYTES = 64 * 1024
@@ -266,10 +268,13 @@ def judge(state, ttl=3600, stale_after=STALE_AFTER, take_over=None):
     if state.heartbeat_age < -CLOCK_SKEW_SECONDS:
         return ("its heartbeat %s lies %s in the future of this host's clock: the lock is broken"
                 % (rfc3339(state.heartbeat), human_age(-state.heartbeat_age)))
-    if take_over and state.lock_id == take_over:
+    if take_over and state.lock_id == take_over and state.heartbeat_age > TAKE_OVER_QUIET_SECONDS:
+        # The playbook is gone, but a module it started may still run on the host (Ansible's
+        # workers leave the playbook's session): only once nothing has refreshed the lock for
+        # two keeper intervals is its work over too.
         controller = (state.holder or {}).get("controller") or {}
-        return ("its playbook process (pid %s on controller %s) is gone"
-                % (controller.get("pid", "?"), controller.get("host", "?")))
+        return ("its playbook process (pid %s on controller %s) is gone and nothing refreshed the lock for %s"
+                % (controller.get("pid", "?"), controller.get("host", "?"), human_age(state.heartbeat_age)))
     if state.heartbeat_age > stale_after:
         return "no heartbeat for %s (stale after %d s)" % (human_age(state.heartbeat_age), stale_after)
     if state.age > ttl:

@@ -273,6 +273,7 @@ def test_take_over_names_one_lock_and_only_that_one(path, fake):
     fresh one that replaced it meanwhile."""
     controller = {"host": "ctl", "boot_id": "b", "pid": 777, "pid_start": 1}
     take(path, fake, controller=controller)
+    fake.now += 10
     with pytest.raises(LockHeldError) as info:
         take(path, fake, holder={"user": "alice"})
     dead_id = info.value.lock_id
@@ -280,8 +281,12 @@ def test_take_over_names_one_lock_and_only_that_one(path, fake):
     assert info.value.holder["controller"] == controller
     with pytest.raises(LockHeldError):
         take(path, fake, holder={"user": "alice"}, take_over="0" * 64)
+    with pytest.raises(LockHeldError):  # refreshed 10 s ago: a module of that playbook may still run
+        take(path, fake, holder={"user": "alice"}, take_over=dead_id)
+    fake.now += 1
     result = take(path, fake, holder={"user": "alice"}, take_over=dead_id)
-    assert result["taken_over"]["reason"] == "its playbook process (pid 777 on controller ctl) is gone"
+    assert result["taken_over"]["reason"] == (
+        "its playbook process (pid 777 on controller ctl) is gone and nothing refreshed the lock for 11 s")
     with pytest.raises(LockHeldError):  # alice's fresh lock is not the one named
         take(path, fake, holder={"user": "bob"}, take_over=dead_id)
 
