@@ -76,13 +76,13 @@ options:
     description:
       - The stack lock, one per stack on the host, for example
         C(/run/lock/swiftdeploy/<stack>.lock) (the role's C(swiftdeploy_lock_dir)), as
-        M(swiftdeploy.stack.stack_lock#module:path).
+        O(swiftdeploy.stack.stack_lock#module:path).
     type: path
     required: true
   lock_stale_after:
     description:
       - Seconds without a heartbeat after which the lock's holder counts as dead and its lock
-        is taken over, as M(swiftdeploy.stack.stack_lock#module:stale_after).
+        is taken over, as O(swiftdeploy.stack.stack_lock#module:stale_after).
     type: int
     default: 90
   history:
@@ -181,7 +181,7 @@ waited_seconds:
 taken_over:
   description:
     - The holder of a dead run's lock that was taken over, with C(reason), C(age_seconds) and
-      C(heartbeat_age_seconds), as M(swiftdeploy.stack.stack_lock#module:taken_over); null when none was.
+      C(heartbeat_age_seconds), as RV(swiftdeploy.stack.stack_lock#module:taken_over); null when none was.
   returned: always
   type: dict
   sample: null
