@@ -268,6 +268,7 @@ def test_a_promote_killed_after_its_converge(stable):
     assert wait_until(lambda: (served_generation() or 0) > generation, every=0.002), "nginx never switched"
     kill_tree(run)
     held = stack.lock.exists()  # the converge releases the lock a few ms after the reload
+    print("lock held at the kill after the converge: %s" % held)
 
     again = stack.run("promote", "-e", "mode=canary")
     assert again.returncode == 0, again.output
