@@ -115,20 +115,21 @@ class Session(object):
         self.records.append(record)
         return record
 
-    def check_lock(self):
+    def check_lock(self, done="nothing was changed"):
         """SessionError unless the lock of O(release_lock) is still this run's: a write under a
-        lock that another run took over (or that was never taken) must not happen. Nothing to
-        check in check mode, where no lock was written."""
+        lock that another run took over (or that was never taken) must not happen. It also
+        refreshes the lock's heartbeat. `done` says what the caller did before it checked.
+        Nothing to check in check mode, where no lock was written."""
         lock = self.release_lock
         if not lock or self.check:
             return
         state = read_lock(lock["path"], time.time())
         if state is None:
-            raise SessionError("the stack lock %s is not held (it was never taken, released, or broken as stale); "
-                               "nothing was changed: run the playbook again" % lock["path"])
+            raise SessionError("the stack lock %s is not held (it was never taken, released, or taken over as dead); "
+                               "%s: run the playbook again" % (lock["path"], done))
         if not state.owned_by(lock["token"]) or not touch(lock["path"], lock["token"]):
-            raise SessionError("the stack lock %s is held by %s, not by this run; nothing was changed: wait for it to "
-                               "finish and run the playbook again" % (lock["path"], state.describe()))
+            raise SessionError("the stack lock %s is held by %s, not by this run; %s: wait for it to "
+                               "finish and run the playbook again" % (lock["path"], state.describe(), done))
 
     def keep_alive(self):
         """A context manager that refreshes the lock's heartbeat every few seconds while a

@@ -537,7 +537,9 @@ def main():
         # Slot, generation and health waits can outlast the lock's stale_after: keep it alive.
         with session.keep_alive():
             result = converger.converge()
-        session.check_lock()
+        # Taken over during the converge (a keeper that could not refresh the lock): say so
+        # rather than record events under another run's lock.
+        session.check_lock("the converge ran, but its after events were not recorded")
         record(session, history.get("events", []), "after", result["changed"])
         released = session.release("the stack converged and its events were recorded")
         if history:
