@@ -39,6 +39,9 @@ options:
         changing nothing, when the lock is gone or another run holds it). When the release fails
         (wrong token), the events stay written and the task fails. In check mode nothing is checked
         or removed.
+      - Every check also refreshes the lock's heartbeat, and a module that waits (for slots or
+        health) refreshes it every few seconds while it waits, so that a long run is not taken
+        for a dead one.
     type: dict
     suboptions:
       path:
@@ -46,7 +49,15 @@ options:
         type: path
         required: true
       token:
-        description: The token that taking the lock returned.
+        description:
+          - The run's token, the one the lock was taken with. It is kept out of every output
+            (C(no_log)), since whoever has it can release or refresh the run's lock.
         type: str
         required: true
+      keep:
+        description:
+          - Check the lock and refresh its heartbeat, but keep it held; the run's next module
+            releases it. A repair after a takeover (the run's operation follows) uses it.
+        type: bool
+        default: false
 """

@@ -9,13 +9,19 @@ imports so that the unit tests can exercise every rule directly.
 
 Protocol, on a local filesystem:
 - acquire creates the file with O_CREAT|O_EXCL, which cannot succeed for two runs, and writes
-  the holder as one JSON line (who, which playbook or AWX job, host, pid, since, and the
-  SHA-256 of a random token that only the acquiring run knows);
-- only two things remove the file: a release that presents the token, and the breaking of a
-  lock older than its ttl. Both take an exclusive flock on the lock's directory and re-read the
-  file under it before unlinking. As nothing can replace an existing file (creation is
-  O_EXCL), the file judged under the flock is the file removed: two runs breaking the same
-  stale lock cannot remove each other's fresh lock.
+  the holder as one JSON line (who, which playbook or AWX job, host, pid, since, the
+  controller that runs the play, and the SHA-256 of a random token that only the acquiring run
+  knows);
+- the file's mtime is the holder's heartbeat: every call that presents the token touches it
+  (`touch`), and `KeepAlive` touches it every few seconds while a module waits;
+- only two things remove the file: a release that presents the token, and a takeover. A lock
+  is taken over when it is dead (`judge`): no heartbeat for stale_after seconds, its since or
+  heartbeat in the future (a broken clock or a forged file), older than the ttl backstop, or
+  named by the caller's controller as one whose playbook process is gone (take_over). Both take
+  an exclusive flock on the lock's directory and re-read the file under it before unlinking.
+  As nothing can replace an existing file (creation is O_EXCL), the file judged under the flock
+  is the file removed: two runs taking over the same dead lock cannot remove each other's fresh
+  lock.
 """
 
 from __future__ import annotations
@@ -26,23 +32,38 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 
-LOCK_FILE_MODE = 0o600
-DIRECTORY_MODE = 0o750
+# Readable by the lock directory's group (the users who deploy, see make_directory), so that a
+# run of another user can name the holder and judge its heartbeat; the token is only a digest.
+LOCK_FILE_MODE = 0o640
+# The directory is shared by the users who deploy: group-writable so that one of them can take
+# over another's dead lock, setgid so that every lock file gets the directory's group.
+DIRECTORY_MODE = 0o2770
+SHARED_GROUP = "docker"
 POLL_SECONDS = 0.25
+STALE_AFTER = 90
+# How far a lock's time may lie ahead of this host's clock before the lock counts as broken.
+CLOCK_SKEW_SECONDS = 30
+HEARTBEAT_SECONDS = 5
+# A lock named by take_over is taken over once its heartbeat is older than this.
+TAKE_OVER_QUIET_SECONDS = 2 * HEARTBEAT_SECONDS
 # Set by acquire; a caller's holder may not override them.
-RESERVED_HOLDER_KEYS = ("host", "pid", "since", "token_sha256")
+RESERVED_HOLDER_KEYS = ("host", "pid", "since", "token_sha256", "controller")
 _MAX_LOCK_BYTES = 64 * 1024
 
 
 class LockError(Exception):
     """A lock operation that did not happen; the message says what to do."""
 
-    def __init__(self, message, holder=None, waited_seconds=0.0):
+    def __init__(self, message, holder=None, waited_seconds=0.0, lock_id=None):
         super().__init__(message)
         self.holder = holder
         self.waited_seconds = waited_seconds
+        # The SHA-256 of the holder's token: names this very lock for a takeover (take_over) and
+        # reveals nothing that releases or refreshes it.
+        self.lock_id = lock_id
 
 
 class LockHeldError(LockError):
@@ -94,14 +115,22 @@ def public_holder(holder):
 
 
 class LockState:
-    """What a lock file says: holder (None when unreadable), since (Unix time) and age."""
+    """What a lock file says: holder (None when unreadable), since (Unix time) and age, and its
+    heartbeat (the file's mtime) with the heartbeat's age; ages are negative for a time in the
+    future."""
 
-    __slots__ = ("holder", "since", "age")
+    __slots__ = ("holder", "since", "age", "heartbeat", "heartbeat_age")
 
-    def __init__(self, holder, since, age):
+    def __init__(self, holder, since, age, heartbeat=None, heartbeat_age=0.0):
         self.holder = holder
         self.since = since
         self.age = age
+        self.heartbeat = since if heartbeat is None else heartbeat
+        self.heartbeat_age = heartbeat_age
+
+    @property
+    def lock_id(self):
+        return self.holder.get("token_sha256") if self.holder else None
 
     def owned_by(self, token):
         return bool(token) and self.holder is not None and \
@@ -109,7 +138,10 @@ class LockState:
 
     def describe(self):
         """root (playbook deploy.yml, AWX job 42) on host web1 since 2026-...Z (12 s ago)"""
-        when = "since %s (%s ago)" % (rfc3339(self.since), human_age(self.age))
+        if self.age < 0:
+            when = "since %s (%s in the future)" % (rfc3339(self.since), human_age(-self.age))
+        else:
+            when = "since %s (%s ago)" % (rfc3339(self.since), human_age(self.age))
         holder = self.holder
         if holder is None:
             return "an unknown run (the lock file is empty or not JSON) %s" % when
@@ -146,7 +178,7 @@ def read_lock(path, now):
     since = parse_rfc3339(holder.get("since")) if holder else None
     if since is None:
         since = mtime
-    return LockState(holder, since, max(0.0, now - since))
+    return LockState(holder, since, now - since, mtime, now - mtime)
 
 
 def _holder_fields(holder):
@@ -165,12 +197,32 @@ def _holder_fields(holder):
     return fields
 
 
+def _shared_gid():
+    try:
+        import grp  # POSIX only, like flock
+        return grp.getgrnam(SHARED_GROUP).gr_gid
+    except (ImportError, KeyError):
+        return None
+
+
 def make_directory(path):
-    """Create the lock's directory (mode 0750) when it is missing."""
+    """Create the lock's directory when it is missing: mode 2770, group docker when there is
+    one (the users who may deploy, who are root on the host through Docker anyway), so that
+    every user who deploys sees, and can take over, every other's lock on the stack. Refuse a
+    directory that is a symbolic link: whoever planted it would choose where locks go."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.islink(directory):
+        raise LockError("the lock directory %s is a symbolic link; remove it (a run creates the directory "
+                        "itself) or choose another swiftdeploy_lock_dir." % directory)
     if not os.path.isdir(directory):
-        os.makedirs(directory, DIRECTORY_MODE, exist_ok=True)
+        os.makedirs(directory, 0o755, exist_ok=True)
         os.chmod(directory, DIRECTORY_MODE)
+        gid = _shared_gid()
+        if gid is not None:
+            try:
+                os.chown(directory, -1, gid)
+            except PermissionError:
+                pass  # not a member: the directory stays the creator's group
 
 
 class _DirectoryGuard:
@@ -208,19 +260,43 @@ def _write_holder(fd, path, content):
         os.close(fd)
 
 
-def _break_stale(path, ttl, clock):
-    """Remove the lock if, judged again under the guard, it is still older than ttl."""
+def judge(state, ttl=3600, stale_after=STALE_AFTER, take_over=None):
+    """Why the lock in state is dead and may be taken over, or None while its holder lives."""
+    if state.age < -CLOCK_SKEW_SECONDS:
+        return ("its since %s lies %s in the future of this host's clock: the lock is broken"
+                % (rfc3339(state.since), human_age(-state.age)))
+    if state.heartbeat_age < -CLOCK_SKEW_SECONDS:
+        return ("its heartbeat %s lies %s in the future of this host's clock: the lock is broken"
+                % (rfc3339(state.heartbeat), human_age(-state.heartbeat_age)))
+    if take_over and state.lock_id == take_over and state.heartbeat_age > TAKE_OVER_QUIET_SECONDS:
+        # The playbook is gone, but a module it started may still run on the host (Ansible's
+        # workers leave the playbook's session): only once nothing has refreshed the lock for
+        # two keeper intervals is its work over too.
+        controller = (state.holder or {}).get("controller") or {}
+        return ("its playbook process (pid %s on controller %s) is gone and nothing refreshed the lock for %s"
+                % (controller.get("pid", "?"), controller.get("host", "?"), human_age(state.heartbeat_age)))
+    if state.heartbeat_age > stale_after:
+        return "no heartbeat for %s (stale after %d s)" % (human_age(state.heartbeat_age), stale_after)
+    if state.age > ttl:
+        return "older than its ttl of %d s (since %s)" % (ttl, rfc3339(state.since))
+    return None
+
+
+def _take_over(path, clock, **rules):
+    """Remove the lock if, judged again under the guard, it is still dead: (state, reason)."""
     with _DirectoryGuard(path):
         state = read_lock(path, clock())
-        if state is None or state.age <= ttl:
+        reason = judge(state, **rules) if state is not None else None
+        if reason is None:
             return None
         os.unlink(path)
-        return state
+        return state, reason
 
 
-def _stale_report(state):
+def _takeover_report(state, reason):
     report = public_holder(state.holder) or {}
-    report = dict(report, age_seconds=int(state.age))
+    report = dict(report, age_seconds=int(state.age), heartbeat_age_seconds=int(state.heartbeat_age),
+                  reason=reason)
     if state.holder is None:
         report["since"] = rfc3339(state.since)
     return report
@@ -233,40 +309,56 @@ def held_message(path, state, waited=0):
             % (state.describe(), still, path))
 
 
-def option_problem(wait, ttl, wait_name="wait", ttl_name="ttl"):
-    """Why wait or ttl (named as the module calls them) cannot be used, or None."""
+def option_problem(wait, ttl, wait_name="wait", ttl_name="ttl", stale_after=STALE_AFTER,
+                   stale_after_name="stale_after"):
+    """Why wait, ttl or stale_after (named as the module calls them) cannot be used, or None."""
     if wait < 0:
         return "%s: %d is negative; use 0 to fail at once or a number of seconds." % (wait_name, wait)
     if ttl < 1:
         return ("%s: %d is too small; use the age in seconds after which a lock is stale (default 3600)."
                 % (ttl_name, ttl))
+    if stale_after < 2 * HEARTBEAT_SECONDS:
+        return ("%s: %d is too small; a holder touches its lock every %d s, so use %d s or more (default %d)."
+                % (stale_after_name, stale_after, HEARTBEAT_SECONDS, 2 * HEARTBEAT_SECONDS, STALE_AFTER))
     return None
 
 
 def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=False,
+            stale_after=STALE_AFTER, controller=None, take_over=None,
             clock=time.time, monotonic=time.monotonic, sleep=time.sleep, poll=POLL_SECONDS):
     """Take the lock at path for holder, waiting up to `wait` seconds for another run.
 
-    Returns {changed, free, token, holder, waited_seconds, broken_stale}. A lock older than
-    ttl seconds is broken and its holder reported in broken_stale. Given the token of the
-    current lock, acquire confirms it (changed false). In check mode nothing is written, but a
-    lock held by another run still fails, so a check run tells the truth.
+    Returns {changed, free, token, holder, waited_seconds, taken_over}. A dead lock (see
+    `judge`) is taken over and its holder, with the reason, reported in taken_over. Given the
+    token of the current lock, acquire confirms it (changed false) and refreshes its heartbeat;
+    given a token and a free lock, it takes the lock with that token (so that a caller can keep
+    the token out of every result). controller ({host, boot_id, pid, pid_start}) is written as
+    the holder's controller; take_over names (by its lock_id) a lock whose controller process
+    the caller found gone. In check mode nothing is written, but a lock held by another run
+    still fails, so a check run tells the truth.
     Raises LockHeldError when another run still holds the lock after `wait`.
     """
     fields = _holder_fields(holder)
-    if wait < 0 or ttl < 1:
-        raise LockError("wait must be 0 or more and ttl 1 or more seconds (wait=%r, ttl=%r)."
-                        % (wait, ttl))
+    problem = option_problem(wait, ttl, stale_after=stale_after)
+    if problem:
+        raise LockError(problem)
     started = monotonic()
     deadline = started + wait
     waited = False
-    broken = None
+    taken = None
+    rules = {"ttl": ttl, "stale_after": stale_after, "take_over": take_over}
+
+    def content():
+        written = dict(fields, host=host, pid=pid, since=rfc3339(clock()))
+        if controller:
+            written["controller"] = dict(controller)
+        return written
 
     def result(changed, new_token, written):
         return {"changed": changed, "free": True, "token": new_token,
                 "holder": public_holder(written),
                 "waited_seconds": round(monotonic() - started, 3) if waited else 0.0,
-                "broken_stale": broken}
+                "taken_over": taken}
 
     if not check_mode:
         make_directory(path)
@@ -278,35 +370,109 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
             except FileExistsError:
                 pass
             else:
-                new_token = secrets.token_hex(16)
-                content = dict(fields, host=host, pid=pid, since=rfc3339(clock()),
-                               token_sha256=token_digest(new_token))
-                _write_holder(fd, path, content)
-                return result(True, new_token, content)
+                new_token = token or secrets.token_hex(16)
+                written = dict(content(), token_sha256=token_digest(new_token))
+                _write_holder(fd, path, written)
+                now = clock()
+                os.utime(path, (now, now))  # the first heartbeat, on the same clock as since
+                return result(True, new_token, written)
         state = read_lock(path, clock())
         if state is None:
             if check_mode:
-                return result(True, secrets.token_hex(16),
-                              dict(fields, host=host, pid=pid, since=rfc3339(clock())))
+                return result(True, token or secrets.token_hex(16), content())
             continue  # released between our create and our read: try again at once
         if state.owned_by(token):
+            if not check_mode:
+                touch(path, token, clock)
             return result(False, token, state.holder)
-        if state.age > ttl:
+        reason = judge(state, **rules)
+        if reason is not None:
             if check_mode:
-                broken = _stale_report(state)
-                return result(True, secrets.token_hex(16),
-                              dict(fields, host=host, pid=pid, since=rfc3339(clock())))
-            gone = _break_stale(path, ttl, clock)
+                taken = _takeover_report(state, reason)
+                return result(True, token or secrets.token_hex(16), content())
+            gone = _take_over(path, clock, **rules)
             if gone is not None:
-                broken = _stale_report(gone)
+                taken = _takeover_report(*gone)
             continue
         remaining = deadline - monotonic()
         if remaining <= 0:
             raise LockHeldError(held_message(path, state, wait if waited else 0),
                                 holder=public_holder(state.holder),
-                                waited_seconds=round(monotonic() - started, 3) if waited else 0.0)
+                                waited_seconds=round(monotonic() - started, 3) if waited else 0.0,
+                                lock_id=state.lock_id)
         waited = True
         sleep(min(poll, remaining))
+
+
+# --------------------------------------------------------------------------------------------
+# Heartbeat
+# --------------------------------------------------------------------------------------------
+
+
+def touch(path, token, clock=time.time):
+    """Refresh the heartbeat of the lock at path if token holds it; whether it does.
+
+    The file is checked and touched through one descriptor, so the file touched is the file
+    whose holder was checked, even if the lock changes hands in between."""
+    if not token:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            holder = json.loads(os.read(fd, _MAX_LOCK_BYTES).decode("utf-8"))
+        except ValueError:
+            return False
+        if not isinstance(holder, dict) or holder.get("token_sha256") != token_digest(token):
+            return False
+        now = clock()
+        os.utime(fd, (now, now))
+        return True
+    finally:
+        os.close(fd)
+
+
+class KeepAlive(object):
+    """A daemon thread that touches the lock every `every` seconds while a module waits (a
+    health wait, a canary window), so that a long wait does not look like a dead holder. It
+    stops at the end of the `with`, or for good once the lock is no longer this token's (a
+    later write then fails on the lock check, naming the new holder)."""
+
+    def __init__(self, path, token, every=HEARTBEAT_SECONDS, clock=time.time):
+        self.path = path
+        self.token = token
+        self.every = every
+        self.clock = clock
+        self.lost = False
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            try:
+                alive = touch(self.path, self.token, self.clock)
+            except OSError:
+                alive = False
+            if not alive:
+                self.lost = True
+                return
+            self.beats += 1
+
+    def __enter__(self):
+        if self.path and self.token:
+            touch(self.path, self.token, self.clock)
+            self._thread = threading.Thread(target=self._run, name="swiftdeploy-lock-keeper", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return False
 
 
 def release(path, token, check_mode=False, clock=time.time):
@@ -337,3 +503,56 @@ def release(path, token, check_mode=False, clock=time.time):
         if not check_mode:
             os.unlink(path)
         return {"changed": True, "holder": public_holder(state.holder)}
+
+
+# --------------------------------------------------------------------------------------------
+# The controller's side (the action plugin): who runs the play, and whether it still runs
+# --------------------------------------------------------------------------------------------
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def process_start(pid):
+    """The start time of process pid (clock ticks since boot, /proc/<pid>/stat field 22), or
+    None when there is no such process or no /proc. With the boot id, it tells a live process
+    from a new one that got the same pid."""
+    stat = _read("/proc/%d/stat" % pid)
+    if not stat:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def controller_identity(pid, hostname):
+    """{host, boot_id, pid, pid_start} of the playbook process pid on this machine, or None
+    where there is no /proc (then a lock falls back to its heartbeat alone)."""
+    boot_id = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
+    start = process_start(pid)
+    if not boot_id or start is None:
+        return None
+    return {"host": hostname, "boot_id": boot_id, "pid": pid, "pid_start": start}
+
+
+def controller_gone(theirs, mine):
+    """Whether the controller process that wrote `theirs` into a lock is certainly gone, as seen
+    by the controller `mine`: only a lock of this very machine since its last boot can be judged
+    (same host name and boot id), and its process is gone when no process has its pid and start
+    time. A lock of another machine, or one without an identity, is judged by its heartbeat."""
+    if not isinstance(theirs, dict) or not mine:
+        return False
+    if theirs.get("host") != mine["host"] or theirs.get("boot_id") != mine["boot_id"]:
+        return False
+    pid = theirs.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if pid == mine["pid"]:
+        return False  # this very playbook holds it (another host of the same play, or a re-take)
+    return process_start(pid) != theirs.get("pid_start")

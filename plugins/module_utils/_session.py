@@ -21,7 +21,7 @@ import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._history import HistoryError, record_event
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._identity import current_user
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, read_lock, release
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import KeepAlive, LockError, read_lock, release, touch
 
 COMPOSE_FILE = "docker-compose.yml"
 STATE_FILE = "state.json"
@@ -83,8 +83,9 @@ def session_argument_spec():
         "history_key": {"type": "str", "no_log": True},
         "release_lock": {"type": "dict", "options": {
             "path": {"type": "path", "required": True},
-            # Not a credential: it only stops one run from releasing another's lock.
-            "token": {"type": "str", "required": True, "no_log": False},
+            # Whoever has it may release or refresh the run's lock: kept out of every output.
+            "token": {"type": "str", "required": True, "no_log": True},
+            "keep": {"type": "bool", "default": False},
         }},
     }
 
@@ -116,26 +117,35 @@ class Session(object):
         self.records.append(record)
         return record
 
-    def check_lock(self):
+    def check_lock(self, done="nothing was changed"):
         """SessionError unless the lock of O(release_lock) is still this run's: a write under a
-        lock that another run took over (or that was never taken) must not happen. Nothing to
-        check in check mode, where no lock was written."""
+        lock that another run took over (or that was never taken) must not happen. It also
+        refreshes the lock's heartbeat. `done` says what the caller did before it checked.
+        Nothing to check in check mode, where no lock was written."""
         lock = self.release_lock
         if not lock or self.check:
             return
         state = read_lock(lock["path"], time.time())
         if state is None:
-            raise SessionError("the stack lock %s is not held (it was never taken, released, or broken as stale); "
-                               "nothing was changed: run the playbook again" % lock["path"])
-        if not state.owned_by(lock["token"]):
-            raise SessionError("the stack lock %s is held by %s, not by this run; nothing was changed: wait for it to "
-                               "finish and run the playbook again" % (lock["path"], state.describe()))
+            raise SessionError("the stack lock %s is not held (it was never taken, released, or taken over as dead); "
+                               "%s: run the playbook again" % (lock["path"], done))
+        if not state.owned_by(lock["token"]) or not touch(lock["path"], lock["token"]):
+            raise SessionError("the stack lock %s is held by %s, not by this run; %s: wait for it to "
+                               "finish and run the playbook again" % (lock["path"], state.describe(), done))
+
+    def keep_alive(self):
+        """A context manager that refreshes the lock's heartbeat every few seconds while a
+        module waits (health and slot waits, a canary window): a long wait is not a dead run."""
+        lock = self.release_lock
+        if not lock or self.check:
+            return KeepAlive(None, None)
+        return KeepAlive(lock["path"], lock["token"])
 
     def release(self, what_happened="the events were recorded"):
         """Give the lock back (never in check mode); whether a lock was removed, None when no
         release was asked for."""
         lock = self.release_lock
-        if not lock:
+        if not lock or lock.get("keep"):
             return None
         try:
             return release(lock["path"], lock["token"], check_mode=self.check)["changed"]

@@ -225,7 +225,9 @@ requirements:
 notes:
   - The compose file is C(docker-compose.yml) in O(project_path); its nginx service is C(nginx).
   - Run it under the stack lock (M(swiftdeploy.stack.stack_lock)); two converges of one project
-    at the same time would interleave their steps.
+    at the same time would interleave their steps. With O(release_lock), the lock's heartbeat is
+    refreshed every few seconds while the converge waits, and checked again before the C(after)
+    events are appended.
   - See C(docs/converge.md) in the collection for why each step comes where it does.
 seealso:
   - module: swiftdeploy.stack.stack_lock
@@ -536,7 +538,12 @@ def main():
         converger = Converger(host, params["steps"], params, diff=module._diff)
         session.check_lock()
         record(session, history.get("events", []), "before")
-        result = converger.converge()
+        # Slot, generation and health waits can outlast the lock's stale_after: keep it alive.
+        with session.keep_alive():
+            result = converger.converge()
+        # Taken over during the converge (a keeper that could not refresh the lock): say so
+        # rather than record events under another run's lock.
+        session.check_lock("the converge ran, but its after events were not recorded")
         record(session, history.get("events", []), "after", result["changed"])
         released = session.release("the stack converged and its events were recorded")
         if history:

@@ -11,23 +11,38 @@ module: stack_lock
 short_description: Take or release the lock that keeps two runs off one stack
 version_added: 0.1.0
 description:
-  - A lock file on the managed host (for example C(<project>/.swiftdeploy.lock)) whose existence
-    means that one run owns the stack. O(state=acquired) creates it atomically
-    (C(O_CREAT|O_EXCL)) and returns a fresh RV(token); O(state=released) removes it, but only for
-    the run that presents that token.
+  - A lock file on the managed host, one per stack on the host (for example
+    C(/run/lock/swiftdeploy/<stack>.lock)), whose existence means that one run owns the stack.
+    O(state=acquired) creates it atomically (C(O_CREAT|O_EXCL)) with the run's O(token) (or a
+    fresh RV(token)); O(state=released) removes it, but only for the run that presents that token.
+  - The file's modification time is the holder's heartbeat. Every call that presents the token
+    refreshes it, and modules that wait (this one while it measures a canary's window,
+    M(swiftdeploy.stack.stack_converge) while slots start) refresh it every few seconds.
   - When another run holds the lock, O(state=acquired) waits up to O(wait) seconds, then fails
-    with a message naming the holder (user, playbook, AWX job, host, since when).
-  - A lock older than O(ttl) seconds is stale (its run died without releasing it) and is broken;
-    its holder is returned in RV(broken_stale) so that the playbook can record it. Breaking is
-    race-free; two runs breaking the same stale lock cannot remove each other's fresh one.
-  - The directory of O(path) is created (mode C(0750)) when missing.
+    with a message naming the holder (user, playbook, AWX job, host, since when), and returns
+    its RV(lock_id).
+  - A dead holder's lock is taken over, and its holder returned in RV(taken_over) with the
+    reason, so that the playbook can record it and repair the stack. A holder is dead when its
+    heartbeat is older than O(stale_after) seconds, when its C(since) or heartbeat lies more
+    than 30 s in the future (a broken clock or a forged file), when the lock is older than
+    O(ttl) whatever its heartbeat, or when the action plugin found its controller's playbook
+    process gone (O(take_over)) and nothing has refreshed the lock for 10 s (a module that
+    playbook started may still be finishing on the host). Taking over is race-free; two runs taking over the same dead
+    lock cannot remove each other's fresh one.
+  - The action plugin (on the controller) adds the controller's identity (host name, boot id,
+    and the pid of the C(ansible-playbook) process) to the lock. When the lock is held by a
+    playbook of the same controller whose process is gone (killed, cancelled), it takes the lock
+    over as soon as the lock has been quiet for 10 s, instead of waiting for O(stale_after).
+  - The directory of O(path) is created when missing, mode C(2770) with the group C(docker)
+    when there is one, so that every user who deploys shares the stack's lock; a directory
+    that is a symbolic link is refused.
 author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
 options:
   path:
-    description: The lock file, for example C(<project>/.swiftdeploy.lock).
+    description: The lock file, for example C(/run/lock/swiftdeploy/<stack>.lock).
     type: path
     required: true
   state:
@@ -41,8 +56,8 @@ options:
       - Who takes the lock, written into the lock file and shown to a run that finds it taken.
         Keys C(user) (by default the remote user), C(playbook) and C(awx_job_id) are shown in
         messages; other keys with string or number values are kept. Null values are dropped.
-      - The module adds C(host), C(pid) and C(since). The pid is the module's own process, gone
-        once the task ends; it only helps to match logs.
+      - The module adds C(host), C(pid), C(since) and C(controller). The pid is the module's own
+        process, gone once the task ends; it only helps to match logs.
       - Only used with O(state=acquired).
     type: dict
     default: {}
@@ -54,17 +69,38 @@ options:
     default: 0
   ttl:
     description:
-      - Age in seconds after which a lock is stale and may be broken. Keep it longer than the
-        longest run.
+      - Age in seconds after which a lock is taken over whatever its heartbeat, a backstop for a
+        run that hangs while it keeps its lock alive. Keep it longer than the longest run.
       - Only used with O(state=acquired).
     type: int
     default: 3600
+  stale_after:
+    description:
+      - Seconds without a heartbeat after which the holder counts as dead and its lock is taken
+        over. At least 10 (a holder refreshes it every 5 s while it waits).
+      - Only used with O(state=acquired).
+    type: int
+    default: 90
   token:
     description:
-      - With O(state=released), the RV(token) that O(state=acquired) returned; required to
-        release a lock. A wrong or missing token fails and leaves the lock in place.
-      - With O(state=acquired), the token of a lock this run already holds, to confirm it
-        without waiting (C(changed) is false); when the token does not match, it is ignored.
+      - The run's secret. With O(state=acquired), the lock is taken with it when free (the
+        role generates it on the controller, so it never appears in a result), and a lock this
+        run already holds is confirmed and its heartbeat refreshed (C(changed) is false).
+        Without it, O(state=acquired) makes one and returns it in RV(token).
+      - With O(state=released), required to release a lock. A wrong or missing token fails and
+        leaves the lock in place.
+      - Kept out of every output (C(no_log)); the lock file keeps only its SHA-256.
+    type: str
+  controller:
+    description:
+      - The controller running the play, written into the lock as C(controller). Set by the
+        action plugin; do not set it by hand.
+    type: dict
+  take_over:
+    description:
+      - The RV(lock_id) of a lock to take over because its holder is known to be dead. Set by
+        the action plugin when the holder is a playbook process of this controller that is gone;
+        a lock with another id (a new holder since) is judged as usual.
     type: str
   read:
     description:
@@ -131,7 +167,7 @@ attributes:
     platforms: posix
 notes:
   - Needs a local filesystem on the managed host; C(O_EXCL) and C(flock) are not reliable over NFS.
-  - To clear the lock of a run that is certainly dead, remove the file named in the message.
+  - A dead run's lock needs no manual step; removing the file named in the message by hand still works.
   - See C(docs/audit-trail.md) in the collection for the lock file's format.
 seealso:
   - module: swiftdeploy.stack.host_resources_info
@@ -163,16 +199,25 @@ EXAMPLES = r"""
         path: "{{ swiftdeploy_project_path }}/.swiftdeploy.lock"
         state: released
         token: "{{ swiftdeploy_lock.token }}"
+      no_log: true
 """
 
 RETURN = r"""
 token:
   description:
-    - The secret that releases the lock; register it and pass it to O(state=released). In check
-      mode a token that matches nothing.
+    - The secret that releases the lock, when this call made it (no O(token) given); register
+      it and pass it to O(state=released). In check mode a token that matches nothing. Null when
+      O(token) was given. A playbook that must not show it passes its own O(token).
   returned: when O(state=acquired)
   type: str
   sample: 9f86d081884c7d659a2feaa0c55ad015
+lock_id:
+  description:
+    - The SHA-256 of the holder's token, which names that very lock for O(take_over). It does
+      not release or refresh the lock.
+  returned: when the lock is held by another run
+  type: str
+  sample: 4c9184f37cff01bcdc32dc486ec36961f3f9c1e7e8fd3b5d5e5f1b2b1ba9b1a4
 holder:
   description:
     - With O(state=acquired), what this run wrote into the lock file (or would write, in check
@@ -235,10 +280,10 @@ host:
         window_source: history
         message: "398 requests in 5.2 s (76.54/s), 0 errors (0.00%), p99 4.9 ms"
       "http://127.0.0.1:8082/slots/blue/metrics": {error: "http://127.0.0.1:8082/slots/blue/metrics answered HTTP 404 Not Found"}
-broken_stale:
+taken_over:
   description:
-    - The holder of a stale lock that was broken (in check mode, that would be broken), with
-      C(age_seconds); null when none was.
+    - The holder of a dead run's lock that was taken over (in check mode, that would be), with
+      C(reason), C(age_seconds) and C(heartbeat_age_seconds); null when none was.
   returned: when O(state=acquired)
   type: dict
   sample:
@@ -247,7 +292,10 @@ broken_stale:
     host: web1
     pid: 4242
     since: "2026-11-27T01:00:00Z"
-    age_seconds: 7260
+    controller: {host: ctl1, boot_id: 0c6b7c8e-1f7e-4c59-9a55-0e4c1d3b2a10, pid: 31337, pid_start: 123456}
+    age_seconds: 260
+    heartbeat_age_seconds: 130
+    reason: no heartbeat for 2 min (stale after 90 s)
 """
 
 import os
@@ -258,6 +306,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
+    KeepAlive,
     LockError,
     acquire,
     option_problem,
@@ -292,7 +341,7 @@ def read_files(paths):
 def give_back(module, path, result):
     """Release a lock this call has just taken, because the call fails after all."""
     if not module.check_mode:
-        release(path, result["token"])
+        release(path, result["token"] or module.params["token"])
 
 
 def measure_host(module, path, result):
@@ -324,9 +373,11 @@ def main():
             "holder": {"type": "dict", "default": {}},
             "wait": {"type": "int", "default": 0},
             "ttl": {"type": "int", "default": 3600},
-            # Not a credential: the token only stops one run from releasing another's lock, and
-            # it must stay readable in the registered result.
-            "token": {"type": "str", "no_log": False},
+            # Whoever has it may release or refresh the run's lock.
+            "token": {"type": "str", "no_log": True},
+            "stale_after": {"type": "int", "default": 90},
+            "controller": {"type": "dict"},
+            "take_over": {"type": "str"},
             "read": {"type": "list", "elements": "path", "default": []},
             "host": {"type": "dict", "options": {
                 "path": {"type": "path"},
@@ -340,14 +391,15 @@ def main():
     )
     params = module.params
     path = params["path"]
-    problem = option_problem(params["wait"], params["ttl"])
+    problem = option_problem(params["wait"], params["ttl"], stale_after=params["stale_after"])
     if problem:
         module.fail_json(msg=problem)
     try:
         if params["state"] == "acquired":
             result = acquire(path, actor_of(params["holder"]), host=socket.gethostname(), pid=os.getpid(),
                              wait=params["wait"], ttl=params["ttl"], token=params["token"],
-                             check_mode=module.check_mode)
+                             stale_after=params["stale_after"], controller=params["controller"],
+                             take_over=params["take_over"], check_mode=module.check_mode)
             try:
                 result["files"] = read_files(params["read"])
             except (OSError, ValueError) as exc:
@@ -355,13 +407,20 @@ def main():
                 module.fail_json(msg="%s; the lock was not kept." % (
                     exc if isinstance(exc, ValueError) else "read: cannot read %s: %s" % (exc.filename, exc.strerror)))
             if params["host"] is not None:
-                result["host"] = measure_host(module, path, result)
+                # A canary's window may be waited for: keep the lock just taken alive meanwhile.
+                with KeepAlive(None if module.check_mode else path, result["token"]):
+                    result["host"] = measure_host(module, path, result)
+            if params["token"]:
+                # The caller has it; returned, Ansible would only show it masked.
+                result["token"] = None
         else:
             result = release(path, params["token"], check_mode=module.check_mode)
     except LockError as exc:
         extra = {"holder": exc.holder}
         if params["state"] == "acquired":
             extra["waited_seconds"] = exc.waited_seconds
+            if exc.lock_id:
+                extra["lock_id"] = exc.lock_id
         module.fail_json(msg=str(exc), **extra)
     except OSError as exc:
         module.fail_json(msg="cannot %s the lock %s: %s; check that its directory is writable by "

@@ -12,15 +12,17 @@ short_description: Take a stack down under its lock, forget its files and record
 version_added: 0.1.0
 description:
   - Runs on the Docker host and does the whole of a teardown in one round trip.
-  - First it takes the stack lock C(<project_path>/.swiftdeploy.lock), as
-    M(swiftdeploy.stack.stack_lock) does, waiting up to O(lock_wait) seconds and naming the holder
-    when it cannot.
+  - First it takes the stack lock O(lock_path), as M(swiftdeploy.stack.stack_lock) does, waiting
+    up to O(lock_wait) seconds and naming the holder when it cannot; a dead holder's lock (no
+    heartbeat for O(lock_stale_after) seconds, a time in the future, older than O(lock_ttl)) is
+    taken over. Its heartbeat is refreshed while compose takes the stack down.
   - Then it runs C(docker compose down --volumes --remove-orphans) for the project's
     C(docker-compose.yml), giving each container O(timeout) seconds to stop (the stack's
     containers stop in about a second), and removes the entries of O(remove).
   - Then it appends a C(teardown) event to C(<project_path>/history.jsonl), as
-    M(swiftdeploy.stack.audit_event) does (and a C(lock_wait) event before it when the lock had
-    to be waited for or a stale one was broken), unless O(history) is omitted.
+    M(swiftdeploy.stack.audit_event) does (and before it a C(lock_wait) event when the lock had
+    to be waited for, a C(lock_takeover) event when a dead holder's lock was taken over), unless
+    O(history) is omitted.
   - Last it releases the lock, whatever happened before.
   - C(teardown.yml) used to do this in five module calls, each a round trip costing about half a
     second on a local host and more over SSH.
@@ -37,8 +39,8 @@ options:
   project_path:
     description:
       - The stack's project directory on the Docker host, holding C(docker-compose.yml) (which
-        names the compose project), C(history.jsonl) and the lock. Created (mode C(0750)) when
-        missing, so that the lock and the history have somewhere to live.
+        names the compose project) and C(history.jsonl). Created (mode C(0750)) when missing, so
+        that the history has somewhere to live.
     type: path
     required: true
   remove:
@@ -72,9 +74,24 @@ options:
     type: int
     default: 0
   lock_ttl:
-    description: Age in seconds after which a lock is stale and is broken (and the broken holder recorded).
+    description:
+      - Age in seconds after which a lock is taken over whatever its heartbeat (a backstop for
+        a run that hangs while it keeps its lock alive), and the previous holder recorded.
     type: int
     default: 3600
+  lock_path:
+    description:
+      - The stack lock, one per stack on the host, for example
+        C(/run/lock/swiftdeploy/<stack>.lock) (the role's C(swiftdeploy_lock_dir)), as
+        O(swiftdeploy.stack.stack_lock#module:path).
+    type: path
+    required: true
+  lock_stale_after:
+    description:
+      - Seconds without a heartbeat after which the lock's holder counts as dead and its lock
+        is taken over, as O(swiftdeploy.stack.stack_lock#module:stale_after).
+    type: int
+    default: 90
   history:
     description:
       - The C(teardown) event to record. Omit it to record nothing, for a teardown that purges the
@@ -132,6 +149,7 @@ EXAMPLES = r"""
 - name: Take the stack down, delete the generated files and record it
   swiftdeploy.stack.stack_teardown:
     project_path: "{{ swiftdeploy_project_path }}"
+    lock_path: /run/lock/swiftdeploy/shop.lock
     remove: [state.json, metrics, nginx, docker-compose.yml]
     actor: {user: deploy, playbook: SwiftDeploy teardown}
     history:
@@ -167,8 +185,10 @@ waited_seconds:
   returned: always
   type: float
   sample: 0.0
-broken_stale:
-  description: The holder of a stale lock that was broken to take it, or null.
+taken_over:
+  description:
+    - The holder of a dead run's lock that was taken over, with C(reason), C(age_seconds) and
+      C(heartbeat_age_seconds), as RV(swiftdeploy.stack.stack_lock#module:taken_over); null when none was.
   returned: always
   type: dict
   sample: null
@@ -239,7 +259,7 @@ class Teardown:
                                stack=history.get("stack"), version=history.get("version"), mode=history.get("mode"),
                                history_key=self.params["history_key"])
         self.result = {"changed": False, "stack_removed": False, "removed": [], "waited_seconds": 0.0,
-                       "broken_stale": None, "history_path": self.layout.history}
+                       "taken_over": None, "history_path": self.layout.history}
 
     def run(self):
         try:
@@ -247,10 +267,11 @@ class Teardown:
         except ValueError as exc:
             raise TeardownError(str(exc))
         lock = self.take_lock()
-        self.session.release_lock = {"path": self.layout.lock, "token": lock["token"]}
+        self.session.release_lock = {"path": self.params["lock_path"], "token": lock["token"]}
         try:
             self.record_lock_wait()
-            self.compose_down()
+            with self.session.keep_alive():
+                self.compose_down()
             self.remove_files(targets)
             self.record_teardown()
         finally:
@@ -262,12 +283,16 @@ class Teardown:
 
     def take_lock(self):
         try:
-            lock = acquire(self.layout.lock, self.session.actor, host=socket.gethostname(), pid=os.getpid(),
-                           wait=self.params["lock_wait"], ttl=self.params["lock_ttl"], check_mode=self.check)
+            lock = acquire(self.params["lock_path"], self.session.actor, host=socket.gethostname(), pid=os.getpid(),
+                           wait=self.params["lock_wait"], ttl=self.params["lock_ttl"],
+                           stale_after=self.params["lock_stale_after"], check_mode=self.check)
         except LockError as exc:
             self.module.fail_json(msg=str(exc), holder=exc.holder, **self.result)
+        except OSError as exc:
+            self.module.fail_json(msg="cannot take the lock %s: %s; check that its directory is writable by the "
+                                      "remote user." % (self.params["lock_path"], exc.strerror or exc), **self.result)
         self.result["waited_seconds"] = lock["waited_seconds"]
-        self.result["broken_stale"] = lock["broken_stale"]
+        self.result["taken_over"] = lock["taken_over"]
         return lock
 
     def compose_down(self):
@@ -304,9 +329,12 @@ class Teardown:
             raise TeardownError(str(exc))
 
     def record_lock_wait(self):
-        if self.params["history"] and (self.result["waited_seconds"] > 0 or self.result["broken_stale"] is not None):
-            self.append("lock_wait", {"waited_seconds": self.result["waited_seconds"],
-                                      "broken_stale": self.result["broken_stale"]})
+        if not self.params["history"]:
+            return
+        if self.result["waited_seconds"] > 0:
+            self.append("lock_wait", {"waited_seconds": self.result["waited_seconds"]})
+        if self.result["taken_over"] is not None:
+            self.append("lock_takeover", {"previous_holder": self.result["taken_over"]})
 
     def record_teardown(self):
         if not self.params["history"]:
@@ -324,6 +352,8 @@ def main():
         "timeout": {"type": "int", "default": 5},
         "lock_wait": {"type": "int", "default": 0},
         "lock_ttl": {"type": "int", "default": 3600},
+        "lock_path": {"type": "path", "required": True},
+        "lock_stale_after": {"type": "int", "default": 90},
         "history": {"type": "dict", "options": {
             "stack": {"type": "str", "required": True},
             "mode": {"type": "str"},
@@ -337,7 +367,8 @@ def main():
     if params["timeout"] < 0:
         module.fail_json(msg="timeout: %d is negative; give the seconds each container has to stop (default 5)."
                              % params["timeout"])
-    problem = option_problem(params["lock_wait"], params["lock_ttl"], "lock_wait", "lock_ttl")
+    problem = option_problem(params["lock_wait"], params["lock_ttl"], "lock_wait", "lock_ttl",
+                             params["lock_stale_after"], "lock_stale_after")
     if problem:
         module.fail_json(msg=problem)
     teardown = Teardown(module)

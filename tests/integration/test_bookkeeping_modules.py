@@ -41,7 +41,10 @@ def test_lock_reads_files_under_the_lock(module, tmp_path):
     state = tmp_path / "state.json"
     state.write_text('{"mode": "canary"}')
     lock = tmp_path / ".swiftdeploy.lock"
-    rc, result = module("stack_lock", {"path": str(lock), "read": [str(state), str(tmp_path / "absent.yml")]})
+    # Held by a playbook of another controller: only its heartbeat says whether it lives (a lock
+    # of this controller whose ad-hoc process has exited would be taken over).
+    rc, result = module("stack_lock", {"path": str(lock), "read": [str(state), str(tmp_path / "absent.yml")],
+                                       "controller": {"host": "another-controller", "pid": 1}})
     assert rc == 0, result
     assert result["files"] == [{"path": str(state), "content": '{"mode": "canary"}'},
                                {"path": str(tmp_path / "absent.yml"), "content": None}]
@@ -88,9 +91,9 @@ def test_last_event_releases_the_lock(module, tmp_path):
     assert json.loads(history.read_text().splitlines()[-1])["event"] == "deploy"
 
 
-def test_a_wrong_token_writes_nothing_and_keeps_the_lock(module, tmp_path):
-    """Every write checks first that the caller still holds the lock: an event under another
-    run's lock is refused before it is appended."""
+def test_a_wrong_token_records_nothing_and_keeps_the_lock(module, tmp_path):
+    """The lock is checked before the event is written (Session.check_lock): a run that does not
+    hold the lock writes nothing."""
     lock = tmp_path / ".swiftdeploy.lock"
     history = tmp_path / "history.jsonl"
     rc, _taken = module("stack_lock", {"path": str(lock)})
@@ -124,7 +127,8 @@ def make_project(root: pathlib.Path) -> pathlib.Path:
 
 
 def teardown_args(project, **extra):
-    args = {"project_path": str(project), "remove": ["state.json", "nginx", "metrics"],
+    args = {"project_path": str(project), "lock_path": str(project / ".swiftdeploy.lock"),
+            "remove": ["state.json", "nginx", "metrics"],
             "actor": {"user": "tester", "playbook": "bookkeeping"},
             "history": {"stack": "books", "mode": "stable", "version": "1.0.0", "details": {"clean": True}}}
     args.update(extra)

@@ -192,7 +192,7 @@ def test_impossible_thresholds_block_the_deploy_and_start_nothing(tmp_path, writ
     assert any("disk free" in reason for reason in blocked["details"]["reasons"])
     assert any("memory free" in reason for reason in blocked["details"]["reasons"])
     assert blocked["details"]["checked"]
-    assert not (stack.project / ".swiftdeploy.lock").exists()
+    assert not pathlib.Path("/run/lock/swiftdeploy/%s.lock" % stack.name).exists()
 
 
 def test_external_opa_down_denies_and_fail_open_proceeds_with_the_bypass_recorded(tmp_path, write_manifest,

@@ -53,8 +53,8 @@ class Run:
         return float(match.group(1))
 
     @property
-    def broken_stale(self):
-        match = re.search(r"broken_stale=(.*?)\"?$", self.output, re.M)
+    def taken_over(self):
+        match = re.search(r"taken_over=(.*?)\"?$", self.output, re.M)
         assert match, self.output
         return json.loads(match.group(1).replace('\\"', '"'))
 
@@ -127,14 +127,15 @@ def test_check_mode_tells_whether_the_lock_is_free(ansible_env, lock_path):
     assert not lock_path.exists(), "a check run took the lock"
 
 
-def test_a_dead_runs_lock_is_broken_after_its_ttl(ansible_env, lock_path):
+def test_a_dead_runs_lock_is_taken_over_after_its_ttl(ansible_env, lock_path):
     lock_path.parent.mkdir()
     lock_path.write_text(json.dumps({"user": "ghost", "playbook": "deploy.yml", "host": "old",
                                      "pid": 1, "since": "2020-01-01T00:00:00Z",
                                      "token_sha256": "0" * 64}))
     run = Run(ansible_env, lock_path, 81, hold=0).finish()
     assert run.rc == 0, run.output
-    stale = run.broken_stale
+    stale = run.taken_over
     assert (stale["user"], stale["since"]) == ("ghost", "2020-01-01T00:00:00Z")
     assert stale["age_seconds"] > 3600
+    assert stale["reason"] == "older than its ttl of 3600 s (since 2020-01-01T00:00:00Z)"
     assert not lock_path.exists()

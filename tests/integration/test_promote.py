@@ -95,6 +95,8 @@ class Stack:
     def __init__(self, tmp_path, write_manifest, run_playbook, ansible_env, repo_root):
         self.name, self.port, self.admin_port = NAME, PORT, ADMIN_PORT
         self.project = tmp_path / "project"
+        # The role's default: one lock per stack on the host.
+        self.lock = pathlib.Path("/run/lock/swiftdeploy/%s.lock" % NAME)
         self.manifest = write_manifest(tmp_path / "manifest.yml", {
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
@@ -356,7 +358,7 @@ def test_a_canary_is_not_started_beside_an_unhealthy_stable_slot(stack):
     (reason,) = [r for r in stack.history()[-1]["details"]["reasons"] if r.startswith("stable slot")]
     assert reason.startswith("stable slot %s is not healthy: " % state["stable"]) and "healthz" in reason, reason
     # The lock was given back with the record: the next run is not refused.
-    assert not (stack.project / ".swiftdeploy.lock").exists()
+    assert not stack.lock.exists()
 
 
 def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
@@ -374,7 +376,7 @@ def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
     assert sorted(stack.app_slots()) == sorted(state["slots"])
     assert events_since(stack, before) == []
     # The lock was given back: the next run is not refused.
-    assert not (stack.project / ".swiftdeploy.lock").exists()
+    assert not stack.lock.exists()
 
 
 def test_too_few_requests_are_denied_for_lack_of_data(stack):

@@ -167,6 +167,27 @@ def test_a_write_under_a_lock_this_run_does_not_hold_is_refused(tmp_path):
         mine.check_lock()
 
 
+def test_checking_the_lock_refreshes_its_heartbeat_and_keep_holds_it(tmp_path):
+    lock = held(tmp_path)
+    os.utime(lock["path"], (1000, 1000))
+    session = Session(str(tmp_path / "history.jsonl"), None, dict(lock, keep=True))
+    session.check_lock()
+    assert os.stat(lock["path"]).st_mtime > 1000, "a write under the lock is a heartbeat"
+    session.record("lock_takeover")
+    assert session.release() is None and os.path.exists(lock["path"]), "keep: the run's next module releases it"
+
+
+def test_a_lock_lost_during_the_work_names_what_was_done(tmp_path):
+    lock = held(tmp_path)
+    session = Session(str(tmp_path / "history.jsonl"), None, lock)
+    with session.keep_alive() as keeper:
+        assert keeper.token == lock["token"]
+    os.unlink(lock["path"])
+    with pytest.raises(SessionError, match=r"is not held \(it was never taken, released, or taken over as dead\); "
+                                           r"the converge ran, but its after events were not recorded: run the"):
+        session.check_lock("the converge ran, but its after events were not recorded")
+
+
 def test_check_mode_previews_and_checks_nothing(tmp_path):
     session = Session(str(tmp_path / "history.jsonl"), None, {"path": str(tmp_path / "none.lock"), "token": "x"},
                       check_mode=True)

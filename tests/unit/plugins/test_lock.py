@@ -1,10 +1,11 @@
-"""The stack lock: atomic acquire, waiting, stale locks, tokens, check mode, exact messages."""
+"""The stack lock: atomic acquire, waiting, heartbeats and takeovers, tokens, check mode, exact messages."""
 
 import datetime
 import json
 import multiprocessing
 import os
 import stat
+import time
 
 import pytest
 
@@ -72,14 +73,15 @@ def test_acquire_writes_the_holder_and_returns_a_token(path, fake):
     expected_holder = {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42, "host": "web1",
                        "pid": 4242, "since": "2026-11-27T03:00:00Z"}
     assert result == {"changed": True, "free": True, "token": result["token"],
-                      "holder": expected_holder, "waited_seconds": 0.0, "broken_stale": None}
+                      "holder": expected_holder, "waited_seconds": 0.0, "taken_over": None}
     assert len(result["token"]) == 32
     with open(path) as handle:
         content = json.loads(handle.read())
     assert content == dict(expected_holder, token_sha256=lock.token_digest(result["token"]))
     assert result["token"] not in open(path).read()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o2770
+    assert os.stat(path).st_mtime == T0, "the first heartbeat is on the lock's clock"
 
 
 def test_a_held_lock_fails_at_once_naming_the_holder(path, fake):
@@ -103,8 +105,9 @@ def test_a_held_lock_fails_at_once_naming_the_holder(path, fake):
      "awx (AWX job 7) on host web1 since 2026-11-27T03:00:00Z (2 h ago)"),
 ])
 def test_holder_descriptions(path, fake, holder, age, text):
-    take(path, fake, holder=holder)
+    token = take(path, fake, holder=holder)["token"]
     fake.now += age
+    lock.touch(path, token, fake.clock)
     with pytest.raises(LockHeldError, match="^stack is locked by (.*?); wait") as info:
         take(path, fake, holder={"user": "alice"}, ttl=4 * 3600)
     assert str(info.value) == held_message(path, text)
@@ -166,27 +169,65 @@ def test_acquire_with_the_current_token_confirms_the_lock(path, fake):
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_stale_lock_is_broken_and_reported(path, fake):
+def test_a_lock_without_heartbeat_is_taken_over_and_reported(path, fake):
     take(path, fake)
-    fake.now += 3601
+    fake.now += 91
     result = take(path, fake, holder={"user": "alice"})
     assert result["changed"] and result["holder"]["user"] == "alice"
-    assert result["broken_stale"] == {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42,
-                                      "host": "web1", "pid": 4242, "since": "2026-11-27T03:00:00Z",
-                                      "age_seconds": 3601}
+    assert result["taken_over"] == {"user": "root", "playbook": "deploy.yml", "awx_job_id": 42,
+                                    "host": "web1", "pid": 4242, "since": "2026-11-27T03:00:00Z",
+                                    "age_seconds": 91, "heartbeat_age_seconds": 91,
+                                    "reason": "no heartbeat for 91 s (stale after 90 s)"}
     assert json.load(open(path))["user"] == "alice"
 
 
-def test_ttl_is_the_limit(path, fake):
-    take(path, fake)
+def test_stale_after_is_the_limit_and_a_heartbeat_resets_it(path, fake):
+    token = take(path, fake)["token"]
     fake.now += 60
+    assert lock.touch(path, token, fake.clock) is True
+    fake.now += 60  # 120 s old, but its heartbeat is 60 s old
+    with pytest.raises(LockHeldError):
+        take(path, fake, holder={"user": "alice"})
+    fake.now += 30
+    with pytest.raises(LockHeldError):
+        take(path, fake, holder={"user": "alice"})
+    fake.now += 1
+    assert take(path, fake, holder={"user": "alice"})["taken_over"]["heartbeat_age_seconds"] == 91
+
+
+def test_presenting_the_token_refreshes_the_heartbeat(path, fake):
+    token = take(path, fake)["token"]
+    fake.now += 80
+    take(path, fake, token=token)
+    assert os.stat(path).st_mtime == T0 + 80
+    fake.now += 80
+    with pytest.raises(LockHeldError):
+        take(path, fake, holder={"user": "alice"})
+
+
+def test_touch_refreshes_only_the_holders_lock(path, fake):
+    token = take(path, fake)["token"]
+    fake.now += 50
+    assert lock.touch(path, "f" * 32, fake.clock) is False
+    assert lock.touch(path, None, fake.clock) is False
+    assert os.stat(path).st_mtime == T0
+    release(path, token)
+    assert lock.touch(path, token, fake.clock) is False
+
+
+def test_ttl_is_a_backstop_whatever_the_heartbeat(path, fake):
+    token = take(path, fake)
+    fake.now += 60
+    lock.touch(path, token["token"], fake.clock)
     with pytest.raises(LockHeldError):
         take(path, fake, holder={"user": "alice"}, ttl=60)
     fake.now += 1
-    assert take(path, fake, holder={"user": "alice"}, ttl=60)["broken_stale"]["age_seconds"] == 61
+    lock.touch(path, token["token"], fake.clock)
+    taken = take(path, fake, holder={"user": "alice"}, ttl=60)["taken_over"]
+    assert taken["reason"] == "older than its ttl of 60 s (since 2026-11-27T03:00:00Z)"
 
 
-def test_an_empty_lock_file_is_judged_by_its_age(path, fake):
+def test_an_empty_lock_file_is_judged_by_its_heartbeat(path, fake):
     """An empty file is a run between create and write, or one that died there."""
     os.makedirs(os.path.dirname(path))
     open(path, "w").close()
@@ -197,20 +238,77 @@ def test_an_empty_lock_file_is_judged_by_its_age(path, fake):
     assert str(info.value) == held_message(
         path, "an unknown run (the lock file is empty or not JSON) since 2026-11-27T03:00:00Z "
               "(5 s ago)")
-    fake.now += 3600
+    fake.now += 90
     result = take(path, fake)
-    assert result["broken_stale"] == {"since": "2026-11-27T03:00:00Z", "age_seconds": 3605}
+    assert result["taken_over"] == {"since": "2026-11-27T03:00:00Z", "age_seconds": 95, "heartbeat_age_seconds": 95,
+                                    "reason": "no heartbeat for 95 s (stale after 90 s)"}
 
 
-def test_breaking_rechecks_under_the_guard(path, fake):
-    """A run that judged the lock stale must not remove the fresh lock another run took since."""
+def test_a_lock_dated_in_the_future_is_broken_with_a_message(path, fake):
+    """A forged or clock-jumped lock must not block the stack until that date."""
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        json.dump({"user": "mallory", "host": "h", "pid": 1, "since": "2027-01-01T00:00:00Z",
+                   "token_sha256": "0" * 64}, handle)
+    os.utime(path, (T0, T0))
+    result = take(path, fake)
+    assert result["taken_over"]["reason"] == (
+        "its since 2027-01-01T00:00:00Z lies 837 h in the future of this host's clock: the lock is broken")
+    assert json.load(open(path))["user"] == "root"
+
+
+def test_a_heartbeat_in_the_future_is_broken_but_a_small_skew_is_tolerated(path, fake):
+    take(path, fake, holder={"user": "skewed"})
+    os.utime(path, (T0 + 30, T0 + 30))  # within the allowance: a live holder
+    with pytest.raises(LockHeldError):
+        take(path, fake)
+    os.utime(path, (T0 + 3600, T0 + 3600))  # a heartbeat that would keep it alive for an hour
+    result = take(path, fake)
+    assert result["taken_over"]["reason"] == (
+        "its heartbeat 2026-11-27T04:00:00Z lies 60 min in the future of this host's clock: the lock is broken")
+
+
+def test_take_over_names_one_lock_and_only_that_one(path, fake):
+    """The action plugin found the holder's playbook process gone: take over that lock, not a
+    fresh one that replaced it meanwhile."""
+    controller = {"host": "ctl", "boot_id": "b", "pid": 777, "pid_start": 1}
+    take(path, fake, controller=controller)
+    fake.now += 10
+    with pytest.raises(LockHeldError) as info:
+        take(path, fake, holder={"user": "alice"})
+    dead_id = info.value.lock_id
+    assert dead_id == json.load(open(path))["token_sha256"]
+    assert info.value.holder["controller"] == controller
+    with pytest.raises(LockHeldError):
+        take(path, fake, holder={"user": "alice"}, take_over="0" * 64)
+    with pytest.raises(LockHeldError):  # refreshed 10 s ago: a module of that playbook may still run
+        take(path, fake, holder={"user": "alice"}, take_over=dead_id)
+    fake.now += 1
+    result = take(path, fake, holder={"user": "alice"}, take_over=dead_id)
+    assert result["taken_over"]["reason"] == (
+        "its playbook process (pid 777 on controller ctl) is gone and nothing refreshed the lock for 11 s")
+    with pytest.raises(LockHeldError):  # alice's fresh lock is not the one named
+        take(path, fake, holder={"user": "bob"}, take_over=dead_id)
+
+
+def test_a_given_token_takes_a_free_lock(path, fake):
+    """The role makes the token on the controller so that no result carries it."""
+    result = take(path, fake, token="a" * 32)
+    assert result["token"] == "a" * 32
+    assert json.load(open(path))["token_sha256"] == lock.token_digest("a" * 32)
+    assert "a" * 32 not in open(path).read()
+    assert release(path, "a" * 32)["changed"]
+
+
+def test_taking_over_rechecks_under_the_guard(path, fake):
+    """A run that judged the lock dead must not remove the fresh lock another run took since."""
     take(path, fake)
     fake.now += 4000
     stale_seen = lock.read_lock(path, fake.clock())
-    assert stale_seen.age > 3600
-    fresh = take(path, fake, holder={"user": "quick"})  # another run broke it first and took it
-    assert fresh["broken_stale"]
-    assert lock._break_stale(path, 3600, fake.clock) is None
+    assert stale_seen.heartbeat_age > 90
+    fresh = take(path, fake, holder={"user": "quick"})  # another run took it over first
+    assert fresh["taken_over"]
+    assert lock._take_over(path, fake.clock) is None
     assert json.load(open(path))["user"] == "quick"
 
 
@@ -218,7 +316,7 @@ def _race_for_stale(path, barrier, results):
     barrier.wait()
     try:
         result = acquire(path, {"user": "racer%d" % os.getpid()}, host="h", pid=os.getpid())
-        results.put(("acquired", bool(result["broken_stale"])))
+        results.put(("acquired", bool(result["taken_over"])))
     except LockHeldError:
         results.put(("held", False))
 
@@ -227,6 +325,7 @@ def test_many_runs_breaking_one_stale_lock_leave_one_holder(path):
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as handle:
         json.dump({"user": "dead", "host": "h", "pid": 1, "since": "2020-01-01T00:00:00Z"}, handle)
+    os.utime(path, (1577836800, 1577836800))
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(8), context.Queue()
     workers = [context.Process(target=_race_for_stale, args=(path, barrier, results))
@@ -257,11 +356,11 @@ def test_check_mode_tells_the_truth_about_a_held_lock(path, fake):
         take(path, fake, holder={"user": "alice"}, check_mode=True)
 
 
-def test_check_mode_reports_a_stale_lock_without_breaking_it(path, fake):
+def test_check_mode_reports_a_dead_lock_without_taking_it_over(path, fake):
     take(path, fake)
     fake.now += 7200
     result = take(path, fake, holder={"user": "alice"}, check_mode=True)
-    assert result["broken_stale"]["user"] == "root"
+    assert result["taken_over"]["user"] == "root"
     assert json.load(open(path))["user"] == "root"
 
 
@@ -281,6 +380,7 @@ def test_check_mode_release_keeps_the_lock(path, fake):
 @pytest.mark.parametrize("holder, message", [
     ({"user": "u", "host": "x"}, "holder.host is filled in by the lock itself; leave it out."),
     ({"user": "u", "token_sha256": "x"}, "holder.token_sha256 is filled in by the lock itself"),
+    ({"user": "u", "controller": "x"}, "holder.controller is filled in by the lock itself"),
     ({"playbook": "deploy.yml"}, "holder.user must be a non-empty string, not None."),
     ({"user": "u", "extra": {"a": 1}}, "holder.extra must be a string or a number, not dict."),
     ("root", "holder must be a dict such as {user: ..., playbook: ...}, not 'root'."),
@@ -316,10 +416,60 @@ def test_rfc3339_round_trip():
     assert lock.parse_rfc3339(lock.rfc3339(T0)) == T0
 
 
-@pytest.mark.parametrize("wait, ttl, expected", [
-    (0, 1, None),
-    (-1, 3600, "lock_wait: -1 is negative; use 0 to fail at once or a number of seconds."),
-    (5, 0, "lock_ttl: 0 is too small; use the age in seconds after which a lock is stale (default 3600)."),
+@pytest.mark.parametrize("wait, ttl, stale_after, expected", [
+    (0, 1, 10, None),
+    (-1, 3600, 90, "lock_wait: -1 is negative; use 0 to fail at once or a number of seconds."),
+    (5, 0, 90, "lock_ttl: 0 is too small; use the age in seconds after which a lock is stale (default 3600)."),
+    (5, 60, 9, "lock_stale_after: 9 is too small; a holder touches its lock every 5 s, so use 10 s or more "
+               "(default 90)."),
 ])
-def test_option_problem_names_the_option_as_the_module_calls_it(wait, ttl, expected):
-    assert lock.option_problem(wait, ttl, "lock_wait", "lock_ttl") == expected
+def test_option_problem_names_the_option_as_the_module_calls_it(wait, ttl, stale_after, expected):
+    assert lock.option_problem(wait, ttl, "lock_wait", "lock_ttl", stale_after, "lock_stale_after") == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Keeping a lock alive, the lock directory, and the controller's identity
+# --------------------------------------------------------------------------------------------
+
+
+def test_keep_alive_touches_while_held_and_stops_when_lost(path):
+    token = acquire(path, HOLDER, host="h", pid=1)["token"]
+    os.utime(path, (1000, 1000))
+    with lock.KeepAlive(path, token, every=0.05) as keeper:
+        deadline = time.monotonic() + 5
+        while keeper.beats < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert keeper.beats >= 2 and os.stat(path).st_mtime > 1000
+        release(path, token)
+        taken = acquire(path, {"user": "other"}, host="h", pid=2)
+        os.utime(path, (1000, 1000))
+        time.sleep(0.3)
+        assert keeper.lost, "the keeper stops once the lock is another's"
+    assert os.stat(path).st_mtime == 1000, "the keeper never touches another run's lock"
+    assert taken["holder"]["user"] == "other"
+
+
+def test_a_symlinked_lock_directory_is_refused(tmp_path, fake):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "locks").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(LockError) as info:
+        take(str(tmp_path / "locks" / "shop.lock"), fake)
+    assert str(info.value) == ("the lock directory %s is a symbolic link; remove it (a run creates the directory "
+                               "itself) or choose another swiftdeploy_lock_dir." % (tmp_path / "locks"))
+    assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_controller_identity_and_a_gone_process():
+    me = lock.controller_identity(os.getpid(), "ctl")
+    assert me["host"] == "ctl" and me["pid"] == os.getpid() and me["boot_id"]
+    child = multiprocessing.get_context("fork").Process(target=os.getpid)
+    child.start()
+    child.join()
+    theirs = lock.controller_identity(child.pid, "ctl") or dict(me, pid=child.pid, pid_start=-1)
+    assert lock.controller_gone(dict(theirs, pid=child.pid), me)
+    parent = lock.controller_identity(os.getppid(), "ctl")
+    assert not lock.controller_gone(parent, me), "a live process is not gone"
+    assert lock.controller_gone(dict(parent, pid_start=parent["pid_start"] + 1), me), "a reused pid is not the holder"
+    assert not lock.controller_gone(dict(theirs, pid=child.pid, host="other"), me), "another controller: heartbeat"
+    assert not lock.controller_gone(dict(theirs, pid=child.pid, boot_id="x"), me), "another boot: heartbeat"
+    assert not lock.controller_gone(None, me) and not lock.controller_gone(theirs, None)
