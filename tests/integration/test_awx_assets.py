@@ -284,15 +284,32 @@ def _role_imports(node):
                 yield from _role_imports(value)
 
 
+def _set_facts(node):
+    """{variable: expression} of every set_fact in the playbook (one that feeds a role option
+    before the role is imported, as promote.yml's weight does)."""
+    found = {}
+    if isinstance(node, list):
+        for item in node:
+            found.update(_set_facts(item))
+    elif isinstance(node, dict):
+        if isinstance(node.get("ansible.builtin.set_fact"), dict):
+            found.update(node["ansible.builtin.set_fact"])
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                found.update(_set_facts(value))
+    return found
+
+
 def playbook_interface(repo_root, playbook, argument_specs):
     """(variables the playbook reads, {variable: (role option, its spec, the expression)})."""
     data = yaml.safe_load((repo_root / playbook).read_text())
     reads = _jinja_variables(data)
     feeds = {}
+    facts = _set_facts(data)
     for tasks_from, role_vars in _role_imports(data):
         options = argument_specs.get(tasks_from, {}).get("options", {})
         reads |= set(options)
-        for option, expression in role_vars.items():
+        for option, expression in list(role_vars.items()) + [item for item in facts.items() if item[0] in options]:
             for variable in _jinja_variables(expression):
                 feeds[variable] = (option, options[option], expression)
         for option, spec in options.items():

@@ -199,7 +199,7 @@ def test_external_opa_down_denies_and_fail_open_proceeds_with_the_bypass_recorde
                                                                                   run_playbook, app_image):
     closed = "http://127.0.0.1:9"  # discard port: nothing listens
     stack = Stack(tmp_path, write_manifest, run_playbook, "sdopadown", 18380,
-                  {"opa": {"mode": "external", "url": closed, "timeout": 2}})
+                  {"opa": {"mode": "external", "url": closed, "timeout": 2, "allow_http": True}})
     run = stack.run("deploy")
     assert run.rc != 0
     assert "Deploy blocked" in run.output and "cannot connect" in run.output
