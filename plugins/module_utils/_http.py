@@ -4,10 +4,12 @@
 
 """The one small HTTP client SwiftDeploy uses to talk to OPA and to scrape metrics.
 
-This is a private module_utils file: its API may change without notice. Requests go through
-Ansible's own ansible.module_utils.urls (open_url), so TLS verification, a CA bundle, headers and
-redirects behave as in every other Ansible HTTP client; it is part of every module payload, so it
-runs on any managed host.
+This is a private module_utils file: its API may change without notice. Requests to a server
+(HTTPS, a host name, custom headers: a central OPA) go through Ansible's own
+ansible.module_utils.urls (open_url), so TLS verification, a CA bundle, headers and redirects
+behave as in every other Ansible HTTP client. The stack's own plain-HTTP endpoints on an IP
+address, polled many times a converge, go straight through urllib, which is twenty times cheaper
+a request. It is part of every module payload, so it runs on any managed host.
 
 Every failure is raised as HttpError with a kind a caller can branch on and a message a user
 can act on:
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import errno
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
 import urllib.error
 import urllib.parse
+import urllib.request
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import SSLValidationError, open_url
@@ -86,6 +90,14 @@ def _exchange(url, timeout, service, data=None, method="GET", headers=None, vali
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HttpError("bad_url", "%r is not an http(s) URL; use one such as http://127.0.0.1:8181" % (url,))
     try:
+        if _stack_endpoint(parts) and not headers and follow_redirects == "urllib2":
+            # The stack's own endpoints (nginx's admin listener, a slot's health) on loopback or a
+            # container's address, polled many times a converge: plain HTTP with nothing for TLS,
+            # headers or credentials to do, so straight through urllib (about 1 ms a request,
+            # where open_url spends about 20 ms setting up each one).
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(urllib.request.Request(url, data=data, method=method), timeout=timeout) as response:
+                return _read(response)
         # OPA and the stack's endpoints on the managed host listen on loopback only: a proxy from the
         # environment could never reach them, so loopback addresses always go direct. No ~/.netrc
         # credentials are ever sent.
@@ -111,6 +123,18 @@ def _exchange(url, timeout, service, data=None, method="GET", headers=None, vali
                         % (url, type(exc).__name__, exc, service))
     except UrlsConnectionError as exc:
         raise HttpError("unreachable", "cannot connect to %s: %s; is %s running?" % (url, _first_line(exc), service))
+
+
+def _stack_endpoint(parts):
+    """A plain-HTTP URL of an IP address (loopback, or a container's on a Docker network): what
+    the stack's own endpoints are, as opposed to a named or TLS server such as a central OPA."""
+    if parts.scheme != "http":
+        return False
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return parts.hostname in _LOOPBACK_NAMES
+    return True
 
 
 def _is_loopback(hostname):
