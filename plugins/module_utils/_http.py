@@ -34,8 +34,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import SSLValidationError, open_url
+# ansible.module_utils.urls is imported where a request needs it: compiling it costs a module
+# that only polls the stack's own endpoints (every stack_lock and stack_converge) tens of ms.
 
 # An answer larger than this is not something OPA or a metrics endpoint would send us.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -89,23 +89,35 @@ def _exchange(url, timeout, service, data=None, method="GET", headers=None, vali
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HttpError("bad_url", "%r is not an http(s) URL; use one such as http://127.0.0.1:8181" % (url,))
+    if _stack_endpoint(parts) and not headers and follow_redirects == "urllib2":
+        # The stack's own endpoints (nginx's admin listener, a slot's health) on loopback or a
+        # container's address, polled many times a converge: plain HTTP with nothing for TLS,
+        # headers or credentials to do, so straight through urllib (about 1 ms a request, where
+        # open_url spends about 20 ms setting up each one), never through a proxy.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(url, data=data, method=method)
+        return _answer(url, timeout, service, lambda: opener.open(request, timeout=timeout))
+    # Imported here: compiling ansible.module_utils.urls costs tens of ms, which a module that only
+    # polls the stack's own endpoints (every stack_lock and stack_converge) need not pay.
+    from ansible.module_utils.urls import (  # pylint: disable=import-outside-toplevel
+        ConnectionError as UrlsConnectionError,
+        SSLValidationError,
+        open_url,
+    )
+    # A loopback OPA could never be reached through a proxy from the environment, so loopback
+    # addresses always go direct. No ~/.netrc credentials are ever sent.
+    return _answer(url, timeout, service, lambda: open_url(
+        url, data=data, headers=headers, method=method, timeout=timeout, use_proxy=not _is_loopback(parts.hostname),
+        validate_certs=validate_certs, ca_path=ca_path, follow_redirects=follow_redirects, use_netrc=False,
+        http_agent="swiftdeploy"), tls_errors=(SSLValidationError,), connection_errors=(UrlsConnectionError,))
+
+
+def _answer(url, timeout, service, opening, tls_errors=(), connection_errors=()):
+    """The body of the response opening() gives, every failure mapped to an HttpError."""
     try:
-        if _stack_endpoint(parts) and not headers and follow_redirects == "urllib2":
-            # The stack's own endpoints (nginx's admin listener, a slot's health) on loopback or a
-            # container's address, polled many times a converge: plain HTTP with nothing for TLS,
-            # headers or credentials to do, so straight through urllib (about 1 ms a request,
-            # where open_url spends about 20 ms setting up each one).
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            with opener.open(urllib.request.Request(url, data=data, method=method), timeout=timeout) as response:
-                return _read(response)
-        # OPA and the stack's endpoints on the managed host listen on loopback only: a proxy from the
-        # environment could never reach them, so loopback addresses always go direct. No ~/.netrc
-        # credentials are ever sent.
-        with open_url(url, data=data, headers=headers, method=method, timeout=timeout,
-                      use_proxy=not _is_loopback(parts.hostname), validate_certs=validate_certs, ca_path=ca_path,
-                      follow_redirects=follow_redirects, use_netrc=False, http_agent="swiftdeploy") as response:
+        with opening() as response:
             return _read(response)
-    except SSLValidationError as exc:
+    except tls_errors as exc:
         raise HttpError("unreachable", "cannot connect to %s: TLS failed (%s); check the certificate, the CA "
                         "bundle (ca_path) and the URL's scheme" % (url, _first_line(exc)))
     except urllib.error.HTTPError as exc:
@@ -121,7 +133,7 @@ def _exchange(url, timeout, service, data=None, method="GET", headers=None, vali
     except http.client.HTTPException as exc:
         raise HttpError("unreachable", "%s did not answer with valid HTTP (%s: %s); is it really %s?"
                         % (url, type(exc).__name__, exc, service))
-    except UrlsConnectionError as exc:
+    except connection_errors as exc:
         raise HttpError("unreachable", "cannot connect to %s: %s; is %s running?" % (url, _first_line(exc), service))
 
 
