@@ -206,7 +206,8 @@ def test_external_opa_down_denies_and_fail_open_proceeds_with_the_bypass_recorde
     assert stack_objects(stack.name, stack.network, stack.volume)[0] == []
 
     stack_open = Stack(tmp_path, write_manifest, run_playbook, "sdfailopen", 18480,
-                       {"opa": {"mode": "external", "url": closed, "timeout": 2}, "policy": {"fail_open": True}})
+                       {"opa": {"mode": "external", "url": closed, "timeout": 2, "allow_http": True},
+                        "policy": {"fail_open": True}})
     try:
         run = stack_open.run("deploy")
         assert run.rc == 0, run.describe()
