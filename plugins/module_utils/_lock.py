@@ -43,6 +43,10 @@ LOCK_FILE_MODE = 0o640
 DIRECTORY_MODE = 0o2770
 SHARED_GROUP = "docker"
 POLL_SECONDS = 0.25
+# A lock file without its holder yet is read again for up to this long, WRITING_POLL apart.
+WRITING_SECONDS = 2.0
+WRITING_POLL = 0.05
+WRITING_REREADS = 40
 STALE_AFTER = 90
 # How far a lock's time may lie ahead of this host's clock before the lock counts as broken.
 CLOCK_SKEW_SECONDS = 30
@@ -362,6 +366,7 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
 
     if not check_mode:
         make_directory(path)
+    rereads = 0
     while True:
         if not check_mode:
             try:
@@ -385,6 +390,13 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
             if not check_mode:
                 touch(path, token, clock)
             return result(False, token, state.holder)
+        # No holder yet in a file created a moment ago: a run between its create and its write.
+        # Read it again rather than name "an unknown run" (a second run started at the same
+        # instant saw exactly that).
+        if state.holder is None and state.age < WRITING_SECONDS and rereads < WRITING_REREADS:
+            rereads += 1
+            sleep(WRITING_POLL)
+            continue
         reason = judge(state, **rules)
         if reason is not None:
             if check_mode:

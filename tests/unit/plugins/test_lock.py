@@ -244,6 +244,24 @@ def test_an_empty_lock_file_is_judged_by_its_heartbeat(path, fake):
                                     "reason": "no heartbeat for 95 s (stale after 90 s)"}
 
 
+def test_a_lock_being_written_is_read_again_and_its_holder_named(path, fake):
+    """Two runs at once: the second may read the file between the first's create and write."""
+    os.makedirs(os.path.dirname(path))
+    open(path, "w").close()
+    os.utime(path, (T0, T0))
+
+    def written(_count):
+        with open(path, "w") as handle:
+            handle.write(json.dumps({"user": "bob", "host": "web2", "pid": 7, "since": "2026-11-27T03:00:00Z",
+                                     "token_sha256": "0" * 64}))
+        os.utime(path, (T0, T0))
+    fake.on_sleep = written
+    with pytest.raises(LockHeldError) as info:
+        take(path, fake)
+    assert "stack is locked by bob on host web2 since 2026-11-27T03:00:00Z" in str(info.value)
+    assert fake.sleeps == [0.05]
+
+
 def test_a_lock_dated_in_the_future_is_broken_with_a_message(path, fake):
     """A forged or clock-jumped lock must not block the stack until that date."""
     os.makedirs(os.path.dirname(path))
