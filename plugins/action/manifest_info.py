@@ -8,6 +8,7 @@ parsed and validated here rather than on the managed host."""
 from __future__ import annotations
 
 import os
+import pwd
 
 import yaml
 
@@ -19,10 +20,16 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import
     ManifestError,
     validate_manifest,
 )
+from ansible_collections.swiftdeploy.stack.plugins.plugin_utils._inputs import (
+    inputs_from_file,
+    internal_extra_vars,
+)
 
 ARGUMENT_SPEC = {
     "path": {"type": "str", "required": True},
     "overrides": {"type": "dict", "default": {}},
+    "inputs_file": {"type": "path"},
+    "inputs": {"type": "list", "elements": "str", "default": []},
 }
 
 
@@ -128,6 +135,28 @@ def _merge(base, overrides):
     return merged
 
 
+def controller_user():
+    """The name of the user running the controller (its uid when it has no name)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def forged_extra_vars(inputs_file, inputs):
+    """The role's internal names supplied as extra variables, or None when no inputs are given."""
+    if not inputs_file and not inputs:
+        return None
+    names = list(inputs)
+    if inputs_file:
+        try:
+            names += inputs_from_file(inputs_file)
+        except (OSError, yaml.YAMLError) as exc:
+            raise AnsibleActionFail("swiftdeploy.stack.manifest_info: inputs_file %s cannot be read (%s); pass the "
+                                    "role's defaults/main.yml." % (inputs_file, _brief_text(exc, 200)))
+    return internal_extra_vars(names)
+
+
 def load_manifest(path, overrides=None):
     """Return (manifest, None) or (None, (stage, errors)); stage is 'read', 'parse' or 'schema'."""
     if overrides is not None and not isinstance(overrides, dict):
@@ -174,8 +203,17 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("swiftdeploy.stack.manifest_info: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
         path = os.path.abspath(os.path.expanduser(args["path"]))
+        result.update(changed=False, path=path, controller_user=controller_user())
+        forged = forged_extra_vars(args["inputs_file"], args["inputs"])
+        if forged:
+            # Before the manifest is read: nothing this run would work out can be trusted.
+            result.update(valid=False, failed=True, stage="inputs", errors=[], forged=forged,
+                          msg="%s: set by the role itself, not an input; supplied as an extra variable it would "
+                              "override what the role works out (a policy decision, the manifest, the live state), "
+                              "so nothing was done. Remove it from -e (or the AWX job's extra variables); the "
+                              "inputs are in roles/swiftdeploy/meta/argument_specs.yml." % ", ".join(forged))
+            return result
         manifest, problem = load_manifest(path, args["overrides"])
-        result.update(changed=False, path=path)
         if problem is None:
             result.update(valid=True, manifest=manifest, errors=[], stage="valid")
             return result

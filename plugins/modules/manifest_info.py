@@ -41,6 +41,22 @@ options:
         to choose the policy engine on the command line. They are validated like the file.
     type: dict
     default: {}
+  inputs_file:
+    description:
+      - A role's C(defaults/main.yml) on the controller; its top-level names are the role's inputs.
+      - With O(inputs_file) or O(inputs), the task first refuses extra variables (C(-e), an AWX
+        job's extra variables) named C(swiftdeploy_*) or C(_swiftdeploy_*) that are not among
+        the inputs, naming them, before the manifest is read. Extra variables outrank every
+        variable a role registers or sets, so such a name could forge a policy decision, a
+        manifest or a live state. The swiftdeploy role's first task does this.
+    type: path
+  inputs:
+    description:
+      - More input names that extra variables may set, besides those of O(inputs_file) (for
+        example a playbook's own C(swiftdeploy_hosts)).
+    type: list
+    elements: str
+    default: []
 notes:
   - See C(docs/manifest.md) in the collection for every key and its default.
 """
@@ -67,7 +83,8 @@ valid:
   sample: true
 stage:
   description:
-    - How far loading got. V(read) the file could not be read, V(parse) it is not YAML,
+    - How far loading got. V(inputs) an internal variable was supplied as an extra variable
+      (the manifest was not read), V(read) the file could not be read, V(parse) it is not YAML,
       V(schema) a field is wrong, V(valid) all is well.
   returned: always
   type: str
@@ -79,6 +96,17 @@ errors:
   elements: str
   sample:
     - "manifest field 'nginx.port': 80800 is out of range; use a TCP port number from 1 to 65535."
+forged:
+  description: The internal variables supplied as extra variables.
+  returned: when O(inputs_file) or O(inputs) is given and some were supplied
+  type: list
+  elements: str
+  sample: [swiftdeploy_decision]
+controller_user:
+  description: The user running the controller, the default actor of the history's events.
+  returned: always
+  type: str
+  sample: ops
 path:
   description: The absolute path that was read.
   returned: always
