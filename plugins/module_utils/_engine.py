@@ -7,7 +7,7 @@
 This is a private module_utils file: its API may change without notice. No Ansible imports.
 
 `open_engine()` gives an engine with one small interface: compose (ps, up, down, config),
-containers (inspect, kill, stop, remove, exec), images (their IDs), the data root, and running
+containers (inspect, kill, stop, remove, exec, logs), images (their IDs), the data root, and running
 independent docker commands side by side. Two implementations stand behind it:
 
 - `CliEngine`: every call starts the docker CLI (10 to 20 ms each on a quiet host);
@@ -200,6 +200,15 @@ class CliEngine(object):
 
     def exec_argv(self, container, argv):
         return [self.docker, "exec", container] + list(argv)
+
+    def logs(self, containers, tail, since=None):
+        """{container: (rc, stdout, stderr)} of `docker logs --timestamps --tail N [--since T]`,
+        the containers read side by side."""
+        extra = ["--since", str(int(since))] if since is not None else []
+        argvs = [[self.docker, "logs", "--timestamps", "--tail", str(int(tail))] + extra + [name]
+                 for name in containers]
+        results = self.side_by_side(argvs) if argvs else []
+        return dict((name, result[:3]) for name, result in zip(containers, results))
 
     # -- images and the daemon -----------------------------------------------------------------
 

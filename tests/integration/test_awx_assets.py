@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-PLAYBOOKS = {"deploy", "promote", "rollback", "status", "audit", "teardown"}
+PLAYBOOKS = {"deploy", "promote", "rollback", "status", "audit", "teardown", "logs"}
 # AWX's JobTemplateSurveySpec.ALLOWED_TYPES: the Python type a default must have, per type.
 AWX_SURVEY_TYPES = {"text": str, "textarea": str, "password": str, "multiplechoice": str,
                     "multiselect": str, "integer": int, "float": (float, int)}

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import subprocess
 import time
 
@@ -275,3 +276,22 @@ def test_the_seed_manifest_deploys_without_edits(tmp_path, run_playbook, repo_ro
     finally:
         run_playbook("teardown", "-e", "swiftdeploy_manifest=%s" % example_manifest,
                      "-e", "swiftdeploy_project_dir=%s" % project, "-e", "clean=true")
+
+
+def test_logs_shows_each_containers_last_lines(deployed):
+    """logs.yml: each container of the stack with its last lines, the app's own start-up line
+    among them, and the line counts published for AWX."""
+    run = deployed.run("logs", "-e", "lines=3", "-e", "since=1h")
+    assert run.rc == 0, run.describe()
+    out = run.stdout
+    assert "app-blue (running, slot blue): " in out and "nginx (running): " in out, out
+    shown = re.findall(r'"app-blue \(running, slot blue\): (\d+) lines"', out)
+    assert shown and 1 <= int(shown[0]) <= 3, out
+    assert re.search(r'"\d{4}-\d{2}-\d{2}T[0-9:.]+Z (stdout|stderr) ', out), out
+    assert "changed=0" in out.rsplit("PLAY RECAP", 1)[-1]
+
+
+def test_logs_refuses_a_bad_since_naming_the_forms(deployed):
+    run = deployed.run("logs", "-e", "since=yesterday")
+    assert run.rc != 0
+    assert "since: 'yesterday' is neither an age nor a UTC time; use an age such as 30s" in run.stdout, run.describe()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-PLAYBOOKS = ("deploy", "promote", "rollback", "status", "audit", "teardown", "init", "validate")
+PLAYBOOKS = ("deploy", "promote", "rollback", "status", "audit", "teardown", "init", "validate", "logs")
 FORGED = {
     "swiftdeploy_decision": {"allow": True, "reasons": [], "bypassed": False, "decision": {}},
     "swiftdeploy_live": {"generation": 1, "mode": "stable", "weight": 0, "stable": "blue", "canary": None,
