@@ -133,8 +133,10 @@ class Converger(object):
             self.view[change.relpath] = (change.after, change.mode)
         parts = ["%s differ" % ", ".join(plan.files_changed) if plan.changes else "files and state match"]
         switched = plan.mode_switched
+        # Without mode switching such a slot only changes how nginx routes to it.
+        in_place = "switching mode" if self.options.get("mode_switch", "signal") != "none" else "rerouted in place"
         for label, slots in (("added", plan.added), ("changed", [slot for slot in plan.changed if slot not in switched]),
-                             ("switching mode", switched), ("removed", plan.removed)):
+                             (in_place, switched), ("removed", plan.removed)):
             if slots:
                 parts.append("slots %s: %s" % (label, ", ".join(slots)))
         record["detail"] = "; ".join(parts)

@@ -250,6 +250,8 @@ def test_a_roll_forward_without_mode_switching_only_reroutes(project):
     assert result["steps"][0]["slots_switched"] == [] and result["steps"][0]["slots_started"] == []
     assert result["steps"][0]["slots_removed"] == ["app-blue"]
     assert engine.served == 3
+    assert "slots rerouted in place: green" in result["actions"][0]["detail"]
+    assert "switch mode" not in actions(result)
 
 
 def test_a_roll_back_reloads_before_it_removes_the_canary(project):
