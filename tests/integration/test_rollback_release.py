@@ -166,8 +166,8 @@ def test_a_running_canary_is_not_rolled_over(stack):
     assert "end it first with promote.yml -e mode=stable (judge it) or rollback.yml without to or version" \
         in run.output
     assert stack.state() == before
-    # Today's rollback.yml drops the canary as it always did.
-    run = stack.run("rollback")
+    # -e to=canary (the AWX survey's other choice) is today's rollback.yml: the canary is dropped.
+    run = stack.run("rollback", "-e", "to=canary")
     assert run.rc == 0, run.describe()
     assert "Rolled back: canary 1.1.0 removed" in run.stdout
     assert stack.state()["canary"] is None
