@@ -135,7 +135,7 @@ options:
       - V(signal) writes its mode file and sends it C(SIGHUP), then waits until its C(/healthz)
         reports the new mode; a running slot reporting another mode than the state names is
         switched too.
-      - V(none) neither signals nor asks the app: the slot keeps its process and only nginx's
+      - V(none) neither signals nor asks the app; the slot keeps its process and only nginx's
         routing changes, for apps that have no mode (the manifest's C(services.mode_switch)).
     type: str
     choices: [signal, none]
