@@ -51,8 +51,8 @@ def errors_of(data):
 
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
-    assert result["services"] == dict(SEED["services"], resources={"memory": "256m", "cpus": 1.0, "pids": 64},
-                                     mode_switch="signal")
+    assert result["services"] == dict(SEED["services"], mode_switch="signal",
+                                      resources={"memory": "256m", "cpus": 1.0, "pids": 64})
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
                                "admin_port": 8082, "keepalive_timeout": 0,
                                "resources": {"memory": "256m", "cpus": 1.0, "pids": 256}}
