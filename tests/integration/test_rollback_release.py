@@ -117,6 +117,10 @@ def test_rollback_to_previous_goes_back_through_the_idle_slot_without_a_failed_r
     before = stack.state()
     assert before["slots"][before["stable"]]["version"] == "1.1.0", before
     old_slot = before["stable"]
+    # Check mode says what it would do and does nothing.
+    run = stack.run("rollback", "-e", "to=previous", "--check")
+    assert run.rc == 0, run.describe()
+    assert stack.state() == before and stack.app_slots() == [old_slot]
     history = len(stack.history())
     with Traffic(stack.port, threads=2, warm_up=1.0) as traffic:
         run = stack.run("rollback", "-e", "to=previous", "-e", json.dumps({"reason": "1.1.0 is slow"}))
