@@ -17,6 +17,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     parse_state,
     roll_back,
     roll_forward,
+    rollback_target,
     validate_state,
     with_generations,
 )
@@ -37,20 +38,40 @@ def live_state(text, image, version, mode="stable", where="state.json"):
     return {"state": state, "found": True}
 
 
-def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable"):
+def _keep(keep):
+    """-e swiftdeploy_releases_kept=7 arrives as a string: a string of digits is its number."""
+    return int(keep) if isinstance(keep, str) and keep.isdigit() and keep.isascii() else keep
+
+
+def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable", stamp=None,
+                     keep=5):
     """The state `event` leads to from `state` (validated first); {} when a deploy is refused
-    because a canary runs."""
+    because a canary runs. stamp ({at, by}): a deploy or roll forward that makes a release
+    stable records it among the `keep` kept releases (none without a stamp)."""
     if event not in TRANSITIONS:
         raise AnsibleFilterError("state_transition: event %r is not one of %s" % (event, ", ".join(TRANSITIONS)))
     try:
         validate_state(state, "the live state")
         if event == "deploy":
-            return deploy_target(state, found, image, version, mode)
+            return deploy_target(state, found, image, version, mode, stamp, _keep(keep))
         if event == "canary":
             return canary_target(state, image, version, weight)
-        return roll_forward(state) if event == "roll_forward" else roll_back(state)
+        return roll_forward(state, stamp, _keep(keep)) if event == "roll_forward" else roll_back(state)
     except (StateError, TransitionError) as exc:
         raise AnsibleFilterError(str(exc))
+
+
+def state_rollback(state, to=None, version=None, stamp=None, keep=5):
+    """{release, from, state} for rollback.yml -e to=previous or -e version=X: the kept release
+    chosen (None when it is the stable one already), the stable slot's release now, and the
+    state that runs the chosen one through the idle slot."""
+    try:
+        validate_state(state, "the live state")
+        release, target = rollback_target(state, to or None, None if version in (None, "") else str(version),
+                                          stamp, _keep(keep))
+    except (StateError, TransitionError) as exc:
+        raise AnsibleFilterError(str(exc))
+    return {"release": release, "from": state["slots"][state["stable"]], "state": target}
 
 
 def state_generations(targets, current, found=True):
@@ -72,6 +93,7 @@ class FilterModule(object):
         return {
             "live_state": live_state,
             "state_transition": state_transition,
+            "state_rollback": state_rollback,
             "state_generations": state_generations,
             "status_report": status_report_filter,
         }

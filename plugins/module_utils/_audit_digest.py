@@ -241,6 +241,11 @@ def _mode_transition(record, details):
     if event == "rollback":
         return (record.get("mode") or "stable", False, True, None,
                 _compact(details.get("reason", "")))
+    if event == "rollback_release":
+        versions = [(part.get("version", "?") if isinstance(part, dict) else "?")
+                    for part in (details.get("from"), details.get("to"))]
+        return (record.get("mode") or "stable", False, True, None,
+                "release %s -> %s" % (_compact(versions[0]), _compact(versions[1])))
     if event == "teardown":
         return "down", False, True, None, "clean" if details.get("clean") is True else ""
     now = record.get("mode")  # deploy
@@ -248,7 +253,7 @@ def _mode_transition(record, details):
     return now, now == "canary", False, None, note
 
 
-_MODE_EVENTS = frozenset(("deploy", "promote", "rollback", "teardown"))
+_MODE_EVENTS = frozenset(("deploy", "promote", "rollback", "rollback_release", "teardown"))
 
 
 class _Digest:
@@ -496,7 +501,7 @@ class _Digest:
             "events": self.events,
             "deploys": by_event["deploy"],
             "promotions": by_event["promote"],
-            "rollbacks": by_event["rollback"],
+            "rollbacks": by_event["rollback"] + by_event["rollback_release"],
             "blocked": by_event["deploy_blocked"] + by_event["promote_blocked"],
             "deploys_blocked": by_event["deploy_blocked"],
             "promotions_blocked": by_event["promote_blocked"],

@@ -66,7 +66,7 @@ class Converger(object):
     """Bring a project through `steps` ([{files, state}]) over `host`.
 
     `options`: nginx_conf, slot_prefix, validate_nginx, drain_seconds, health_url,
-    health_timeout (the module's parameters of the same names)."""
+    health_timeout, mode_switch (the module's parameters of the same names)."""
 
     def __init__(self, host, steps, options, diff=False):
         self.host = host
@@ -133,8 +133,10 @@ class Converger(object):
             self.view[change.relpath] = (change.after, change.mode)
         parts = ["%s differ" % ", ".join(plan.files_changed) if plan.changes else "files and state match"]
         switched = plan.mode_switched
+        # Without mode switching such a slot only changes how nginx routes to it.
+        in_place = "switching mode" if self.options.get("mode_switch", "signal") != "none" else "rerouted in place"
         for label, slots in (("added", plan.added), ("changed", [slot for slot in plan.changed if slot not in switched]),
-                             ("switching mode", switched), ("removed", plan.removed)):
+                             (in_place, switched), ("removed", plan.removed)):
             if slots:
                 parts.append("slots %s: %s" % (label, ", ".join(slots)))
         record["detail"] = "; ".join(parts)
@@ -198,8 +200,12 @@ class Converger(object):
         # release) keeps its process: it reads its mode file, just written, again. So does a
         # running slot whose state already names its mode but which reports another (a run that
         # failed or died between writing the mode file and confirming the switch).
-        switch = [slot for slot in plan.mode_switched if self.prefix + slot in running]
-        switch += host.slots_in_another_mode(state, running, nginx_before is not None, set(switch) | set(to_start))
+        # An app without modes (mode_switch none) is neither signalled nor asked: only nginx's
+        # routing tells its slots apart, and the slot keeps its process all the same.
+        switch = []
+        if self.options.get("mode_switch", "signal") != "none":
+            switch = [slot for slot in plan.mode_switched if self.prefix + slot in running]
+            switch += host.slots_in_another_mode(state, running, nginx_before is not None, set(switch) | set(to_start))
         if switch:
             host.switch_modes(number, dict((slot, state["slots"][slot].get("mode")) for slot in switch), running,
                               nginx_before is not None)

@@ -68,6 +68,7 @@ MAX_ERRORS = 20
 _SHOW_WIDTH = 80
 
 MODES = ("stable", "canary")
+MODE_SWITCHES = ("signal", "none")
 NETWORK_DRIVERS = ("bridge",)
 OPA_MODES = ("embedded", "sidecar", "external")
 DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.10.1-static"
@@ -152,6 +153,9 @@ SCHEMA = {
         "mode": Field("str", default="stable", choices=MODES),
         "version": Field("str", default="1.0.0", check=_VERSION_RE,
                          fix="use a version of letters, digits, '.', '_', '+' and '-', quoted in YAML, e.g. \"1.0.0\""),
+        # How a canary rolled forward learns it is stable: its MODE_FILE again on SIGHUP
+        # (signal), or not at all (none: only nginx's routing changes). docs/app-contract.md.
+        "mode_switch": Field("str", default="signal", choices=MODE_SWITCHES),
         "restart_policy": Field("str", default="unless-stopped", check=_RESTART_RE,
                                 fix="use one of: no, always, unless-stopped, on-failure, or on-failure:N to restart "
                                     "at most N times (1 to 9999)"),

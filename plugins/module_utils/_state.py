@@ -18,6 +18,7 @@ The transitions:
   canary_target   start a canary on the idle slot, or change a running canary's weight
   roll_forward    the judged canary becomes the stable release in place
   roll_back       all traffic back to the stable slot, the canary gone
+  rollback_target a kept release (_releases.py) stable again, through the idle slot
   with_generations   number the states a converge goes through (routing generations)
 """
 
@@ -26,11 +27,21 @@ from __future__ import annotations
 import json
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import _IMAGE_RE, _VERSION_RE
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._releases import (
+    DEFAULT_KEEP,
+    ReleaseError,
+    pick,
+    remember,
+    slot_spec,
+    validate_releases,
+)
 
 SLOTS = ("blue", "green")
 MODES = ("stable", "canary")
 STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
+# Kept by stacks deployed since releases are recorded (_releases.py); older states lack it.
+OPTIONAL_STATE_KEYS = ("releases",)
 # The manifest's own rules for an image and a version, matched whole and ASCII only: the state is
 # rendered into nginx.conf and docker-compose.yml.
 IMAGE_RE = _IMAGE_RE
@@ -63,8 +74,9 @@ def validate_state(state, where="state.json"):
         raise StateError("%s: holds %s, not a state object; restore it from a backup or remove it to start over"
                          % (where, _show(state)))
     for key in state:
-        if key not in STATE_KEYS:
-            _fail(where, key, state[key], "it is not a field of the state (%s); remove it" % ", ".join(STATE_KEYS))
+        if key not in STATE_KEYS + OPTIONAL_STATE_KEYS:
+            _fail(where, key, state[key], "it is not a field of the state (%s); remove it"
+                  % ", ".join(STATE_KEYS + OPTIONAL_STATE_KEYS))
     for key in STATE_KEYS:
         if key not in state:
             raise StateError("%s: field '%s' is missing; restore the file or remove it to start over" % (where, key))
@@ -94,6 +106,11 @@ def validate_state(state, where="state.json"):
     extra = sorted(set(slots) - {state["stable"], canary})
     if extra:
         _fail(where, "slots", extra[0], "every slot is the stable one or the canary; remove the other")
+    if "releases" in state:
+        try:
+            validate_releases(state["releases"], where)
+        except ReleaseError as exc:
+            raise StateError(str(exc))
     return state
 
 
@@ -144,28 +161,41 @@ def initial_state(image, version, mode="stable"):
             "slots": {"blue": release_spec(image, version, mode)}}
 
 
+def with_release(state, stamp, keep=DEFAULT_KEEP):
+    """state with its stable slot's release recorded as the latest (_releases.remember); the
+    same state when stamp is None. stamp: {at, by}."""
+    if stamp is None:
+        return state
+    try:
+        releases = remember(state.get("releases"), state["slots"][state["stable"]], stamp, keep)
+    except ReleaseError as exc:
+        raise TransitionError(str(exc))
+    return dict(state, releases=releases)
+
+
 def idle_slot(state):
     """The slot colour the stable release is not in."""
     return "green" if state["stable"] == "blue" else "blue"
 
 
-def deploy_target(state, found, image, version, mode="stable"):
+def deploy_target(state, found, image, version, mode="stable", stamp=None, keep=DEFAULT_KEEP):
     """The state a deploy of image/version wants, or {} when a canary blocks it.
 
     A first deploy gets the initial state; a live stack keeps its state unless the release
     differs, which goes to the idle slot (blue/green) in the live mode and replaces the old
     slot once healthy. While a canary runs, a new stable release is refused: {} (not None, which
-    ansible-core 2.16 would turn into the string "None" in a template)."""
+    ansible-core 2.16 would turn into the string "None" in a template). A new stable release is
+    recorded among the releases with stamp (none recorded without one)."""
     if not found:
-        return initial_state(image, version, mode)
+        return with_release(initial_state(image, version, mode), stamp, keep)
     current = state["slots"][state["stable"]]
     if current["image"] == image and current["version"] == version:
         return dict(state)
     if state["canary"] is not None:
         return {}
     idle = idle_slot(state)
-    return dict(state, stable=idle, canary=None, weight=0, mode="stable",
-                slots={idle: release_spec(image, version, current["mode"])})
+    return with_release(dict(state, stable=idle, canary=None, weight=0, mode="stable",
+                             slots={idle: release_spec(image, version, current["mode"])}), stamp, keep)
 
 
 class TransitionError(ValueError):
@@ -187,11 +217,12 @@ def canary_target(state, image, version, weight):
     return dict(state, mode="canary", canary=slot, weight=weight, slots=dict(state["slots"], **{slot: spec}))
 
 
-def roll_forward(state):
-    """The canary's release becomes the stable one at 100%, in the slot that was judged."""
+def roll_forward(state, stamp=None, keep=DEFAULT_KEEP):
+    """The canary's release becomes the stable one at 100%, in the slot that was judged, and is
+    recorded among the releases with stamp."""
     canary = _running_canary(state, "roll forward")
-    return dict(state, mode="stable", weight=0, stable=canary, canary=None,
-                slots={canary: dict(state["slots"][canary], mode="stable")})
+    return with_release(dict(state, mode="stable", weight=0, stable=canary, canary=None,
+                             slots={canary: dict(state["slots"][canary], mode="stable")}), stamp, keep)
 
 
 def roll_back(state):
@@ -199,6 +230,30 @@ def roll_back(state):
     _running_canary(state, "roll back")
     stable = state["stable"]
     return dict(state, mode="stable", weight=0, canary=None, slots={stable: state["slots"][stable]})
+
+
+def rollback_target(state, to=None, version=None, stamp=None, keep=DEFAULT_KEEP):
+    """(the kept release chosen, the state that runs it) for rollback.yml -e to=previous or
+    -e version=X: the release goes to the idle slot, as a deploy's new release does (started and
+    healthy, then routed, then the old slot retired), and becomes the latest release again. The
+    state is the same one when the release chosen is the stable one already. TransitionError
+    while a canary runs, and for a release that is not kept (naming the kept ones)."""
+    if state["canary"] is not None:
+        raise TransitionError(
+            "rollback: a canary of version %s is running (slot %s, %d%% of requests); end it first with "
+            "promote.yml -e mode=stable (judge it) or rollback.yml without to or version (drop it), then roll "
+            "back to an earlier release" % (state["slots"][state["canary"]]["version"], state["canary"], state["weight"]))
+    current = state["slots"][state["stable"]]
+    try:
+        record = pick(state.get("releases"), current, to, version)
+    except ReleaseError as exc:
+        raise TransitionError(str(exc))
+    if record is None:
+        return None, dict(state)
+    idle = idle_slot(state)
+    target = dict(state, stable=idle, canary=None, weight=0, mode="stable",
+                  slots={idle: slot_spec(record, current["mode"])})
+    return record, with_release(target, stamp, keep)
 
 
 def _running_canary(state, what):

@@ -129,6 +129,17 @@ options:
     description: The app's health path, see O(slot_port).
     type: str
     default: /healthz
+  mode_switch:
+    description:
+      - How a running slot whose spec changes only in C(mode) (a canary rolled forward) learns it.
+      - V(signal) writes its mode file and sends it C(SIGHUP), then waits until its C(/healthz)
+        reports the new mode; a running slot reporting another mode than the state names is
+        switched too.
+      - V(none) neither signals nor asks the app; the slot keeps its process and only nginx's
+        routing changes, for apps that have no mode (the manifest's C(services.mode_switch)).
+    type: str
+    choices: [signal, none]
+    default: signal
   drain_seconds:
     description:
       - Seconds to let requests already sent to a leaving slot finish, after nginx stopped routing
@@ -471,6 +482,7 @@ ARGUMENT_SPEC = {
     "health_timeout": {"type": "float", "default": 60},
     "wait_timeout": {"type": "int", "default": 60},
     "drain_seconds": {"type": "float", "default": 2},
+    "mode_switch": {"type": "str", "choices": ["signal", "none"], "default": "signal"},
     "validate_nginx": {"type": "bool", "default": True},
     "engine_api": {"type": "bool", "default": True},
     "slot_port": {"type": "int"},

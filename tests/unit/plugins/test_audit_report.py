@@ -164,6 +164,19 @@ def test_unknown_events_and_odd_details_do_not_break_the_report(hist):
     assert table_rows_in(markdown, "Timeline")[-1][6] == '{"x":[1,2,{"y":"caf\u00e9"}]}'
 
 
+def test_a_rollback_to_a_release_is_a_mode_change_naming_both_releases(hist):
+    hist.add("deploy", details={"generation": 1})
+    hist.add("rollback_release", details={"from": {"version": "1.1.0", "image": "app:1.1.0"},
+                                          "to": {"version": "1.0.0", "image": "app:1.0.0"}})
+    hist.add("rollback_release", details={"from": "odd", "to": None})
+    result = report(str(hist.path))
+    assert result["summary"]["rollbacks"] == 2
+    changes = table_rows_in(result["markdown"], "Mode changes")
+    assert [row[1] for row in changes[1:]] == ["deploy", "rollback_release", "rollback_release"]
+    assert changes[2][3] == "stable" and changes[2][5] == "release 1.1.0 -> 1.0.0"
+    assert changes[3][5] == "release ? -> ?"
+
+
 def test_an_empty_history_and_a_missing_one(tmp_path):
     empty = tmp_path / "history.jsonl"
     empty.write_bytes(b"")

@@ -234,6 +234,26 @@ def test_a_roll_forward_switches_the_judged_slot_in_place_and_removes_the_old_on
     assert "retire old workers" in actions(result)
 
 
+def test_a_roll_forward_without_mode_switching_only_reroutes(project):
+    """mode_switch none: the judged slot keeps its process and is neither signalled nor asked
+    its mode (an app without modes); nginx routes everything to it, then the old slot goes."""
+    engine = deployed(project)
+    none = {"mode_switch": "none"}
+    converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10), options=none)
+    engine.calls = []
+    # The app reports a mode the state does not name: with signals, that would be switched.
+    engine.containers["app-green"]["mode"] = "stable"
+    engine.containers["app-blue"]["mode"] = "canary"
+    forward = live(3, {"green": dict(GREEN, mode="stable")}, stable="green")
+    result = converge(engine, project, forward, options=none)
+    assert engine.calls == [("nginx -t",), ("kill", "nginx", "HUP"), ("stop", "app-blue"), ("rm", "app-blue")]
+    assert result["steps"][0]["slots_switched"] == [] and result["steps"][0]["slots_started"] == []
+    assert result["steps"][0]["slots_removed"] == ["app-blue"]
+    assert engine.served == 3
+    assert "slots rerouted in place: green" in result["actions"][0]["detail"]
+    assert "switch mode" not in actions(result)
+
+
 def test_a_roll_back_reloads_before_it_removes_the_canary(project):
     engine = deployed(project)
     converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))

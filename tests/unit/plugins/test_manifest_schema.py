@@ -51,7 +51,8 @@ def errors_of(data):
 
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
-    assert result["services"] == dict(SEED["services"], resources={"memory": "256m", "cpus": 1.0, "pids": 64})
+    assert result["services"] == dict(SEED["services"], mode_switch="signal",
+                                      resources={"memory": "256m", "cpus": 1.0, "pids": 64})
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
                                "admin_port": 8082, "keepalive_timeout": 0,
                                "resources": {"memory": "256m", "cpus": 1.0, "pids": 256}}
@@ -107,6 +108,10 @@ def test_validation_does_not_modify_its_input():
      "manifest field 'nginx.proxy_timeout': 0 is out of range; use a whole number of seconds from 1 to 3600."),
     ("services.mode", "canry",
      "manifest field 'services.mode': 'canry' is not allowed; use one of: stable, canary."),
+    ("services.mode_switch", "sighup",
+     "manifest field 'services.mode_switch': 'sighup' is not allowed; use one of: signal, none."),
+    ("services.mode_switch", False,
+     "manifest field 'services.mode_switch': false is boolean, expected a string; use one of: signal, none."),
     ("services.restart_policy", "sometimes",
      "manifest field 'services.restart_policy': 'sometimes' is not valid; use one of: no, always, unless-stopped, "
      "on-failure, or on-failure:N to restart at most N times (1 to 9999)."),
@@ -236,9 +241,9 @@ def test_reasonable_contacts_are_accepted(contact):
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
                       "admin_port, image, keepalive_timeout, port, proxy_timeout, resources."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
-                          "use one of: image, log_volume, mode, port, resources, restart_policy, version."),
+                          "use one of: image, log_volume, mode, mode_switch, port, resources, restart_policy, version."),
     ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
-                        "port, resources, restart_policy, version."),
+                        "mode_switch, port, resources, restart_policy, version."),
 ])
 def test_unknown_keys_suggest_the_closest(section, key, expected):
     data = copy.deepcopy(SEED)

@@ -8,7 +8,13 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.swiftdeploy.stack.plugins.filter.state import live_state, state_generations, state_transition
+from ansible_collections.swiftdeploy.stack.plugins.filter.state import (
+    live_state,
+    state_generations,
+    state_rollback,
+    state_transition,
+)
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._releases import remember
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     StateError,
     TransitionError,
@@ -19,6 +25,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     parse_state,
     roll_back,
     roll_forward,
+    rollback_target,
     validate_state,
     with_generations,
 )
@@ -55,7 +62,7 @@ def test_valid_states_pass(state):
 @pytest.mark.parametrize("state, message", [
     ([], 'state.json: holds list, not a state object; restore it from a backup or remove it to start over'),
     (variant(STABLE, extra=1), "state.json: field 'extra' is 1; it is not a field of the state (generation, mode, "
-                               "weight, stable, canary, slots); remove it"),
+                               "weight, stable, canary, slots, releases); remove it"),
     (variant(STABLE, weight=KeyError), "state.json: field 'weight' is missing; restore the file or remove it to start over"),
     (variant(STABLE, generation="1"), "state.json: field 'generation' is \"1\"; it must be a whole number of 1 or more"),
     (variant(STABLE, generation=True), "state.json: field 'generation' is true; it must be a whole number of 1 or more"),
@@ -231,3 +238,194 @@ def test_state_generations_filter_validates_what_it_numbers():
     assert state_generations([roll_back(CANARY)], CANARY)[0]["generation"] == 3
     with pytest.raises(AnsibleFilterError, match="a wanted state: field 'weight' is 7"):
         state_generations([variant(STABLE, weight=7)], STABLE)
+
+
+# --------------------------------------------------------------------------------------------
+# Releases: recorded when a release becomes stable, kept to N, brought back through the idle slot
+# --------------------------------------------------------------------------------------------
+
+AT1, AT2, AT3 = "2026-12-07T10:00:00Z", "2026-12-07T11:00:00Z", "2026-12-07T12:00:00Z"
+R100 = {"image": "app:1.0.0", "version": "1.0.0", "stable_at": AT1, "by": "alice"}
+R110 = {"image": "app:1.1.0", "version": "1.1.0", "stable_at": AT2, "by": "bob (AWX job 42)"}
+ID = "sha256:" + "a" * 64
+# Deployed 1.0.0, rolled forward to 1.1.0 (green): 1.0.0 is the previous release.
+FORWARD = {"generation": 3, "mode": "stable", "weight": 0, "stable": "green", "canary": None,
+           "slots": {"green": NEXT}, "releases": [R100, R110]}
+
+
+def stamp(at, by="carol"):
+    return {"at": at, "by": by}
+
+
+@pytest.mark.parametrize("state", [
+    variant(STABLE, releases=[]),
+    variant(STABLE, releases=[R100]),
+    FORWARD,
+    variant(FORWARD, releases=[dict(R100, image_id=ID, config_hash="sha256:" + "0" * 64), R110]),
+])
+def test_valid_release_records_pass(state):
+    assert validate_state(state) is state
+
+
+@pytest.mark.parametrize("releases, message", [
+    ({}, "state.json: field 'releases' is dict; it must be a list of releases (image, version, stable_at, by)"),
+    ([R100] * 51, "state.json: field 'releases' is \"51 releases\"; at most 50 are kept; remove the oldest"),
+    (["1.0.0"], "state.json: field 'releases[0]' is \"1.0.0\"; a release holds image, version, stable_at and by"),
+    ([dict(R100, mode="stable")], "state.json: field 'releases[0].mode' is \"stable\"; it is not a field of a release "
+                                  "(image, version, stable_at, by, image_id, config_hash); remove it"),
+    ([variant(R100, by=KeyError)], "state.json: field 'releases[0].by' is missing; restore the file or remove the release"),
+    ([dict(R100, image="x;} server {")], "state.json: field 'releases[0].image' is \"x;} server {\"; it must be a "
+                                         "Docker image reference such as 'app:1.2.0'"),
+    ([R100, dict(R110, version="1.1 ")], "state.json: field 'releases[1].version' is \"1.1 \"; it must be a version "
+                                         "of letters, digits, '.', '_', '+' and '-' such as '1.2.0'"),
+    ([dict(R100, stable_at="yesterday")], "state.json: field 'releases[0].stable_at' is \"yesterday\"; it must be a "
+                                          "UTC time such as '2026-12-07T11:34:56Z'"),
+    ([dict(R100, by="eve\nroot")], "state.json: field 'releases[0].by' is \"eve\\nroot\"; it must name who made the "
+                                   "release stable, in at most 128 printable characters"),
+    ([dict(R100, image_id="sha256:ABC")], "state.json: field 'releases[0].image_id' is \"sha256:ABC\"; it must be an "
+                                          "image ID such as 'sha256:' and 64 lower-case hex digits, or absent"),
+    ([dict(R100, image_id=None)], "state.json: field 'releases[0].image_id' is null; it must be an image ID such as "
+                                  "'sha256:' and 64 lower-case hex digits, or absent"),
+    ([dict(R100, config_hash="$(id)")], "state.json: field 'releases[0].config_hash' is \"$(id)\"; it must be a hash "
+                                        "of letters, digits, ':', '.', '_' and '-' (at most 100), or absent"),
+])
+def test_bad_release_records_are_refused_naming_the_field(releases, message):
+    with pytest.raises(StateError) as caught:
+        validate_state(variant(STABLE, releases=releases))
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("state, event, wanted", [
+    # A first deploy records its release.
+    (None, lambda s: deploy_target(s, False, "app:1.0.0", "1.0.0", stamp=stamp(AT1, "alice")),
+     variant(STABLE, releases=[R100])),
+    # A no-op deploy records nothing (the state, hence state.json, stays as it is).
+    (variant(STABLE, releases=[R100]), lambda s: deploy_target(s, True, "app:1.0.0", "1.0.0", stamp=stamp(AT3)),
+     variant(STABLE, releases=[R100])),
+    # A new stable release on the idle slot is recorded last.
+    (variant(STABLE, releases=[R100]), lambda s: deploy_target(s, True, "app:1.1.0", "1.1.0", stamp=stamp(AT2, "bob (AWX job 42)")),
+     variant(STABLE, stable="green", slots={"green": NEXT}, releases=[R100, R110])),
+    # A canary and a canary dropped record nothing.
+    (variant(STABLE, releases=[R100]), lambda s: canary_target(s, "app:1.1.0", "1.1.0", 10),
+     variant(CANARY, generation=1, releases=[R100])),
+    (variant(CANARY, releases=[R100]), roll_back, variant(STABLE, generation=2, releases=[R100])),
+    # A roll forward records the judged release.
+    (variant(CANARY, releases=[R100]), lambda s: roll_forward(s, stamp(AT2, "bob (AWX job 42)")),
+     variant(FORWARD, generation=2)),
+    # Without a stamp nothing is recorded (and a state without releases gets none).
+    (CANARY, roll_forward, {"generation": 2, "mode": "stable", "weight": 0, "stable": "green", "canary": None,
+                            "slots": {"green": dict(GREEN, mode="stable")}}),
+    # A release stable again moves to the end with its new time and actor, not twice in the list.
+    (variant(CANARY, releases=[R100, R110]), lambda s: roll_forward(s, stamp(AT3)),
+     variant(FORWARD, generation=2, releases=[R100, dict(R110, stable_at=AT3, by="carol")])),
+])
+def test_releases_are_recorded_when_a_release_becomes_stable(state, event, wanted):
+    assert event(state) == wanted
+    validate_state(wanted)
+
+
+@pytest.mark.parametrize("releases, spec, wanted", [
+    # The same image and version from another image ID (a rebuilt tag) is another release.
+    ([dict(R100, image_id=ID)], dict(BLUE, image_id="sha256:" + "b" * 64),
+     [dict(R100, image_id=ID), dict(R100, image_id="sha256:" + "b" * 64, stable_at=AT3, by="carol")]),
+    # The same image ID again replaces its record; a config hash is kept with it but is no identity.
+    ([dict(R100, image_id=ID, config_hash="h1"), R110], dict(BLUE, image_id=ID, config_hash="h2"),
+     [R110, dict(R100, image_id=ID, config_hash="h2", stable_at=AT3, by="carol")]),
+    (None, BLUE, [dict(R100, stable_at=AT3, by="carol")]),
+])
+def test_a_release_is_the_same_one_by_image_version_and_image_id(releases, spec, wanted):
+    assert remember(releases, spec, stamp(AT3)) == wanted
+
+
+@pytest.mark.parametrize("keep, before, kept", [
+    (5, ["1", "2", "3"], ["1", "2", "3", "new"]),
+    (3, ["1", "2", "3"], ["2", "3", "new"]),
+    (1, ["1", "2", "3"], ["new"]),
+    (2, ["new", "1"], ["1", "new"]),
+])
+def test_releases_are_trimmed_to_the_most_recent_n(keep, before, kept):
+    releases = [dict(R100, version=version, image="app:" + version) for version in before]
+    state = variant(STABLE, releases=releases)
+    after = deploy_target(state, True, "app:new", "new", stamp=stamp(AT3), keep=keep)
+    assert [record["version"] for record in after["releases"]] == kept
+    assert after["releases"][-1] == {"image": "app:new", "version": "new", "stable_at": AT3, "by": "carol"}
+
+
+@pytest.mark.parametrize("keep", [0, 51, "5", True, None])
+def test_a_bad_keep_count_is_refused_naming_the_variable(keep):
+    with pytest.raises(TransitionError, match="swiftdeploy_releases_kept: .* is not a number of releases; use a whole "
+                                              "number from 1 to 50"):
+        deploy_target(STABLE, True, "app:1.1.0", "1.1.0", stamp=stamp(AT3), keep=keep)
+
+
+@pytest.mark.parametrize("state, to, version, chosen, wanted", [
+    # Back to the previous release, on the idle slot (blue), recorded as the latest again.
+    (FORWARD, "previous", None, R100,
+     variant(FORWARD, stable="blue", slots={"blue": BLUE}, releases=[R110, dict(R100, stable_at=AT3, by="carol")])),
+    (FORWARD, None, "1.0.0", R100,
+     variant(FORWARD, stable="blue", slots={"blue": BLUE}, releases=[R110, dict(R100, stable_at=AT3, by="carol")])),
+    # "previous" twice goes back and forth, like `cd -`.
+    (variant(FORWARD, stable="blue", slots={"blue": BLUE}, releases=[R110, R100]), "previous", None, R110,
+     variant(FORWARD, stable="green", slots={"green": NEXT}, releases=[R100, dict(R110, stable_at=AT3, by="carol")])),
+    # The image ID of the release is what runs again.
+    (variant(FORWARD, releases=[dict(R100, image_id=ID), R110]), "previous", None, dict(R100, image_id=ID),
+     variant(FORWARD, stable="blue", slots={"blue": dict(BLUE, image_id=ID)},
+             releases=[R110, dict(R100, image_id=ID, stable_at=AT3, by="carol")])),
+    # The stable release already: nothing to do, the same state.
+    (FORWARD, None, "1.1.0", None, FORWARD),
+    # The most recent of a version kept twice.
+    (variant(FORWARD, releases=[dict(R100, image="app:old"), R100, R110]), None, "1.0.0", R100,
+     variant(FORWARD, stable="blue", slots={"blue": BLUE},
+             releases=[dict(R100, image="app:old"), R110, dict(R100, stable_at=AT3, by="carol")])),
+])
+def test_rollback_to_a_kept_release(state, to, version, chosen, wanted):
+    release, target = rollback_target(state, to, version, stamp(AT3))
+    assert release == chosen
+    assert target == wanted
+
+
+@pytest.mark.parametrize("state, to, version, message", [
+    (FORWARD, None, "0.9.0", "rollback: version \"0.9.0\" is not among the kept releases; kept: 1.1.0 (app:1.1.0, "
+                             "stable since 2026-12-07T11:00:00Z), 1.0.0 (app:1.0.0, stable since 2026-12-07T10:00:00Z); "
+                             "use -e version= with one of them"),
+    (STABLE, None, "0.9.0", "rollback: version \"0.9.0\" is not among the kept releases (none is kept yet); use "
+                            "-e version= with one of them"),
+    (variant(STABLE, releases=[R100]), "previous", None,
+     "rollback: nothing to go back to: the state keeps no release other than the current one (1.0.0); kept: 1.0.0 "
+     "(app:1.0.0, stable since 2026-12-07T10:00:00Z). Releases are kept from the first deploy or roll forward that "
+     "makes each one stable; deploy an earlier version with deploy.yml instead."),
+    (STABLE, "previous", None,
+     "rollback: nothing to go back to: the state keeps no release other than the current one (1.0.0). Releases are "
+     "kept from the first deploy or roll forward that makes each one stable; deploy an earlier version with "
+     "deploy.yml instead."),
+    (FORWARD, "first", None, "rollback: to=\"first\" is not a target; use -e to=previous, or -e version=X for a kept "
+                             "release; kept: 1.1.0 (app:1.1.0, stable since 2026-12-07T11:00:00Z), 1.0.0 (app:1.0.0, "
+                             "stable since 2026-12-07T10:00:00Z)"),
+    (FORWARD, "previous", "1.0.0", "rollback: give either -e to=previous or -e version=X, not both "
+                                   "(to=\"previous\", version=\"1.0.0\")"),
+    (variant(CANARY, releases=[R100]), "previous", None,
+     "rollback: a canary of version 1.1.0 is running (slot green, 10% of requests); end it first with promote.yml "
+     "-e mode=stable (judge it) or rollback.yml without to or version (drop it), then roll back to an earlier release"),
+])
+def test_rollback_refusals_say_what_is_kept(state, to, version, message):
+    with pytest.raises(TransitionError) as caught:
+        rollback_target(state, to, version, stamp(AT3))
+    assert str(caught.value) == message
+
+
+def test_state_rollback_filter_names_the_releases_and_the_target():
+    plan = state_rollback(FORWARD, to="previous", stamp=stamp(AT3), keep="5")
+    assert plan["release"] == R100 and plan["from"] == NEXT and plan["state"]["slots"] == {"blue": BLUE}
+    # A version given as a number (-e '{"version": 1.1}') is read as its text.
+    assert state_rollback(variant(FORWARD, releases=[dict(R100, version="1.1")]), version=1.1)["release"]["version"] == "1.1"
+    with pytest.raises(AnsibleFilterError, match="is not among the kept releases"):
+        state_rollback(FORWARD, version="2.0.0")
+    with pytest.raises(AnsibleFilterError, match="field 'releases' is dict"):
+        state_rollback(variant(FORWARD, releases={}), to="previous")
+
+
+def test_state_transition_filter_records_releases_with_a_stamp():
+    state = state_transition(variant(CANARY, releases=[R100]), "roll_forward", stamp=stamp(AT2, "bob (AWX job 42)"),
+                             keep="5")
+    assert state["releases"] == [R100, R110]
+    assert state_generations([state], CANARY)[0]["releases"] == [R100, R110]
