@@ -21,7 +21,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     validate_state,
     with_generations,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import status_report
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import planned_lines, status_report
 
 TRANSITIONS = ("deploy", "canary", "roll_forward", "roll_back")
 
@@ -96,4 +96,5 @@ class FilterModule(object):
             "state_rollback": state_rollback,
             "state_generations": state_generations,
             "status_report": status_report_filter,
+            "converge_plan": planned_lines,
         }

@@ -32,6 +32,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import command_failure, containers_started
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import NOT_RUN
 
 PROJECT_DIR_MODE = 0o750
 PARENT_DIR_MODE = 0o755
@@ -59,7 +60,7 @@ class ConvergeError(Exception):
 class ActionLog(object):
     """Everything a converge did that takes time, in order, with how long it took."""
 
-    NOT_RUN = " (check mode: not run)"
+    NOT_RUN = NOT_RUN  # planned_lines() (_status.py) finds check mode's plan by it
 
     def __init__(self):
         self.actions = []

@@ -60,3 +60,23 @@ def status_report(stack, live, scrapes, infrastructure, canary, host):
         "policy_reasons": list(infrastructure["reasons"]) + list(canary["reasons"]),
     }
     return report
+
+
+# DryRunStackHost's mark on an action check mode did not run (_stack_host.py).
+NOT_RUN = " (check mode: not run)"
+
+
+def planned_lines(actions):
+    """Check mode's plan as numbered lines: each action of a converge (stack_converge's
+    `actions`) that check mode did not run, what it is and what it would touch; [] when there
+    is none (the stack already is as wanted)."""
+    planned = [action for action in actions or [] if str(action.get("detail", "")).endswith(NOT_RUN)]
+    if not planned:
+        return []
+    lines = ["Check mode: nothing was changed; a real run would:"]
+    for number, action in enumerate(planned, 1):
+        step = " (state %s)" % action["step"] if action.get("step") is not None else ""
+        lines.append("  %d. %s%s: %s" % (number, action.get("action", "?"), step,
+                                         str(action["detail"])[:-len(NOT_RUN)]))
+    return lines
+

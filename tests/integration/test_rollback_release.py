@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -121,6 +122,10 @@ def test_rollback_to_previous_goes_back_through_the_idle_slot_without_a_failed_r
     run = stack.run("rollback", "-e", "to=previous", "--check")
     assert run.rc == 0, run.describe()
     assert stack.state() == before and stack.app_slots() == [old_slot]
+    idle = "blue" if old_slot == "green" else "green"
+    assert "Check mode: nothing was changed; a real run would:" in run.stdout, run.describe()
+    assert re.search(r"\d\. start slots \(state \d+\): app-%s" % idle, run.stdout), run.describe()
+    assert re.search(r"\d\. remove slots \(state \d+\): app-%s" % old_slot, run.stdout), run.describe()
     history = len(stack.history())
     with Traffic(stack.port, threads=2, warm_up=1.0) as traffic:
         run = stack.run("rollback", "-e", "to=previous", "-e", json.dumps({"reason": "1.1.0 is slow"}))

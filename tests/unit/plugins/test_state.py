@@ -429,3 +429,28 @@ def test_state_transition_filter_records_releases_with_a_stamp():
                              keep="5")
     assert state["releases"] == [R100, R110]
     assert state_generations([state], CANARY)[0]["releases"] == [R100, R110]
+
+
+# -- check mode's plan (converge_plan filter, _status.planned_lines) ----------------------------
+
+PLAN_ACTIONS = [
+    {"step": 1, "action": "plan", "detail": "docker-compose.yml, state.json differ; slots added: green"},
+    {"step": 1, "action": "compose ps", "detail": "app-blue running, nginx running"},
+    {"step": 1, "action": "write", "detail": "docker-compose.yml, state.json (check mode: not run)"},
+    {"step": 1, "action": "start slots", "detail": "app-green (check mode: not run)"},
+    {"step": None, "action": "wait health", "detail": "http://127.0.0.1:8080/healthz (check mode: not run)"},
+]
+
+
+@pytest.mark.parametrize("actions, expected", [
+    (PLAN_ACTIONS, ["Check mode: nothing was changed; a real run would:",
+                    "  1. write (state 1): docker-compose.yml, state.json",
+                    "  2. start slots (state 1): app-green",
+                    "  3. wait health: http://127.0.0.1:8080/healthz"]),
+    (PLAN_ACTIONS[:2], []),
+    ([], []),
+    (None, []),
+])
+def test_check_modes_plan_lists_what_it_did_not_run(actions, expected):
+    from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import planned_lines
+    assert planned_lines(actions) == expected
