@@ -54,7 +54,9 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["services"] == dict(SEED["services"], resources={"memory": "256m", "cpus": 1.0, "pids": 64})
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
                                "admin_port": 8082, "keepalive_timeout": 0,
-                               "resources": {"memory": "256m", "cpus": 1.0, "pids": 256}}
+                               "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
+                               "tls": {"enabled": False, "cert_file": None, "key_file": None, "redirect_port": None,
+                                       "hsts_max_age": 0, "expiry_warn_days": 30}}
     assert result["opa"]["mode"] == "embedded"
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
@@ -234,7 +236,7 @@ def test_reasonable_contacts_are_accepted(contact):
 
 @pytest.mark.parametrize("section, key, expected", [
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
-                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources."),
+                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources, tls."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
                           "use one of: image, log_volume, mode, port, resources, restart_policy, version."),
     ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
@@ -481,7 +483,7 @@ def test_odd_keys_get_a_message(key, where):
     data = copy.deepcopy(SEED)
     data["nginx"][key] = 1
     assert errors_of(data) == ["manifest field '%s': unknown key; remove it or use one of: admin_port, image, "
-                               "keepalive_timeout, port, proxy_timeout, resources." % where]
+                               "keepalive_timeout, port, proxy_timeout, resources, tls." % where]
 
 
 def test_many_problems_are_capped():
