@@ -177,14 +177,19 @@ def test_https_answers_with_the_stacks_certificate(tls_stack):
     assert "is healthy at https://localhost:%d/" % PORT in tls_stack.deploy.stdout
 
 
-def test_only_tls12_and_later_are_offered(tls_stack):
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls12_and_tls13_are_both_offered(tls_stack, version):
     context = ssl.create_default_context(cafile=str(tls_stack.pki.ca_file))
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    with pytest.raises(ssl.SSLError):
-        with socket.create_connection(("127.0.0.1", PORT), timeout=10) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost"):
-                pass
+    context.minimum_version = context.maximum_version = getattr(ssl.TLSVersion, version)
+    with socket.create_connection(("127.0.0.1", PORT), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() == version.replace("_", ".")
+
+
+def test_validate_runs_nginx_t_with_the_pair(tls_stack, validate_checks):
+    run = tls_stack.run("validate")
+    assert run.rc == 0, run.describe()
+    assert (5, "✔", "nginx.conf passes nginx -t") in validate_checks(run.stdout), run.stdout
 
 
 def test_without_a_redirect_port_plain_http_is_not_served(tls_stack):
