@@ -29,6 +29,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._tls_files impor
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtensionOID, NameOID
     HAS_CRYPTOGRAPHY = True
@@ -123,7 +124,7 @@ def _load_key(key_text, key_where, errors):
         # The library's message never quotes the key's bytes.
         errors.append("%s is not a private key that can be read (%s); give the certificate's private key in PEM "
                       "form" % (key_where, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-    except Exception as exc:  # pylint: disable=broad-except - unsupported key types raise library-specific errors
+    except UnsupportedAlgorithm as exc:
         errors.append("%s cannot be read (%s); give an RSA, EC or Ed25519 private key in PEM form"
                       % (key_where, type(exc).__name__))
     return None
