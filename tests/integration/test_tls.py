@@ -278,6 +278,22 @@ def test_the_redirect_port_sends_plain_http_to_https(tls_stack):
     assert followed.returncode == 0 and followed.stdout == "https://127.0.0.1:%d/" % PORT, followed
 
 
+def test_a_canary_and_its_rollback_keep_serving_https(tls_stack):
+    """promote and rollback converge through the same path: the pair and nginx.conf stay HTTPS."""
+    cert, key, fingerprint, key_text = tls_stack.second
+    tls_vars = tls_stack.tls_vars(cert, key)
+    with Traffic(PORT, threads=2, warm_up=0.5, ca_file=tls_stack.pki.ca_file) as traffic:
+        canary = tls_stack.run("promote", "-e", "mode=canary", "-e", "weight=50", "-e", tls_vars)
+        assert canary.rc == 0, canary.describe()
+        assert served_fingerprint(tls_stack.pki.ca_file) == fingerprint
+        back = tls_stack.run("rollback", "-e", "reason=tls test", "-e", tls_vars)
+        assert back.rc == 0, back.describe()
+    assert traffic.successes > 10 and traffic.failures() == {}, traffic.failures()
+    assert traffic.canary > 0
+    assert served_fingerprint(tls_stack.pki.ca_file) == fingerprint
+    assert not any(mark in canary.output + back.output for mark in key_marks(key_text))
+
+
 def test_an_expired_certificate_is_refused_before_anything_is_deployed(tmp_path, write_manifest, run_playbook):
     pki = Pki(tmp_path)
     start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
