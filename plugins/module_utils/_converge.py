@@ -362,14 +362,18 @@ def compose_argv(docker, project_path, *args):
     return [docker, "compose", "--project-directory", project_path] + list(args)
 
 
-def nginx_test_argv(docker, image, conf_dir, slot_prefix, slots, conf_files):
+def nginx_test_argv(docker, image, conf_dir, slot_prefix, slots, conf_files, conf_subdirs=()):
     """`nginx -t` on each of conf_files in one container of the stack's nginx image, with no
     network and every slot's service name resolvable (nginx resolves upstream host names when it
     loads a file). One container for all the files of a converge: starting one costs more than
     testing a file. Each file is mounted as <conf_dir>/test-<i>.conf; the shell stops at the
-    first refused file and names it on stderr ("refused: test-<i>.conf")."""
+    first refused file and names it on stderr ("refused: test-<i>.conf"). conf_subdirs: host
+    directories mounted read-only at <conf_dir>/<their name>, for files nginx.conf names there
+    (the TLS certificate and key)."""
     hosts = ["--add-host=%s%s:127.0.0.1" % (slot_prefix, slot) for slot in sorted(slots)]
     mounts, targets = [], []
+    for subdir in sorted(conf_subdirs):
+        mounts += ["-v", "%s:%s:ro" % (subdir, posixpath.join(conf_dir, posixpath.basename(subdir.rstrip("/"))))]
     for index, conf_file in enumerate(conf_files, 1):
         target = posixpath.join(conf_dir, "test-%d.conf" % index)
         mounts += ["-v", "%s:%s:ro" % (conf_file, target)]

@@ -112,6 +112,11 @@ def _docker_name(what):
                      % what)
 
 
+def _controller_file(what, example):
+    return Field("str", check=_CA_PATH_RE, max_length=4096,
+                 fix="use the absolute path on the controller of the PEM %s file, such as '%s'" % (what, example))
+
+
 def _is_contact(text):
     """Letters of any script, and the ASCII an e-mail address or URL needs; nothing else."""
     if not 1 <= len(text) <= _CONTACT_MAX:
@@ -176,6 +181,19 @@ SCHEMA = {
         # worker_processes is auto: one worker a host CPU, so the PID limit leaves room for
         # hosts with many CPUs; one CPU proxies far more than the one-CPU app behind it can serve.
         "resources": _resources("256m", 1.0, 256),
+        # HTTPS on nginx.port (docs/tls.md). The certificate and key are files on the controller,
+        # or the play variables swiftdeploy_tls_cert / swiftdeploy_tls_key when a file is not named.
+        "tls": Field("dict", default={}, children={
+            "enabled": Field("bool", default=False),
+            "cert_file": _controller_file("certificate", "/etc/swiftdeploy/tls/shop.crt"),
+            "key_file": _controller_file("private key", "/etc/swiftdeploy/tls/shop.key"),
+            "redirect_port": _port(),
+            "hsts_max_age": Field("int", default=0, minimum=0, maximum=63072000,
+                                  fix="use a number of seconds from 0 (no Strict-Transport-Security header) to "
+                                      "63072000 (two years), e.g. 31536000"),
+            "expiry_warn_days": Field("int", default=30, minimum=0, maximum=365,
+                                      fix="use a whole number of days from 0 to 365"),
+        }),
     }),
     "opa": Field("dict", default={}, children={
         "image": _image(default=DEFAULT_OPA_IMAGE),
@@ -462,6 +480,13 @@ def _cross_field_rules(manifest, errors):
     # The OPA sidecar publishes no port (the host reaches it on its own network), so opa.port
     # cannot clash.
     published = [("nginx.port", manifest["nginx"]["port"]), ("nginx.admin_port", manifest["nginx"]["admin_port"])]
+    tls = manifest["nginx"]["tls"]
+    if tls["enabled"] and tls["redirect_port"] is not None:
+        published.append(("nginx.tls.redirect_port", tls["redirect_port"]))
+    for key in ("cert_file", "key_file", "redirect_port", "hsts_max_age"):
+        if not tls["enabled"] and tls[key]:
+            errors.append("manifest field 'nginx.tls.%s': %s is set but nginx.tls.enabled is false, so it would be "
+                          "ignored; set nginx.tls.enabled: true for HTTPS, or remove it." % (key, _show(tls[key])))
     seen = {}
     for path, port in published:
         if port in seen:

@@ -266,7 +266,8 @@ class StackHost(object):
         image = self.options["nginx_image"]
         with contextlib.ExitStack() as stack:
             paths = [stack.enter_context(self.scratch_file(content)) for _number, content in confs]
-            argv = nginx_test_argv(self.engine.docker, image, self.options["nginx_conf_dir"], self.prefix, slots, paths)
+            argv = nginx_test_argv(self.engine.docker, image, self.options["nginx_conf_dir"], self.prefix, slots, paths,
+                                   self.conf_subdirs())
             ((rc, out, err, seconds),) = self.engine.side_by_side([argv])
         self.log.add(confs[0][0], "validate nginx.conf", seconds, "nginx -t in %s (step %s)" % (image, steps))
         if rc != 0:
@@ -277,6 +278,16 @@ class StackHost(object):
                     number = step_number
             raise ConvergeError("step %d: %s is refused by nginx -t in %s, nothing was written: %s"
                                 % (number, relpath, image, text))
+
+    def conf_subdirs(self):
+        """The directories beside nginx.conf in the project (the TLS pairs), which a fresh
+        container's nginx -t needs as the stack's nginx sees them."""
+        base = os.path.join(self.project, os.path.dirname(self.options["nginx_conf"]))
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return []
+        return [os.path.join(base, name) for name in sorted(names) if os.path.isdir(os.path.join(base, name))]
 
     def compose_up(self, number, why):
         """Bring the whole project up and wait for it; returns what compose printed."""

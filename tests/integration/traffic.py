@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import ssl
 import threading
 import time
 
@@ -13,10 +14,12 @@ class Traffic:
 
     responses: [(monotonic time, HTTP status or the exception's name, came from the canary)].
     warm_up: seconds to keep sending, after the first answer, before the `with` body runs (a
-    canary judged on its last window must have had traffic for all of it)."""
+    canary judged on its last window must have had traffic for all of it).
+    ca_file: for a stack with nginx.tls, the CA that signed its certificate: HTTPS, verified."""
 
-    def __init__(self, port, threads=2, warm_up=0.0):
+    def __init__(self, port, threads=2, warm_up=0.0, ca_file=None):
         self.port = port
+        self.ca_file = ca_file
         self.warm_up = warm_up
         self.responses = []
         self._lock = threading.Lock()
@@ -24,7 +27,7 @@ class Traffic:
         self._threads = [threading.Thread(target=self._client, daemon=True) for index in range(threads)]
 
     def _client(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = self.connection()
         while not self._stop.is_set():
             try:
                 conn.request("GET", "/")
@@ -39,6 +42,12 @@ class Traffic:
             with self._lock:
                 self.responses.append(entry)
         conn.close()
+
+    def connection(self):
+        if self.ca_file is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
 
     def __enter__(self):
         for thread in self._threads:

@@ -55,7 +55,9 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
                                       resources={"memory": "256m", "cpus": 1.0, "pids": 64})
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
                                "admin_port": 8082, "keepalive_timeout": 0,
-                               "resources": {"memory": "256m", "cpus": 1.0, "pids": 256}}
+                               "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
+                               "tls": {"enabled": False, "cert_file": None, "key_file": None, "redirect_port": None,
+                                       "hsts_max_age": 0, "expiry_warn_days": 30}}
     assert result["opa"]["mode"] == "embedded"
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
@@ -239,7 +241,7 @@ def test_reasonable_contacts_are_accepted(contact):
 
 @pytest.mark.parametrize("section, key, expected", [
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
-                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources."),
+                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources, tls."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
                           "use one of: image, log_volume, mode, mode_switch, port, resources, restart_policy, version."),
     ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
@@ -486,7 +488,7 @@ def test_odd_keys_get_a_message(key, where):
     data = copy.deepcopy(SEED)
     data["nginx"][key] = 1
     assert errors_of(data) == ["manifest field '%s': unknown key; remove it or use one of: admin_port, image, "
-                               "keepalive_timeout, port, proxy_timeout, resources." % where]
+                               "keepalive_timeout, port, proxy_timeout, resources, tls." % where]
 
 
 def test_many_problems_are_capped():
@@ -495,3 +497,53 @@ def test_many_problems_are_capped():
     errors = errors_of(data)
     assert len(errors) == 21
     assert errors[-1] == "manifest: 99980 more problems are not shown; fix the ones above first."
+
+
+def with_tls(**tls):
+    data = copy.deepcopy(SEED)
+    data["nginx"]["tls"] = tls
+    return data
+
+
+def test_tls_is_off_unless_enabled_and_its_keys_are_filled_in():
+    assert validate_manifest(with_tls())["nginx"]["tls"]["enabled"] is False
+    tls = validate_manifest(with_tls(enabled=True, cert_file="/etc/tls/a.crt", key_file="/etc/tls/a.key",
+                                     redirect_port="80"))["nginx"]["tls"]
+    assert tls == {"enabled": True, "cert_file": "/etc/tls/a.crt", "key_file": "/etc/tls/a.key", "redirect_port": 80,
+                   "hsts_max_age": 0, "expiry_warn_days": 30}
+
+
+@pytest.mark.parametrize("tls, message", [
+    ({"cert_file": "/etc/tls/a.crt"},
+     "manifest field 'nginx.tls.cert_file': '/etc/tls/a.crt' is set but nginx.tls.enabled is false, so it would be "
+     "ignored; set nginx.tls.enabled: true for HTTPS, or remove it."),
+    ({"redirect_port": 80},
+     "manifest field 'nginx.tls.redirect_port': 80 is set but nginx.tls.enabled is false, so it would be ignored; set "
+     "nginx.tls.enabled: true for HTTPS, or remove it."),
+    ({"enabled": True, "redirect_port": 8080},
+     "manifest field 'nginx.tls.redirect_port': port 8080 is already used by 'nginx.port'; every port published on "
+     "the host must differ, choose another one."),
+    ({"enabled": True, "redirect_port": 8082},
+     "manifest field 'nginx.tls.redirect_port': port 8082 is already used by 'nginx.admin_port'; every port "
+     "published on the host must differ, choose another one."),
+    ({"enabled": True, "redirect_port": 0},
+     "manifest field 'nginx.tls.redirect_port': 0 is out of range; use a TCP port number from 1 to 65535."),
+    ({"enabled": True, "cert_file": "certs/a.crt"},
+     "manifest field 'nginx.tls.cert_file': 'certs/a.crt' is not valid; use the absolute path on the controller of "
+     "the PEM certificate file, such as '/etc/swiftdeploy/tls/shop.crt'."),
+    ({"enabled": True, "key_file": "/etc/tls/a\n.key"},
+     "manifest field 'nginx.tls.key_file': '/etc/tls/a\\n.key' is not valid; use the absolute path on the controller "
+     "of the PEM private key file, such as '/etc/swiftdeploy/tls/shop.key'."),
+    ({"enabled": "yes"},
+     "manifest field 'nginx.tls.enabled': 'yes' is string, expected true or false."),
+    ({"enabled": True, "hsts_max_age": -1},
+     "manifest field 'nginx.tls.hsts_max_age': -1 is out of range; use a number of seconds from 0 (no "
+     "Strict-Transport-Security header) to 63072000 (two years), e.g. 31536000."),
+    ({"enabled": True, "expiry_warn_days": 400},
+     "manifest field 'nginx.tls.expiry_warn_days': 400 is out of range; use a whole number of days from 0 to 365."),
+    ({"enabled": True, "cert": "/etc/tls/a.crt"},
+     "manifest field 'nginx.tls.cert': unknown key; did you mean 'nginx.tls.cert_file'? remove it or use one of: "
+     "cert_file, enabled, expiry_warn_days, hsts_max_age, key_file, redirect_port."),
+])
+def test_tls_fields_are_checked(tls, message):
+    assert errors_of(with_tls(**tls)) == [message]
