@@ -37,7 +37,7 @@ def live_state(text, image, version, mode="stable", where="state.json"):
     return {"state": state, "found": True}
 
 
-def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable"):
+def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable", secrets=None):
     """The state `event` leads to from `state` (validated first); {} when a deploy is refused
     because a canary runs."""
     if event not in TRANSITIONS:
@@ -45,9 +45,9 @@ def state_transition(state, event, image=None, version=None, weight=None, found=
     try:
         validate_state(state, "the live state")
         if event == "deploy":
-            return deploy_target(state, found, image, version, mode)
+            return deploy_target(state, found, image, version, mode, secrets or None)
         if event == "canary":
-            return canary_target(state, image, version, weight)
+            return canary_target(state, image, version, weight, secrets or None)
         return roll_forward(state) if event == "roll_forward" else roll_back(state)
     except (StateError, TransitionError) as exc:
         raise AnsibleFilterError(str(exc))

@@ -52,6 +52,15 @@ HEALTH_PROBE_TIMEOUT = 0.5
 STOP_SECONDS = 10  # docker stop's grace before SIGKILL; the app stops within a second of SIGTERM
 
 
+def outside_health_limit(check):
+    """Seconds a slot without Docker health may take to answer its probe, or None (no limit but
+    the wait's own): Docker's rule for a health check, start_period then `retries` failures
+    `interval` apart, with the stack probing far more often so a healthy slot is seen at once."""
+    if not check:
+        return None
+    return float(check["start_period"]) + float(check["interval"]) * int(check["retries"])
+
+
 class ConvergeError(Exception):
     """A converge that cannot go on; the message says what failed and what to look at."""
 
@@ -299,6 +308,11 @@ class StackHost(object):
         reaches containers on a bridge network at their addresses: it asks each slot's health URL
         itself every HEALTH_PROBE_POLL seconds and takes whichever says healthy first, the app or
         Docker. A container that exits or that Docker marks unhealthy fails the step.
+
+        An image without a HEALTHCHECK (a team's own service, often without curl or wget inside)
+        has no Docker health: with the `slot_healthcheck` option such a slot is healthy only once
+        the probe answers, and fails when it has not answered `start_period` + `retries` x
+        `interval` seconds after it started (see outside_health_limit).
         """
         with self.log.action(number, "wait slots", ", ".join(services)) as record:
             # `up` names the containers it touched ("Container <project>-app-green-1  Started");
@@ -317,16 +331,29 @@ class StackHost(object):
                 raise ConvergeError("step %d: docker compose up created no container for %s; look at "
                                     "`docker compose --project-directory %s ps --all`"
                                     % (number, ", ".join(missing), self.project))
-            deadline = time.monotonic() + self.options["wait_timeout"]
-            pending, answered = dict(names), {}
+            started = time.monotonic()
+            deadline = started + self.options["wait_timeout"]
+            limit = outside_health_limit(self.options.get("slot_healthcheck"))
+            pending, answered, problems = dict(names), {}, {}
             while pending:
                 for service, container in sorted(pending.items()):
-                    how = self.slot_healthy(self.engine.inspect(container))
+                    how = self.slot_healthy(self.engine.inspect(container), problems, service)
                     if how:
                         answered[service] = how
                         del pending[service]
                 if not pending:
                     break
+                late = sorted(service for service in pending if service in problems)
+                if limit is not None and late and time.monotonic() - started >= limit:
+                    check = self.options["slot_healthcheck"]
+                    raise ConvergeError(
+                        "step %d: %s did not answer GET %s with a 2xx status within %g s (services.healthcheck: "
+                        "start_period %g s + retries %d x interval %g s; last: %s); the image has no HEALTHCHECK, so "
+                        "the stack asks that path from the Docker host. Look at `docker compose --project-directory "
+                        "%s logs %s`, and check services.port and services.healthcheck.path"
+                        % (number, ", ".join(late), self.options["slot_health_path"], limit, check["start_period"],
+                           check["retries"], check["interval"], "; ".join(problems[service] for service in late),
+                           self.project, " ".join(late)))
                 if time.monotonic() >= deadline:
                     waiting = sorted(pending)
                     raise ConvergeError(
@@ -338,8 +365,9 @@ class StackHost(object):
             record["detail"] = ", ".join("%s healthy (%s)" % item for item in sorted(answered.items()))
         return names
 
-    def slot_healthy(self, inspected):
-        """'docker' or 'probe' when the container is healthy, None while it is starting."""
+    def slot_healthy(self, inspected, problems=None, key=None):
+        """'docker' or 'probe' when the container is healthy, None while it is starting. A
+        container without Docker health leaves in problems[key] why its probe failed."""
         state = inspected.get("State") or {}
         networks = (inspected.get("NetworkSettings") or {}).get("Networks") or {}
         health = (state.get("Health") or {}).get("Status")
@@ -347,20 +375,25 @@ class StackHost(object):
             raise ConvergeError("an app slot container is %s (exit code %s, health %s); look at its logs with "
                                 "`docker compose --project-directory %s logs`"
                                 % (state.get("Status"), state.get("ExitCode"), health or "none", self.project))
-        if health == "healthy" or (health is None and state.get("Running")):
-            return "docker"
+        check = self.options.get("slot_healthcheck")
         port = self.options["slot_port"]
+        addresses = [(network or {}).get("IPAddress") for network in networks.values()]
+        addresses = [address for address in addresses if address]
+        # Running counts as healthy only when nothing better can be asked: no health check
+        # asked for, or no address to probe.
+        if health == "healthy" or (health is None and state.get("Running") and not (check and port and addresses)):
+            return "docker"
         if not port or not state.get("Running"):
             return None
-        for network in networks.values():
-            address = (network or {}).get("IPAddress")
-            if not address:
-                continue
+        timeout = min(check["timeout"], HEALTH_PROBE_TIMEOUT * 4) if check else HEALTH_PROBE_TIMEOUT
+        for address in addresses:
             try:
-                self.http("http://%s:%d%s" % (address, port, self.options["slot_health_path"]), HEALTH_PROBE_TIMEOUT,
+                self.http("http://%s:%d%s" % (address, port, self.options["slot_health_path"]), timeout,
                           service="the app slot")
                 return "probe"
-            except HttpError:
+            except HttpError as exc:
+                if health is None and problems is not None:
+                    problems[key] = exc.message
                 continue
         return None
 

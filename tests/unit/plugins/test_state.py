@@ -67,7 +67,7 @@ def test_valid_states_pass(state):
     (variant(STABLE, slots__blue="app:1"), "state.json: field 'slots.blue' is \"app:1\"; it must hold image, version "
                                            "and mode"),
     (variant(STABLE, slots__blue__port=80), "state.json: field 'slots.blue.port' is 80; it is not a field of a slot "
-                                            "(image, version, mode); remove it"),
+                                            "(image, version, mode, secrets); remove it"),
     (variant(STABLE, slots__blue__image="app;\n}\nserver {"), "state.json: field 'slots.blue.image' is "
      "\"app;\\n}\\nserver {\"; it must be a Docker image reference such as 'app:1.2.0'"),
     (variant(STABLE, slots__blue__image="app:1.0\n"), "state.json: field 'slots.blue.image' is \"app:1.0\\n\"; it "
