@@ -182,6 +182,9 @@ SCHEMA = {
             "retries": Field("int", default=3, minimum=1, maximum=100, fix="use a whole number from 1 to 100"),
             "start_period": Field("number", default=0, minimum=0, maximum=3600,
                                   fix="use a number of seconds from 0 to 3600"),
+            # false: the image has no HEALTHCHECK (nothing inside to run one); the stack asks the
+            # path from outside only, and compose must not wait for a Docker health status.
+            "docker": Field("bool", default=True),
         }),
     }),
     "nginx": Field("dict", required=True, children={

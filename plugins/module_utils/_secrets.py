@@ -155,7 +155,13 @@ class SecretsDir(object):
     """<project>/secrets of one stack."""
 
     def __init__(self, project):
+        self.project = project
         self.root = os.path.join(project, SECRETS_DIR)
+
+    def make_root(self):
+        if not os.path.isdir(self.project):
+            os.makedirs(self.project, 0o750)  # a first deploy: the converge fills it later
+        ensure_dir(self.root)
 
     def key(self, check_mode):
         """(key, created): the stack's key; in check mode an ephemeral one when there is none."""
@@ -164,7 +170,7 @@ class SecretsDir(object):
             return key, False
         key = random.token_bytes(KEY_BYTES)
         if not check_mode:
-            ensure_dir(self.root)
+            self.make_root()
             _write_file(self.root, KEY_FILE, key, 0o600, 0, 0)
         return key, True
 
@@ -181,7 +187,7 @@ class SecretsDir(object):
             return False
         if check_mode:
             return True
-        ensure_dir(self.root)
+        self.make_root()
         if os.path.isdir(directory):
             shutil.rmtree(directory)  # a half-written set: no slot runs from it yet
         ensure_dir(directory)

@@ -49,7 +49,29 @@ RETIRE_SECONDS = 0.5
 HEALTH_POLL = 0.2
 HEALTH_PROBE_POLL = 0.05
 HEALTH_PROBE_TIMEOUT = 0.5
+# The shared logs volume inside an app slot (docker-compose.yml.j2) and the mode of its root.
+LOGS_TARGET = "/app/logs"
+LOGS_MODE = 0o1777
 STOP_SECONDS = 10  # docker stop's grace before SIGKILL; the app stops within a second of SIGTERM
+
+
+def share_logs_volume(inspected, target=LOGS_TARGET):
+    """Make the root of the logs volume a slot mounts at `target` world-writable with the sticky
+    bit, as the example image's /app/logs is (Docker copies that mode into a new volume). An
+    image without that directory (a team's own service) leaves a new volume root's 0755, and
+    nginx (uid 101), which writes its logs there, would not start. Only where the Docker host's
+    volume directory is reachable from here (a local engine); True when the mode was changed."""
+    for mount in inspected.get("Mounts") or []:
+        source = mount.get("Source") or ""
+        if mount.get("Type") != "volume" or mount.get("Destination") != target or not os.path.isabs(source):
+            continue
+        try:
+            if os.stat(source).st_mode & 0o7777 != LOGS_MODE:
+                os.chmod(source, LOGS_MODE)
+                return True
+        except OSError:
+            return False
+    return False
 
 
 def outside_health_limit(check):
@@ -337,10 +359,12 @@ class StackHost(object):
             pending, answered, problems = dict(names), {}, {}
             while pending:
                 for service, container in sorted(pending.items()):
-                    how = self.slot_healthy(self.engine.inspect(container), problems, service)
+                    inspected = self.engine.inspect(container)
+                    how = self.slot_healthy(inspected, problems, service)
                     if how:
                         answered[service] = how
                         del pending[service]
+                        share_logs_volume(inspected)
                 if not pending:
                     break
                 late = sorted(service for service in pending if service in problems)

@@ -32,7 +32,8 @@ contact: "ops@swiftdeploy.local"
 # What a manifest without a team's own service settings gets (_manifest_service.py).
 SERVICE_DEFAULTS = {"env": {}, "secrets": [], "command": None, "user": "10001:10001",
                     "tmpfs": [{"path": "/tmp", "size": "16m"}],
-                    "healthcheck": {"path": "/healthz", "interval": 1, "timeout": 2, "retries": 3, "start_period": 0}}
+                    "healthcheck": {"path": "/healthz", "interval": 1, "timeout": 2, "retries": 3, "start_period": 0,
+                                    "docker": True}}
 
 
 def with_change(path, value):
