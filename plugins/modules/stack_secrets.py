@@ -12,14 +12,14 @@ short_description: Write a service's secrets on the managed host and return thei
 version_added: 0.3.0
 description:
   - Writes the values of the manifest's C(services.secrets) into C(secrets/<digest>/) of
-    O(project_path), the directory mode C(0700): a secret delivered as a file as
+    O(project_path), the directory mode C(0700). A secret delivered as a file as
     C(<digest>/files/<name>), mode C(0400), in a directory of mode C(0500), both owned by O(owner)
     (the container's user, the only one who can read them once the directory is bind-mounted
     read-only at C(/run/secrets)); secrets delivered as environment variables in one env_file
     C(<digest>/env), mode C(0400), owned by root (docker compose reads it).
   - C(<digest>) is the HMAC-SHA256 of the names, deliveries, owner and values, keyed with a random
     key made on the host on first use (C(secrets/hmac.key), mode C(0600)). It is returned, and it
-    is all that leaves the host: the role puts it into the slot's state (a new digest is a new
+    is all that leaves the host; the role puts it into the slot's state (a new digest is a new
     release, rolled out blue/green) and the history.
   - Removes the directories of earlier secret sets that no slot in O(keep) names.
   - The values are never returned, logged or shown in a diff.
