@@ -30,7 +30,11 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     nginx_test_argv,
     running_services,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import command_failure, containers_started
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
+    EngineError,
+    command_failure,
+    containers_started,
+)
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 
 PROJECT_DIR_MODE = 0o750
@@ -311,7 +315,14 @@ class StackHost(object):
     def compose_up(self, number, why):
         """Bring the whole project up and wait for it; returns what compose printed."""
         with self.log.action(number, "compose up", why):
-            return self.engine.compose_up(self.project, wait_timeout=self.options["wait_timeout"])
+            try:
+                return self.engine.compose_up(self.project, wait_timeout=self.options["wait_timeout"])
+            except EngineError as exc:
+                if "has no healthcheck configured" not in str(exc):
+                    raise
+                raise ConvergeError("%s\nThe app image has no HEALTHCHECK: set services.healthcheck.docker: false in "
+                                    "the manifest, so that the stack checks services.healthcheck.path from outside "
+                                    "(docs/manifest.md, \"Health of your own service\")" % exc)
 
     # -- app slots --------------------------------------------------------------------------------
 

@@ -329,3 +329,23 @@ def test_the_logs_volume_root_becomes_sticky_and_world_writable(tmp_path):
     assert share_logs_volume(inspected) is False
     assert share_logs_volume({"Mounts": [{"Type": "volume", "Source": str(tmp_path / "gone"),
                                           "Destination": "/app/logs"}]}) is False
+
+
+def test_compose_refusing_an_image_without_healthcheck_says_which_key_to_set():
+    from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError
+    from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host import ConvergeError, StackHost
+
+    class Engine(object):
+        def __init__(self, message):
+            self.message = message
+
+        def compose_up(self, project, services=(), wait_timeout=None):
+            raise EngineError(self.message)
+
+    options = {"admin_url": "http://127.0.0.1:8082", "slot_prefix": "app-", "wait_timeout": 5}
+    host = StackHost(Engine("container p-app-blue-1 has no healthcheck configured"), "/p", options)
+    with pytest.raises(ConvergeError, match="set services.healthcheck.docker: false in the manifest"):
+        host.compose_up(1, "compose file changed")
+    host = StackHost(Engine("something else"), "/p", options)
+    with pytest.raises(EngineError, match="something else"):
+        host.compose_up(1, "compose file changed")
