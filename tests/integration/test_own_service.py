@@ -113,8 +113,8 @@ def service(tmp_path_factory, run_playbook, thirdparty_app, repo_root, ansible_e
 
 
 def test_first_deploy(service):
-    run = service.run("deploy-1", "deploy", secrets=service.secrets_file(api_key=FILE_SECRETS[0],
-                                                                          API_TOKEN=ENV_SECRETS[0]))
+    secrets = service.secrets_file(api_key=FILE_SECRETS[0], API_TOKEN=ENV_SECRETS[0])
+    run = service.run("deploy-1", "deploy", secrets=secrets)
     assert run.rc == 0, run.describe()
     assert "Stack %s is healthy" % NAME in run.stdout
 
