@@ -70,7 +70,7 @@ attributes:
   diff_mode:
     support: none
     details:
-      - Never: a diff would show the values.
+      - Never, since a diff would show the values.
   idempotent:
     support: full
   platform:
@@ -132,7 +132,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._secrets import 
 def main():
     module = AnsibleModule(argument_spec={
         "project_path": {"type": "path", "required": True},
-        "secrets": {"type": "list", "elements": "dict", "required": True, "options": {
+        "secrets": {"type": "list", "elements": "dict", "required": True, "no_log": False, "options": {
             "name": {"type": "str", "required": True},
             "env": {"type": "bool", "default": False},
         }},

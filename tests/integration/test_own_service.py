@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import pathlib
 import re
 import shutil
 import subprocess
