@@ -276,14 +276,19 @@ class ThirdPartyApp:
 
     def manifest(self, stack: str, port: int, admin_port: int, tag: str = "1", **services) -> dict:
         """A manifest for this app (not the example's): stack `stack` with nginx on `port` and
-        `admin_port`; `services` keys are added to or replace the services block."""
+        `admin_port`, the stack's own network and log volume (<stack>-net, <stack>-logs), the
+        app's port, version, uid and health path (checked from outside: no HEALTHCHECK in the
+        image); `services` keys are added to or replace the services block."""
         data = copy.deepcopy(yaml.safe_load(EXAMPLE_MANIFEST.read_text()))
         data["stack"] = stack
+        data["contact"] = "oncall@%s.example" % stack
         data["nginx"]["port"] = port
         data["nginx"]["admin_port"] = admin_port
-        data["services"]["image"] = self.images[tag]
-        data["services"]["port"] = self.port
-        data["services"]["version"] = self.versions[tag]
+        data["network"].pop("name", None)
+        data["services"].pop("log_volume", None)
+        data["services"].update(image=self.images[tag], port=self.port, version=self.versions[tag],
+                                user="%d:%d" % (self.uid, self.gid),
+                                healthcheck={"path": self.health_path, "docker": False})
         data["services"].update(services)
         return data
 

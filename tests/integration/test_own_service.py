@@ -59,7 +59,6 @@ class OwnService:
         self.ansible_env = ansible_env
         data = thirdparty_app.manifest(
             NAME, PORT, ADMIN_PORT, tag="1",
-            log_volume="%s-logs" % NAME,
             env={"GREETING": "hello $USER from the manifest", "SCRATCH_DIR": "/scratch"},
             secrets=["api_key", {"name": "API_TOKEN", "env": True}],
             command=["python3", "-u", "/opt/thirdparty/thirdparty_app.py"],
@@ -67,8 +66,6 @@ class OwnService:
             tmpfs=["/tmp", {"path": "/scratch", "size": "8m"}],
             healthcheck={"path": thirdparty_app.health_path, "interval": 0.5, "timeout": 1, "retries": 4,
                          "start_period": 2, "docker": False})
-        data["network"]["name"] = "%s-net" % NAME
-        data["contact"] = "oncall@%s.example" % NAME
         self.manifest.write_text(yaml.safe_dump(data, sort_keys=False))
         self._run = run_playbook
         self.outputs = {}  # every play's output, for the leak search
