@@ -8,6 +8,7 @@ as an environment variable. The tests run in order on one stack:
   a new secret value -> a blue/green rollout, recorded by its keyed hash (at -vvv with --diff);
   another new value in check mode (-vvv --diff) -> planned, nothing written;
   the same through ansible-runner at verbosity 3 (AWX's way) -> rolled out;
+  a canary of thirdparty-app:2 (promote.yml) -> it gets the secrets too; rollback.yml ends it;
   a secret without a value -> refused, naming it, nothing changed;
   and last, every file under the project directory, every play output and the runner's
   artifacts are searched for every secret value used: each is found only in its secret file.
@@ -225,6 +226,28 @@ def test_deploy_through_ansible_runner_at_verbosity_3(service, tmp_path_factory,
     service.runner_artifacts = private / "artifacts"
     assert runner.rc == 0 and runner.status == "successful", service.outputs["runner"]
     assert json.loads(get(PORT)[1])["secret_env_sha256"] == sha256(ENV_SECRETS[2])
+
+
+def test_a_canary_of_the_next_version_gets_the_secrets_too(service, thirdparty_app):
+    data = yaml.safe_load(service.manifest.read_text())
+    data["canary"] = {"image": thirdparty_app.images["2"], "version": thirdparty_app.versions["2"], "weight": 50}
+    canary_manifest = service.root / "canary.yml"
+    canary_manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    secrets = service.secrets_file(api_key=FILE_SECRETS[1], API_TOKEN=ENV_SECRETS[2])
+    run = service.run("promote-canary", "promote", "-e", "mode=canary", "-e", "swiftdeploy_manifest=%s" % canary_manifest,
+                      secrets=secrets)
+    assert run.rc == 0, run.describe()
+    state = service.state()
+    canary = state["slots"][state["canary"]]
+    assert canary["image"] == thirdparty_app.images["2"] and DIGEST.match(canary["secrets"])
+    answers = [json.loads(get(PORT)[1]) for _ in range(40)]
+    versions = {answer["version"] for answer in answers}
+    assert versions == {thirdparty_app.versions["1"], thirdparty_app.versions["2"]}, versions
+    assert {answer["secret_file_sha256"] for answer in answers} == {sha256(FILE_SECRETS[1])}
+    assert {answer["secret_env_sha256"] for answer in answers} == {sha256(ENV_SECRETS[2])}
+    run = service.run("rollback", "rollback", "-e", "swiftdeploy_manifest=%s" % canary_manifest, secrets=secrets)
+    assert run.rc == 0, run.describe()
+    assert service.state()["canary"] is None
 
 
 def test_a_secret_without_a_value_is_refused_by_name(service):
