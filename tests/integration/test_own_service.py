@@ -240,7 +240,7 @@ def test_a_canary_of_the_next_version_gets_the_secrets_too(service, thirdparty_a
     state = service.state()
     canary = state["slots"][state["canary"]]
     assert canary["image"] == thirdparty_app.images["2"] and DIGEST.match(canary["secrets"])
-    answers = [json.loads(get(PORT)[1]) for _ in range(40)]
+    answers = [json.loads(get(PORT)[1]) for _request in range(40)]
     versions = {answer["version"] for answer in answers}
     assert versions == {thirdparty_app.versions["1"], thirdparty_app.versions["2"]}, versions
     assert {answer["secret_file_sha256"] for answer in answers} == {sha256(FILE_SECRETS[1])}
