@@ -21,6 +21,8 @@ import math
 import re
 import unicodedata
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _manifest_service as service
+
 # Every pattern below is matched with fullmatch() and written with ASCII classes only (no \w, \d
 # or $, which accept Unicode look-alikes or stop before a trailing newline), under re.ASCII.
 
@@ -78,7 +80,7 @@ class Field(object):
     """One manifest key: its type rule, default, and help for the fix."""
 
     def __init__(self, kind, required=False, default=None, check=None, fix=None, choices=None, minimum=None,
-                 maximum=None, children=None, item=None, max_length=_MAX_TEXT, digits=False):
+                 maximum=None, children=None, item=None, max_length=_MAX_TEXT, digits=False, rule=None):
         self.kind = kind
         self.required = required
         self.default = default
@@ -92,6 +94,8 @@ class Field(object):
         self.max_length = max_length
         # A string of ASCII digits is read as the whole number it spells (ports only).
         self.digits = digits
+        # rule(path, value, errors) -> the normalised value: free-form maps and lists.
+        self.rule = rule
 
 
 def _port(required=False, default=None):
@@ -169,6 +173,28 @@ SCHEMA = {
         # A single-threaded asyncio server: one CPU is all it can use; 64 processes leave room
         # for the health check Docker runs inside it every second.
         "resources": _resources("256m", 1.0, 64),
+        # A team's own service (_manifest_service.py, docs/manifest.md "Your own service").
+        "env": Field("dict", default={}, rule=service.check_env),
+        "secrets": Field("list", default=[], rule=service.check_secrets),
+        "command": Field("list", rule=service.check_command),
+        "user": Field("str", default="10001:10001", check=service.is_user, max_length=21,
+                      fix="use a numeric uid:gid other than root's, e.g. \"20000:20000\""),
+        "tmpfs": Field("list", default=[{"path": "/tmp", "size": service.DEFAULT_TMPFS_SIZE}],
+                       rule=service.check_tmpfs),
+        "healthcheck": Field("dict", default={}, children={
+            "path": Field("str", default="/healthz", check=service.HEALTH_PATH_RE,
+                          fix="use an absolute path of letters, digits and . _ ~ / -, e.g. \"/ready\""),
+            "interval": Field("number", default=1, minimum=0.1, maximum=3600,
+                              fix="use a number of seconds from 0.1 to 3600"),
+            "timeout": Field("number", default=2, minimum=0.1, maximum=600,
+                             fix="use a number of seconds from 0.1 to 600"),
+            "retries": Field("int", default=3, minimum=1, maximum=100, fix="use a whole number from 1 to 100"),
+            "start_period": Field("number", default=0, minimum=0, maximum=3600,
+                                  fix="use a number of seconds from 0 to 3600"),
+            # false: the image has no HEALTHCHECK (nothing inside to run one); the stack asks the
+            # path from outside only, and compose must not wait for a Docker health status.
+            "docker": Field("bool", default=True),
+        }),
     }),
     "nginx": Field("dict", required=True, children={
         "image": _image(required=True),
@@ -445,7 +471,7 @@ def _validate_dict(path, schema, data, errors):
                 fix = field.fix or ("add a '%s:' section" % key if field.kind == "dict" else "add it")
                 errors.append("manifest field '%s': required but missing; add it (%s)." % (sub, fix))
                 continue
-            if field.kind == "dict":
+            if field.children is not None:
                 result[key] = _validate_dict(sub, field.children, {}, errors)
             elif field.default is not None:
                 result[key] = copy.deepcopy(field.default)
@@ -457,7 +483,9 @@ def _validate_dict(path, schema, data, errors):
             value = int(value)
         if not _check_type(sub, field, value, errors):
             continue
-        if field.kind == "dict":
+        if field.rule is not None:
+            result[key] = field.rule(sub, value, errors)
+        elif field.kind == "dict":
             result[key] = _validate_dict(sub, field.children, value, errors)
         elif field.kind == "list":
             result[key] = _validate_list(sub, field, value, errors)
@@ -502,6 +530,7 @@ def _cross_field_rules(manifest, errors):
         errors.append("manifest field 'opa.url': %s is plain HTTP, so the decision and the token could be read or "
                       "forged on the way; use an https:// URL, or set opa.allow_http: true if OPA is reached over "
                       "a trusted network only." % _show(manifest["opa"]["url"]))
+    service.cross_rules(manifest["services"], errors)
     canary = manifest["canary"]
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]

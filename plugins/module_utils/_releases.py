@@ -106,6 +106,9 @@ def release_of(spec, stamp):
     for key in RELEASE_OPTIONAL_KEYS:
         if spec.get(key) is not None:
             record[key] = spec[key]
+    if spec.get("secrets") and "config_hash" not in record:
+        # The keyed hash of the slot's secrets (stack_secrets), never a value.
+        record["config_hash"] = spec["secrets"]
     return record
 
 

@@ -30,7 +30,11 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     nginx_test_argv,
     running_services,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import command_failure, containers_started
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
+    EngineError,
+    command_failure,
+    containers_started,
+)
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import NOT_RUN
 
@@ -50,7 +54,38 @@ RETIRE_SECONDS = 0.5
 HEALTH_POLL = 0.2
 HEALTH_PROBE_POLL = 0.05
 HEALTH_PROBE_TIMEOUT = 0.5
+# The shared logs volume inside an app slot (docker-compose.yml.j2) and the mode of its root.
+LOGS_TARGET = "/app/logs"
+LOGS_MODE = 0o1777
 STOP_SECONDS = 10  # docker stop's grace before SIGKILL; the app stops within a second of SIGTERM
+
+
+def share_logs_volume(inspected, target=LOGS_TARGET):
+    """Make the root of the logs volume a slot mounts at `target` world-writable with the sticky
+    bit, as the example image's /app/logs is (Docker copies that mode into a new volume). An
+    image without that directory (a team's own service) leaves a new volume root's 0755, and
+    nginx (uid 101), which writes its logs there, would not start. Only where the Docker host's
+    volume directory is reachable from here (a local engine); True when the mode was changed."""
+    for mount in inspected.get("Mounts") or []:
+        source = mount.get("Source") or ""
+        if mount.get("Type") != "volume" or mount.get("Destination") != target or not os.path.isabs(source):
+            continue
+        try:
+            if os.stat(source).st_mode & 0o7777 != LOGS_MODE:
+                os.chmod(source, LOGS_MODE)
+                return True
+        except OSError:
+            return False
+    return False
+
+
+def outside_health_limit(check):
+    """Seconds a slot without Docker health may take to answer its probe, or None (no limit but
+    the wait's own): Docker's rule for a health check, start_period then `retries` failures
+    `interval` apart, with the stack probing far more often so a healthy slot is seen at once."""
+    if not check:
+        return None
+    return float(check["start_period"]) + float(check["interval"]) * int(check["retries"])
 
 
 class ConvergeError(Exception):
@@ -292,7 +327,14 @@ class StackHost(object):
     def compose_up(self, number, why):
         """Bring the whole project up and wait for it; returns what compose printed."""
         with self.log.action(number, "compose up", why):
-            return self.engine.compose_up(self.project, wait_timeout=self.options["wait_timeout"])
+            try:
+                return self.engine.compose_up(self.project, wait_timeout=self.options["wait_timeout"])
+            except EngineError as exc:
+                if "has no healthcheck configured" not in str(exc):
+                    raise
+                raise ConvergeError("%s\nThe app image has no HEALTHCHECK: set services.healthcheck.docker: false in "
+                                    "the manifest, so that the stack checks services.healthcheck.path from outside "
+                                    "(docs/manifest.md, \"Health of your own service\")" % exc)
 
     # -- app slots --------------------------------------------------------------------------------
 
@@ -311,6 +353,11 @@ class StackHost(object):
         reaches containers on a bridge network at their addresses: it asks each slot's health URL
         itself every HEALTH_PROBE_POLL seconds and takes whichever says healthy first, the app or
         Docker. A container that exits or that Docker marks unhealthy fails the step.
+
+        An image without a HEALTHCHECK (a team's own service, often without curl or wget inside)
+        has no Docker health: with the `slot_healthcheck` option such a slot is healthy only once
+        the probe answers, and fails when it has not answered `start_period` + `retries` x
+        `interval` seconds after it started (see outside_health_limit).
         """
         with self.log.action(number, "wait slots", ", ".join(services)) as record:
             # `up` names the containers it touched ("Container <project>-app-green-1  Started");
@@ -329,16 +376,31 @@ class StackHost(object):
                 raise ConvergeError("step %d: docker compose up created no container for %s; look at "
                                     "`docker compose --project-directory %s ps --all`"
                                     % (number, ", ".join(missing), self.project))
-            deadline = time.monotonic() + self.options["wait_timeout"]
-            pending, answered = dict(names), {}
+            started = time.monotonic()
+            deadline = started + self.options["wait_timeout"]
+            limit = outside_health_limit(self.options.get("slot_healthcheck"))
+            pending, answered, problems = dict(names), {}, {}
             while pending:
                 for service, container in sorted(pending.items()):
-                    how = self.slot_healthy(self.engine.inspect(container))
+                    inspected = self.engine.inspect(container)
+                    how = self.slot_healthy(inspected, problems, service)
                     if how:
                         answered[service] = how
                         del pending[service]
+                        share_logs_volume(inspected)
                 if not pending:
                     break
+                late = sorted(service for service in pending if service in problems)
+                if limit is not None and late and time.monotonic() - started >= limit:
+                    check = self.options["slot_healthcheck"]
+                    raise ConvergeError(
+                        "step %d: %s did not answer GET %s with a 2xx status within %g s (services.healthcheck: "
+                        "start_period %g s + retries %d x interval %g s; last: %s); the image has no HEALTHCHECK, so "
+                        "the stack asks that path from the Docker host. Look at `docker compose --project-directory "
+                        "%s logs %s`, and check services.port and services.healthcheck.path"
+                        % (number, ", ".join(late), self.options["slot_health_path"], limit, check["start_period"],
+                           check["retries"], check["interval"], "; ".join(problems[service] for service in late),
+                           self.project, " ".join(late)))
                 if time.monotonic() >= deadline:
                     waiting = sorted(pending)
                     raise ConvergeError(
@@ -350,8 +412,9 @@ class StackHost(object):
             record["detail"] = ", ".join("%s healthy (%s)" % item for item in sorted(answered.items()))
         return names
 
-    def slot_healthy(self, inspected):
-        """'docker' or 'probe' when the container is healthy, None while it is starting."""
+    def slot_healthy(self, inspected, problems=None, key=None):
+        """'docker' or 'probe' when the container is healthy, None while it is starting. A
+        container without Docker health leaves in problems[key] why its probe failed."""
         state = inspected.get("State") or {}
         networks = (inspected.get("NetworkSettings") or {}).get("Networks") or {}
         health = (state.get("Health") or {}).get("Status")
@@ -359,20 +422,25 @@ class StackHost(object):
             raise ConvergeError("an app slot container is %s (exit code %s, health %s); look at its logs with "
                                 "`docker compose --project-directory %s logs`"
                                 % (state.get("Status"), state.get("ExitCode"), health or "none", self.project))
-        if health == "healthy" or (health is None and state.get("Running")):
-            return "docker"
+        check = self.options.get("slot_healthcheck")
         port = self.options["slot_port"]
+        addresses = [(network or {}).get("IPAddress") for network in networks.values()]
+        addresses = [address for address in addresses if address]
+        # Running counts as healthy only when nothing better can be asked: no health check
+        # asked for, or no address to probe.
+        if health == "healthy" or (health is None and state.get("Running") and not (check and port and addresses)):
+            return "docker"
         if not port or not state.get("Running"):
             return None
-        for network in networks.values():
-            address = (network or {}).get("IPAddress")
-            if not address:
-                continue
+        timeout = min(check["timeout"], HEALTH_PROBE_TIMEOUT * 4) if check else HEALTH_PROBE_TIMEOUT
+        for address in addresses:
             try:
-                self.http("http://%s:%d%s" % (address, port, self.options["slot_health_path"]), HEALTH_PROBE_TIMEOUT,
+                self.http("http://%s:%d%s" % (address, port, self.options["slot_health_path"]), timeout,
                           service="the app slot")
                 return "probe"
-            except HttpError:
+            except HttpError as exc:
+                if health is None and problems is not None:
+                    problems[key] = exc.message
                 continue
         return None
 

@@ -25,6 +25,7 @@ The transitions:
 from __future__ import annotations
 
 import json
+import re
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import _IMAGE_RE, _VERSION_RE
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._releases import (
@@ -42,6 +43,10 @@ STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
 # Kept by stacks deployed since releases are recorded (_releases.py); older states lack it.
 OPTIONAL_STATE_KEYS = ("releases",)
+# A slot of a service with secrets: the keyed hash (HMAC-SHA256, stack_secrets) of its secrets,
+# never a value. It names the slot's secrets directory, and a new hash is a new release.
+OPTIONAL_SLOT_KEYS = ("secrets",)
+SECRETS_DIGEST_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # The manifest's own rules for an image and a version, matched whole and ASCII only: the state is
 # rendered into nginx.conf and docker-compose.yml.
 IMAGE_RE = _IMAGE_RE
@@ -118,9 +123,9 @@ def _validate_slot(where, path, spec):
     if not isinstance(spec, dict):
         _fail(where, path, spec, "it must hold image, version and mode")
     for key in spec:
-        if key not in SLOT_KEYS:
+        if key not in SLOT_KEYS + OPTIONAL_SLOT_KEYS:
             _fail(where, "%s.%s" % (path, key), spec[key], "it is not a field of a slot (%s); remove it"
-                  % ", ".join(SLOT_KEYS))
+                  % ", ".join(SLOT_KEYS + OPTIONAL_SLOT_KEYS))
     for key in SLOT_KEYS:
         if key not in spec:
             raise StateError("%s: field '%s.%s' is missing; restore the file or remove it to start over"
@@ -132,6 +137,8 @@ def _validate_slot(where, path, spec):
               "it must be a version of letters, digits, '.', '_', '+' and '-' such as '1.2.0'")
     if spec["mode"] not in MODES:
         _fail(where, path + ".mode", spec["mode"], "it must be one of %s" % ", ".join(MODES))
+    if "secrets" in spec and not (isinstance(spec["secrets"], str) and SECRETS_DIGEST_RE.fullmatch(spec["secrets"])):
+        _fail(where, path + ".secrets", spec["secrets"], "it must be the 64 hex digits of the secrets' keyed hash")
 
 
 def parse_state(text, where="state.json"):
@@ -151,14 +158,18 @@ def parse_state(text, where="state.json"):
 # --------------------------------------------------------------------------------------------
 
 
-def release_spec(image, version, mode):
-    return {"image": image, "version": version, "mode": mode}
+def release_spec(image, version, mode, secrets=None):
+    """A slot's spec; `secrets` (the secrets' keyed hash) only for a service that has secrets."""
+    spec = {"image": image, "version": version, "mode": mode}
+    if secrets:
+        spec["secrets"] = secrets
+    return spec
 
 
-def initial_state(image, version, mode="stable"):
+def initial_state(image, version, mode="stable", secrets=None):
     """The state of a stack's first deploy: one stable slot, blue."""
     return {"generation": 1, "mode": mode, "weight": 0, "stable": "blue", "canary": None,
-            "slots": {"blue": release_spec(image, version, mode)}}
+            "slots": {"blue": release_spec(image, version, mode, secrets)}}
 
 
 def with_release(state, stamp, keep=DEFAULT_KEEP):
@@ -178,37 +189,38 @@ def idle_slot(state):
     return "green" if state["stable"] == "blue" else "blue"
 
 
-def deploy_target(state, found, image, version, mode="stable", stamp=None, keep=DEFAULT_KEEP):
+def deploy_target(state, found, image, version, mode="stable", stamp=None, keep=DEFAULT_KEEP, secrets=None):
     """The state a deploy of image/version wants, or {} when a canary blocks it.
 
     A first deploy gets the initial state; a live stack keeps its state unless the release
-    differs, which goes to the idle slot (blue/green) in the live mode and replaces the old
-    slot once healthy. While a canary runs, a new stable release is refused: {} (not None, which
-    ansible-core 2.16 would turn into the string "None" in a template). A new stable release is
-    recorded among the releases with stamp (none recorded without one)."""
+    differs (image, version or the secrets' keyed hash), which goes to the idle slot
+    (blue/green) in the live mode and replaces the old slot once healthy. While a canary runs, a
+    new stable release is refused: {} (not None, which ansible-core 2.16 would turn into the
+    string "None" in a template). A new stable release is recorded among the releases with
+    stamp (none recorded without one)."""
     if not found:
-        return with_release(initial_state(image, version, mode), stamp, keep)
+        return with_release(initial_state(image, version, mode, secrets), stamp, keep)
     current = state["slots"][state["stable"]]
-    if current["image"] == image and current["version"] == version:
+    if current["image"] == image and current["version"] == version and current.get("secrets") == (secrets or None):
         return dict(state)
     if state["canary"] is not None:
         return {}
     idle = idle_slot(state)
     return with_release(dict(state, stable=idle, canary=None, weight=0, mode="stable",
-                             slots={idle: release_spec(image, version, current["mode"])}), stamp, keep)
+                             slots={idle: release_spec(image, version, current["mode"], secrets)}), stamp, keep)
 
 
 class TransitionError(ValueError):
     """A transition the state does not allow; the message says what to do instead."""
 
 
-def canary_target(state, image, version, weight):
+def canary_target(state, image, version, weight, secrets=None):
     """Start a canary of image/version at weight percent on the idle slot, or change the weight
     of the same canary. TransitionError for a weight outside 1-100 or another canary running."""
     if not _is_int(weight) or not 1 <= weight <= 100:
         raise TransitionError("weight: %s is not a percentage; use a whole number from 1 to 100 (-e weight=10)."
                               % _show(weight))
-    spec = release_spec(image, version, "canary")
+    spec = release_spec(image, version, "canary", secrets)
     slot = state["canary"] or idle_slot(state)
     if state["canary"] is not None and state["slots"][slot] != spec:
         raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
@@ -251,8 +263,11 @@ def rollback_target(state, to=None, version=None, stamp=None, keep=DEFAULT_KEEP)
     if record is None:
         return None, dict(state)
     idle = idle_slot(state)
-    target = dict(state, stable=idle, canary=None, weight=0, mode="stable",
-                  slots={idle: slot_spec(record, current["mode"])})
+    spec = slot_spec(record, current["mode"])
+    if current.get("secrets"):
+        # A release comes back with today's secrets (docs/rollback.md): their directory exists.
+        spec["secrets"] = current["secrets"]
+    target = dict(state, stable=idle, canary=None, weight=0, mode="stable", slots={idle: spec})
     return record, with_release(target, stamp, keep)
 
 

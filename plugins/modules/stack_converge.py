@@ -140,6 +140,33 @@ options:
     type: str
     choices: [signal, none]
     default: signal
+  slot_healthcheck:
+    description:
+      - The manifest's C(services.healthcheck), for images without a Docker C(HEALTHCHECK) (a
+        team's own service, with no tool inside to run one). Such a slot counts as healthy only
+        once C(http://<container address>:<slot_port><slot_health_path>) answers 2xx (each request
+        waits at most O(slot_healthcheck.timeout), 2 s at most), and fails the step when it has
+        not after O(slot_healthcheck.start_period) + O(slot_healthcheck.retries) x
+        O(slot_healthcheck.interval) seconds. Without it, a running container without Docker
+        health counts as healthy.
+    type: dict
+    suboptions:
+      interval:
+        description: Seconds between the failures that count.
+        type: float
+        default: 1
+      timeout:
+        description: Seconds one request may take.
+        type: float
+        default: 2
+      retries:
+        description: Failures, O(slot_healthcheck.interval) apart, after which the slot is unhealthy.
+        type: int
+        default: 3
+      start_period:
+        description: Seconds after the start in which failures do not count.
+        type: float
+        default: 0
   drain_seconds:
     description:
       - Seconds to let requests already sent to a leaving slot finish, after nginx stopped routing
@@ -487,6 +514,12 @@ ARGUMENT_SPEC = {
     "engine_api": {"type": "bool", "default": True},
     "slot_port": {"type": "int"},
     "slot_health_path": {"type": "str", "default": "/healthz"},
+    "slot_healthcheck": {"type": "dict", "options": {
+        "interval": {"type": "float", "default": 1},
+        "timeout": {"type": "float", "default": 2},
+        "retries": {"type": "int", "default": 3},
+        "start_period": {"type": "float", "default": 0},
+    }},
     "history": {"type": "dict", "options": {
         "path": {"type": "path", "required": True},
         "stack": {"type": "str"},

@@ -16,6 +16,11 @@ Fixtures (none is autouse):
                    the example manifest (dotted keys; value DELETE removes a key)
   docker_engine    fails (does not skip) when the Docker engine does not answer
   app_image        the manifest's app image, built with scripts/build-images.sh when missing
+  thirdparty_app   the third-party-style test image (tests/fixtures/thirdparty_app), built once
+                   per session as thirdparty-app:1 (version 1.0.0) and thirdparty-app:2 (2.0.0);
+                   a ThirdPartyApp with .images {"1": tag, "2": tag}, .versions, .port (8000),
+                   .health_path ("/ready"), .uid/.gid (20000) and .manifest(...) -> a manifest
+                   dict for it
   ssh_host         a real sshd on 127.0.0.1 for this session, with a key pair and a ready
                    inventory (group swiftdeploy, host sshtarget); skips when sshd is missing
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import getpass
+import hashlib
 import os
 import pathlib
 import re
@@ -250,6 +256,69 @@ def app_image(docker_engine, example_manifest):
         assert _docker("image", "inspect", image).returncode == 0, (
             f"scripts/build-images.sh succeeded but {image} is still missing:\n{build.stdout}")
     return image
+
+
+THIRDPARTY_DIR = REPO_ROOT / "tests" / "fixtures" / "thirdparty_app"
+THIRDPARTY_VERSIONS = {"1": "1.0.0", "2": "2.0.0"}
+THIRDPARTY_BASE_IMAGE = "swiftdeploy/debian-base:bookworm"
+
+
+@dataclasses.dataclass
+class ThirdPartyApp:
+    """The third-party-style test service and what a manifest needs to know about it."""
+
+    images: dict
+    versions: dict
+    port: int = 8000
+    health_path: str = "/ready"
+    uid: int = 20000
+    gid: int = 20000
+
+    def manifest(self, stack: str, port: int, admin_port: int, tag: str = "1", **services) -> dict:
+        """A manifest for this app (not the example's): stack `stack` with nginx on `port` and
+        `admin_port`, the stack's own network and log volume (<stack>-net, <stack>-logs), the
+        app's port, version, uid and health path (checked from outside: no HEALTHCHECK in the
+        image); `services` keys are added to or replace the services block."""
+        data = copy.deepcopy(yaml.safe_load(EXAMPLE_MANIFEST.read_text()))
+        data["stack"] = stack
+        data["contact"] = "oncall@%s.example" % stack
+        data["nginx"]["port"] = port
+        data["nginx"]["admin_port"] = admin_port
+        data["network"].pop("name", None)
+        data["services"].pop("log_volume", None)
+        data["services"].update(image=self.images[tag], port=self.port, version=self.versions[tag],
+                                user="%d:%d" % (self.uid, self.gid),
+                                healthcheck={"path": self.health_path, "docker": False})
+        data["services"].update(services)
+        return data
+
+
+def _build_thirdparty(tag: str, version: str) -> None:
+    digest = hashlib.sha256()
+    for path in sorted(THIRDPARTY_DIR.iterdir()):
+        if path.is_file() and path.suffix in ("", ".py"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    base_id = _docker("image", "inspect", "-f", "{{.Id}}", THIRDPARTY_BASE_IMAGE).stdout.strip()
+    digest.update(f"{base_id} {version}".encode())
+    source_hash = digest.hexdigest()[:16]
+    built = _docker("image", "inspect", "-f", '{{ index .Config.Labels "org.swiftdeploy.source-hash" }}', tag)
+    if built.returncode == 0 and built.stdout.strip() == source_hash:
+        return
+    build = _docker("build", "-q", "--build-arg", f"BASE_IMAGE={THIRDPARTY_BASE_IMAGE}",
+                    "--build-arg", f"VERSION={version}", "--label", f"org.swiftdeploy.source-hash={source_hash}",
+                    "-t", tag, str(THIRDPARTY_DIR), timeout=600)
+    assert build.returncode == 0, f"docker build of {tag} failed:\n{build.stdout}\n{build.stderr}"
+
+
+@pytest.fixture(scope="session")
+def thirdparty_app(docker_engine, app_image) -> ThirdPartyApp:
+    """thirdparty-app:1 and :2, built from tests/fixtures/thirdparty_app when missing or when
+    the sources, the base image or the version changed (a label records their hash)."""
+    # app_image builds swiftdeploy/debian-base:bookworm too, when it is missing.
+    images = {key: f"thirdparty-app:{key}" for key in THIRDPARTY_VERSIONS}
+    for key, tag in images.items():
+        _build_thirdparty(tag, THIRDPARTY_VERSIONS[key])
+    return ThirdPartyApp(images=images, versions=dict(THIRDPARTY_VERSIONS))
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,13 @@ contact: "ops@swiftdeploy.local"
 """)
 
 
+# What a manifest without a team's own service settings gets (_manifest_service.py).
+SERVICE_DEFAULTS = {"env": {}, "secrets": [], "command": None, "user": "10001:10001",
+                    "tmpfs": [{"path": "/tmp", "size": "16m"}],
+                    "healthcheck": {"path": "/healthz", "interval": 1, "timeout": 2, "retries": 3, "start_period": 0,
+                                    "docker": True}}
+
+
 def with_change(path, value):
     """The seed manifest with one field set (or removed when value is ...)."""
     data = copy.deepcopy(SEED)
@@ -52,7 +59,7 @@ def errors_of(data):
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
     assert result["services"] == dict(SEED["services"], mode_switch="signal",
-                                      resources={"memory": "256m", "cpus": 1.0, "pids": 64})
+                                      resources={"memory": "256m", "cpus": 1.0, "pids": 64}, **SERVICE_DEFAULTS)
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
                                "admin_port": 8082, "keepalive_timeout": 0,
                                "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
@@ -243,9 +250,11 @@ def test_reasonable_contacts_are_accepted(contact):
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
                       "admin_port, image, keepalive_timeout, port, proxy_timeout, resources, tls."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
-                          "use one of: image, log_volume, mode, mode_switch, port, resources, restart_policy, version."),
-    ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: image, log_volume, mode, "
-                        "mode_switch, port, resources, restart_policy, version."),
+                          "use one of: command, env, healthcheck, image, log_volume, mode, mode_switch, port, "
+                          "resources, restart_policy, secrets, tmpfs, user, version."),
+    ("services", "zzz", "manifest field 'services.zzz': unknown key; remove it or use one of: command, env, "
+                        "healthcheck, image, log_volume, mode, mode_switch, port, resources, restart_policy, secrets, "
+                        "tmpfs, user, version."),
 ])
 def test_unknown_keys_suggest_the_closest(section, key, expected):
     data = copy.deepcopy(SEED)

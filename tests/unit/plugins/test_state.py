@@ -74,7 +74,7 @@ def test_valid_states_pass(state):
     (variant(STABLE, slots__blue="app:1"), "state.json: field 'slots.blue' is \"app:1\"; it must hold image, version "
                                            "and mode"),
     (variant(STABLE, slots__blue__port=80), "state.json: field 'slots.blue.port' is 80; it is not a field of a slot "
-                                            "(image, version, mode); remove it"),
+                                            "(image, version, mode, secrets); remove it"),
     (variant(STABLE, slots__blue__image="app;\n}\nserver {"), "state.json: field 'slots.blue.image' is "
      "\"app;\\n}\\nserver {\"; it must be a Docker image reference such as 'app:1.2.0'"),
     (variant(STABLE, slots__blue__image="app:1.0\n"), "state.json: field 'slots.blue.image' is \"app:1.0\\n\"; it "
@@ -454,3 +454,22 @@ PLAN_ACTIONS = [
 def test_check_modes_plan_lists_what_it_did_not_run(actions, expected):
     from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import planned_lines
     assert planned_lines(actions) == expected
+
+
+# -- releases of a service with secrets --------------------------------------------------------
+
+SECRETS_A = "a" * 64
+SECRETS_B = "b" * 64
+
+
+def test_a_release_records_its_secrets_by_their_keyed_hash_and_comes_back_with_todays():
+    stamp = {"at": "2026-12-07T10:00:00Z", "by": "ops"}
+    first = deploy_target(None, False, "shop:1", "1.0.0", stamp=stamp, secrets=SECRETS_A)
+    assert first["releases"] == [dict(image="shop:1", version="1.0.0", stable_at=stamp["at"], by="ops",
+                                      config_hash=SECRETS_A)]
+    second = deploy_target(first, True, "shop:2", "2.0.0", stamp=stamp, secrets=SECRETS_B)
+    record, back = rollback_target(second, to="previous", stamp=stamp)
+    assert record["version"] == "1.0.0" and record["config_hash"] == SECRETS_A
+    # The old release's image and version, today's secrets (their directory is the one written).
+    assert back["slots"][back["stable"]] == {"image": "shop:1", "version": "1.0.0", "mode": "stable",
+                                             "secrets": SECRETS_B}
