@@ -149,6 +149,32 @@ options:
         description: The window for O(host.metrics_urls); required with them.
         type: float
         default: 0
+      edge:
+        description:
+          - Each app slot's traffic as nginx saw it over the last O(host.edge.window_seconds),
+            read from the stack's edge log (one line per public request, C(docs/metrics.md),
+            "At the edge"), so that an app without C(/metrics) can be judged. Results are in
+            C(edge) of RV(host).
+          - A slot named in O(host.edge.wait_for) whose container started less than the window
+            ago is waited for until it is that old, once for all of them, as a canary is on the
+            app's metrics; its window is then its whole life.
+        type: dict
+        suboptions:
+          path:
+            description: The edge log directory, C(<project>/edge).
+            type: path
+            required: true
+          window_seconds:
+            description: Seconds of traffic to measure, up to 600.
+            type: float
+            required: true
+          project:
+            description: The compose project directory, to find the containers of O(host.edge.wait_for).
+            type: path
+          wait_for:
+            description: Slot name to compose service (for example C(green) to C(app-green)) of the slots whose life bounds their window.
+            type: dict
+            default: {}
 attributes:
   check_mode:
     support: full
@@ -263,6 +289,9 @@ host:
   description:
     - What M(swiftdeploy.stack.host_resources_info) returns for O(host) (C(resources),
       C(images_missing) and C(health)), measured while the lock is held.
+    - With O(host.edge), also C(edge) - C(slots) (each slot's figures as in C(metrics)' C(window)),
+      C(window_seconds), C(window_source) (C(edge), or C(edge-waited) when a slot was waited for),
+      C(waited_seconds), C(life_starts) and C(messages) - or C(edge.error) when it could not be measured.
     - With O(host.metrics_urls), also C(metrics), one entry per URL - C(window), C(window_source)
       and C(message) as M(swiftdeploy.stack.metrics_scrape) returns them, or C(error) for a slot
       that could not be measured.
@@ -280,6 +309,15 @@ host:
         window_source: history
         message: "398 requests in 5.2 s (76.54/s), 0 errors (0.00%), p99 4.9 ms"
       "http://127.0.0.1:8082/slots/blue/metrics": {error: "http://127.0.0.1:8082/slots/blue/metrics answered HTTP 404 Not Found"}
+    edge:
+      slots:
+        green: {requests: 398, req_per_s: 13.3, errors: 0, error_rate_percent: 0.0, p99_latency_ms: 4.9,
+                window_seconds: 30.0, counter_reset: false, latency_buckets: [["0.005", 398], ["+Inf", 398]]}
+      window_seconds: 30.0
+      window_source: edge
+      waited_seconds: 0.0
+      life_starts: {green: 1765100000.5}
+      messages: {green: "398 requests in 30.0 s (13.27/s), 0 errors (0.00%), p99 4.9 ms"}
 taken_over:
   description:
     - The holder of a dead run's lock that was taken over (in check mode, that would be), with
@@ -298,10 +336,14 @@ taken_over:
     reason: no heartbeat for 2 min (stale after 90 s)
 """
 
+import functools
 import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
@@ -359,10 +401,30 @@ def measure_host(module, path, result):
     except (OSError, ValueError) as exc:
         give_back(module, path, result)
         module.fail_json(msg="cannot measure host resources: %s; the lock was not kept." % exc)
+    if host["edge"]:
+        found["edge"] = measure_edge(module, host["edge"])
     if host["metrics_urls"]:
         found["metrics"] = dict((url, dict((key, value) for key, value in measured.items() if key != "current"))
                                 for url, measured in measure_windows(host["metrics_urls"], host["window_seconds"]).items())
     return found
+
+
+def measure_edge(module, edge):
+    """The slots' edge figures, or {error} when the log or a slot's start cannot be read."""
+    if not 0 < edge["window_seconds"] <= edge_log.MAX_WINDOW_SECONDS:
+        return {"error": "host.edge.window_seconds: %s; give 1 to %d seconds (canary.window_seconds)"
+                         % (edge["window_seconds"], edge_log.MAX_WINDOW_SECONDS)}
+    try:
+        starts = {}
+        if edge["wait_for"]:
+            engine = open_engine(runner=functools.partial(module.run_command, check_rc=False),
+                                 docker=module.get_bin_path("docker"))
+            starts = edge_log.life_starts(engine, edge["project"], edge["wait_for"])
+        result = edge_log.measure(edge["path"], edge["window_seconds"], starts)
+    except (EngineError, edge_log.EdgeError) as exc:
+        return {"error": str(exc)}
+    result["life_starts"] = starts
+    return result
 
 
 def main():
@@ -385,6 +447,12 @@ def main():
                 "health_urls": {"type": "list", "elements": "str", "default": []},
                 "metrics_urls": {"type": "list", "elements": "str", "default": []},
                 "window_seconds": {"type": "float", "default": 0},
+                "edge": {"type": "dict", "options": {
+                    "path": {"type": "path", "required": True},
+                    "window_seconds": {"type": "float", "required": True},
+                    "project": {"type": "path"},
+                    "wait_for": {"type": "dict", "default": {}},
+                }},
             }},
         },
         supports_check_mode=True,
