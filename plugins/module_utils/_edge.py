@@ -286,13 +286,16 @@ def describe(figures):
                figures["error_rate_percent"], p99))
 
 
-def measure(directory, window_seconds, life_starts=None, clock=time.time, sleep=time.sleep):
-    """read_window() over the last window_seconds, waiting first when a slot in life_starts is
-    younger than the window (as a canary judged on the app's metrics is waited for), so that
-    its window is never shorter than asked: it is then its whole life. Adds window_source
-    ("edge", or "edge-waited") and waited_seconds, and a message per slot; prunes old files."""
+def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time.time, sleep=time.sleep):
+    """read_window() over the last window_seconds, waiting first when a slot of wait_for (the
+    canary) started less than the window ago (life_starts), as a canary judged on the app's
+    metrics is waited for, so that its window is never shorter than asked: it is then its whole
+    life. Adds window_source ("edge", or "edge-waited") and waited_seconds, and a message per
+    slot; prunes old files."""
     now = clock()
-    youngest = max([started for started in (life_starts or {}).values() if started is not None] or [now - window_seconds])
+    life_starts = life_starts or {}
+    youngest = max([life_starts[slot] for slot in wait_for if life_starts.get(slot) is not None]
+                   or [now - window_seconds])
     wait = min(window_seconds, youngest + window_seconds - now)
     if wait > 0:
         sleep(wait)

@@ -155,9 +155,9 @@ options:
             read from the stack's edge log (one line per public request, C(docs/metrics.md),
             "At the edge"), so that an app without C(/metrics) can be judged. Results are in
             C(edge) of RV(host).
-          - A slot named in O(host.edge.wait_for) whose container started less than the window
-            ago is waited for until it is that old, once for all of them, as a canary is on the
-            app's metrics; its window is then its whole life.
+          - With O(host.edge.wait_for_canary), a canary whose container started less than the
+            window ago is waited for until it is that old, as a canary is on the app's metrics;
+            its window is then its whole life.
         type: dict
         suboptions:
           path:
@@ -169,12 +169,20 @@ options:
             type: float
             required: true
           project:
-            description: The compose project directory, to find the containers of O(host.edge.wait_for).
+            description: The compose project directory, to find the containers of O(host.edge.services).
             type: path
-          wait_for:
-            description: Slot name to compose service (for example C(green) to C(app-green)) of the slots whose life bounds their window.
+          services:
+            description:
+              - Slot name to compose service (for example C(green) to C(app-green)). A slot whose
+                container started within the window is measured over its life only.
             type: dict
             default: {}
+          wait_for_canary:
+            description:
+              - Wait until the canary (the slot named by C(canary) in the first file of O(read), the
+                stack's C(state.json)) is as old as the window, as described above.
+            type: bool
+            default: false
 attributes:
   check_mode:
     support: full
@@ -337,6 +345,7 @@ taken_over:
 """
 
 import functools
+import json
 import os
 import socket
 
@@ -402,25 +411,37 @@ def measure_host(module, path, result):
         give_back(module, path, result)
         module.fail_json(msg="cannot measure host resources: %s; the lock was not kept." % exc)
     if host["edge"]:
-        found["edge"] = measure_edge(module, host["edge"])
+        found["edge"] = measure_edge(module, host["edge"], result["files"])
     if host["metrics_urls"]:
         found["metrics"] = dict((url, dict((key, value) for key, value in measured.items() if key != "current"))
                                 for url, measured in measure_windows(host["metrics_urls"], host["window_seconds"]).items())
     return found
 
 
-def measure_edge(module, edge):
+def canary_of(files):
+    """The canary slot named by the state read first, or None."""
+    try:
+        state = json.loads(files[0]["content"]) if files and files[0]["content"] else {}
+    except ValueError:
+        return None
+    return state.get("canary") if isinstance(state, dict) else None
+
+
+def measure_edge(module, edge, files):
     """The slots' edge figures, or {error} when the log or a slot's start cannot be read."""
     if not 0 < edge["window_seconds"] <= edge_log.MAX_WINDOW_SECONDS:
         return {"error": "host.edge.window_seconds: %s; give 1 to %d seconds (canary.window_seconds)"
                          % (edge["window_seconds"], edge_log.MAX_WINDOW_SECONDS)}
     try:
         starts = {}
-        if edge["wait_for"]:
+        if edge["services"]:
+            if not edge["project"]:
+                return {"error": "host.edge.project: give the compose project directory with host.edge.services"}
             engine = open_engine(runner=functools.partial(module.run_command, check_rc=False),
                                  docker=module.get_bin_path("docker"))
-            starts = edge_log.life_starts(engine, edge["project"], edge["wait_for"])
-        result = edge_log.measure(edge["path"], edge["window_seconds"], starts)
+            starts = edge_log.life_starts(engine, edge["project"], edge["services"])
+        canary = canary_of(files) if edge["wait_for_canary"] else None
+        result = edge_log.measure(edge["path"], edge["window_seconds"], starts, [canary] if canary else [])
     except (EngineError, edge_log.EdgeError) as exc:
         return {"error": str(exc)}
     result["life_starts"] = starts
@@ -451,7 +472,8 @@ def main():
                     "path": {"type": "path", "required": True},
                     "window_seconds": {"type": "float", "required": True},
                     "project": {"type": "path"},
-                    "wait_for": {"type": "dict", "default": {}},
+                    "services": {"type": "dict", "default": {}},
+                    "wait_for_canary": {"type": "bool", "default": False},
                 }},
             }},
         },

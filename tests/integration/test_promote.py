@@ -22,8 +22,13 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
 
 from traffic import Traffic  # tests/integration/traffic.py
 
@@ -97,18 +102,22 @@ class Stack:
         self.project = tmp_path / "project"
         # The role's default: one lock per stack on the host.
         self.lock = pathlib.Path("/run/lock/swiftdeploy/%s.lock" % NAME)
-        self.manifest = write_manifest(tmp_path / "manifest.yml", {
+        overrides = {
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
             "contact": "oncall@%s.example" % NAME,
             "canary": {"weight": WEIGHT, "version": "1.1.0", "window_seconds": WINDOW_SECONDS},
-            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}})
+            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}}
+        # canary.metrics is edge by default; the same stack judged on the app's own /metrics:
+        self.manifest = write_manifest(tmp_path / "manifest.yml", overrides)
+        overrides["canary"] = dict(overrides["canary"], metrics="app")
+        self.app_metrics_manifest = write_manifest(tmp_path / "manifest-app-metrics.yml", overrides)
         self._run = run_playbook
         self._env = ansible_env
         self._repo_root = repo_root
 
-    def args(self):
-        return ("-e", "swiftdeploy_manifest=%s" % self.manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
+    def args(self, manifest=None):
+        return ("-e", "swiftdeploy_manifest=%s" % (manifest or self.manifest), "-e", "swiftdeploy_project_dir=%s" % self.project)
 
     def run(self, playbook, *args, **kwargs):
         return self._run(playbook, *self.args(), *args, **kwargs)
@@ -120,13 +129,13 @@ class Stack:
         return subprocess.run(command, cwd=self._repo_root, env=env, capture_output=True, text=True,
                               timeout=600, check=False)
 
-    def run_with_slot_paused(self, slot, playbook, *args):
+    def run_with_slot_paused(self, slot, playbook, *args, manifest=None):
         """A playbook run while the slot's container is paused: it accepts connections (through
         nginx too) but never answers, so a request to it times out."""
         container = "%s-app-%s-1" % (self.name, slot)
         assert docker("pause", container).returncode == 0
         try:
-            return self.run(playbook, *args)
+            return self._run(playbook, *self.args(manifest), *args)
         finally:
             docker("unpause", container)
 
@@ -199,6 +208,29 @@ def test_weight_10_sends_about_10_percent_to_the_canary(stack):
     low, high = binomial_bounds(total, WEIGHT / 100.0)
     print("canary answered %d of %d requests (4-sigma range %.0f-%.0f)" % (canary, total, low, high))
     assert low <= canary <= high
+
+
+def test_the_edge_log_counts_each_slots_public_requests(stack):
+    stack.ensure_canary(WEIGHT)
+    edge = stack.project / "edge"
+    found = edge.stat()
+    assert (found.st_uid, found.st_mode & 0o7777) == (101, 0o755)  # nginx's alone to write
+    started = time.time()
+    canary = count_canary(stack.port, 300)
+    # Probes, scrapes and chaos on the public port are not traffic (the last two are refused).
+    for path in ("/healthz", "/metrics", "/chaos?x=1"):
+        for _ in range(10):
+            request(stack.port, path)
+    figures = edge_log.read_window(str(edge), time.time() - started + 0.5)
+    slots = figures["slots"]
+    state = stack.state()
+    print("edge: %s" % {slot: (value["requests"], value["errors"], value["p99_latency_ms"]) for slot, value in slots.items()})
+    assert slots[state["canary"]]["requests"] == canary
+    assert slots[state["stable"]]["requests"] == 300 - canary
+    assert figures["excluded"] == 30
+    assert slots[state["stable"]]["errors"] == 0 and slots[state["stable"]]["p99_latency_ms"] > 0
+    assert figures["skipped"] == 0 and figures["future"] == 0
+    assert all(name.startswith("edge-") and name.endswith(".log") for name in os.listdir(edge))
 
 
 def test_status_during_a_canary_shows_both_tracks(stack):
@@ -366,7 +398,8 @@ def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
     stack.ensure_canary(WEIGHT)
     state = stack.state()
     before = len(stack.history())
-    run = stack.run_with_slot_paused(state["canary"], "promote", "-e", "mode=stable")  # its metrics time out
+    # Judged on the app's own metrics (canary.metrics: app), which time out.
+    run = stack.run_with_slot_paused(state["canary"], "promote", "-e", "mode=stable", manifest=stack.app_metrics_manifest)
     assert run.rc != 0, run.describe()
     assert ("The canary slot %s could not be measured, so it cannot be judged (nothing was changed): "
             % state["canary"]) in run.output, run.describe()
@@ -385,6 +418,8 @@ def test_too_few_requests_are_denied_for_lack_of_data(stack):
     before = len(stack.history())
     run = stack.run("promote", "-e", "mode=stable")  # no traffic at all in the window
     assert run.rc != 0, run.describe()
+    # Judged at once after it started: waited for until it is a window old, like on app metrics.
+    assert "(its whole life, measured by nginx; waited for)" in run.output, run.describe()
     assert "rolled back" in run.output
     assert "not enough data" in run.output
     assert "passed and is now stable" not in run.output
@@ -451,8 +486,11 @@ def test_a_passing_canary_rolls_forward(stack):
     assert run.rc == 0, run.describe()
     assert "Canary 1.1.0 passed and is now stable at 100%." in run.stdout
     # The judged figures are shown first (the assert's success message).
-    assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window', run.stdout), run.describe()
+    assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window, measured by nginx\)', run.stdout), run.describe()
     assert " requests, error rate " in run.stdout
+    # The stable slot's figures over the same window come with them (the baseline).
+    assert re.search(r"Baseline, stable 1\.0\.0 over the same [0-9.]+ s: [1-9][0-9]* requests, error rate 0\.0%", run.stdout), \
+        run.describe()
     print("%d responses during the roll forward; failures: %s" % (len(traffic.responses), dict(traffic.failures())))
     assert traffic.canary > 0
     state = stack.assert_one_stable_slot()
