@@ -28,7 +28,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
-from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log # noqa: E402
 
 from traffic import Traffic  # tests/integration/traffic.py
 
@@ -221,7 +221,8 @@ def test_the_edge_log_counts_each_slots_public_requests(stack):
     for path in ("/healthz", "/metrics", "/chaos?x=1"):
         for _ in range(10):
             request(stack.port, path)
-    figures = edge_log.read_window(str(edge), time.time() - started + 0.5)
+    now = time.time()  # lines are stamped when a request ends: the window holds exactly these
+    figures = edge_log.read_window(str(edge), now - started, now)
     slots = figures["slots"]
     state = stack.state()
     print("edge: %s" % {slot: (value["requests"], value["errors"], value["p99_latency_ms"]) for slot, value in slots.items()})
