@@ -29,6 +29,7 @@ import os
 import re
 import time
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import _figures
 
 DIRECTORY = "edge"
@@ -305,4 +306,35 @@ def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time
     result["waited_seconds"] = round(max(0.0, wait), 3)
     result["messages"] = dict((slot, describe(figures)) for slot, figures in result["slots"].items())
     result["pruned"] = len(prune(directory, now))
+    return result
+
+
+# The `edge` option of host_resources_info and stack_lock (host.edge).
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "required": True},
+    "window_seconds": {"type": "float", "required": True},
+    "project": {"type": "path"},
+    "services": {"type": "dict", "default": {}},
+    "wait_for_canary": {"type": "bool", "default": False},
+}
+
+
+def measure_option(options, open_engine, canary=None):
+    """What the modules' `edge` option returns: measure() over options (ARGUMENT_SPEC), the
+    slots' life starts found through open_engine() when options name their services, waiting
+    for `canary` only with wait_for_canary; or {error} naming what could not be read."""
+    if not 0 < options["window_seconds"] <= MAX_WINDOW_SECONDS:
+        return {"error": "edge.window_seconds: %s; give more than 0 and at most %d seconds (canary.window_seconds)"
+                         % (options["window_seconds"], MAX_WINDOW_SECONDS)}
+    starts = {}
+    try:
+        if options["services"]:
+            if not options["project"]:
+                return {"error": "edge.project: give the compose project directory with edge.services"}
+            starts = life_starts(open_engine(), options["project"], options["services"])
+        wait_for = [canary] if canary and options["wait_for_canary"] else []
+        result = measure(options["path"], options["window_seconds"], starts, wait_for)
+    except (EdgeError, EngineError, OSError, ValueError) as exc:
+        return {"error": str(exc)}
+    result["life_starts"] = starts
     return result

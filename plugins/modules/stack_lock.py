@@ -352,7 +352,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import open_engine
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
@@ -429,23 +429,9 @@ def canary_of(files):
 
 def measure_edge(module, edge, files):
     """The slots' edge figures, or {error} when the log or a slot's start cannot be read."""
-    if not 0 < edge["window_seconds"] <= edge_log.MAX_WINDOW_SECONDS:
-        return {"error": "host.edge.window_seconds: %s; give 1 to %d seconds (canary.window_seconds)"
-                         % (edge["window_seconds"], edge_log.MAX_WINDOW_SECONDS)}
-    try:
-        starts = {}
-        if edge["services"]:
-            if not edge["project"]:
-                return {"error": "host.edge.project: give the compose project directory with host.edge.services"}
-            engine = open_engine(runner=functools.partial(module.run_command, check_rc=False),
-                                 docker=module.get_bin_path("docker"))
-            starts = edge_log.life_starts(engine, edge["project"], edge["services"])
-        canary = canary_of(files) if edge["wait_for_canary"] else None
-        result = edge_log.measure(edge["path"], edge["window_seconds"], starts, [canary] if canary else [])
-    except (EngineError, edge_log.EdgeError) as exc:
-        return {"error": str(exc)}
-    result["life_starts"] = starts
-    return result
+    engine = functools.partial(open_engine, runner=functools.partial(module.run_command, check_rc=False),
+                               docker=module.get_bin_path("docker"))
+    return edge_log.measure_option(edge, engine, canary_of(files))
 
 
 def main():
@@ -468,13 +454,7 @@ def main():
                 "health_urls": {"type": "list", "elements": "str", "default": []},
                 "metrics_urls": {"type": "list", "elements": "str", "default": []},
                 "window_seconds": {"type": "float", "default": 0},
-                "edge": {"type": "dict", "options": {
-                    "path": {"type": "path", "required": True},
-                    "window_seconds": {"type": "float", "required": True},
-                    "project": {"type": "path"},
-                    "services": {"type": "dict", "default": {}},
-                    "wait_for_canary": {"type": "bool", "default": False},
-                }},
+                "edge": {"type": "dict", "options": edge_log.ARGUMENT_SPEC},
             }},
         },
         supports_check_mode=True,

@@ -245,6 +245,12 @@ def test_status_during_a_canary_shows_both_tracks(stack):
     state = stack.state()
     assert "[stable] slot %s, version 1.0.0, app mode stable" % state["stable"] in out
     assert "[canary] slot %s, version 1.1.0, app mode canary" % state["canary"] in out
+    # nginx's figures per slot over the last canary window (the 200 requests above at least).
+    assert "At the edge (nginx), last %.1f s:" % WINDOW_SECONDS in out, out
+    edge = dict(re.findall(r"\[(stable|canary)\] slot \w+: [0-9.]+ req/s \| errors [0-9.]+% \| P99 [0-9.]+ ms \| "
+                           r"([0-9]+) requests over", out))
+    assert set(edge) == {"stable", "canary"}, out
+    assert int(edge["stable"]) + int(edge["canary"]) >= 200
     assert events_since(stack, before) == ["status_scrape"]
     scrape = stack.history()[-1]
     assert scrape["mode"] == "canary" and scrape["details"]["weight"] == WEIGHT
