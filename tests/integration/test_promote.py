@@ -515,3 +515,19 @@ def test_a_passing_canary_rolls_forward(stack):
     assert promote["details"]["result"] == "rolled_forward"
     assert promote["details"]["from_version"] == "1.0.0" and promote["details"]["version"] == "1.1.0"
     assert promote["details"]["window"]["requests"] >= MIN_REQUESTS
+
+
+def test_the_nginx_container_deletes_old_edge_files(stack):
+    # Its loop runs every 60 s, from nginx's start (this module's deploy), through every reload.
+    edge = stack.project / "edge"
+    old, recent = edge / "edge-1.log", edge / ("edge-%d.log" % (edge_log.bucket_of(time.time()) - 5))
+    for path, age in ((old, 20 * 60), (recent, 8 * 60)):
+        path.write_text("")
+        os.chown(path, 101, 101)
+        os.utime(path, (time.time() - age, time.time() - age))
+    deadline = time.monotonic() + 75
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not old.exists(), "nginx's loop did not delete a 20 min old edge log file within 75 s"
+    assert recent.exists()  # 8 min old: a 600 s window may still need it
+    recent.unlink()
