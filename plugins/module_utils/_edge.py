@@ -287,12 +287,13 @@ def describe(figures):
                figures["error_rate_percent"], p99))
 
 
-def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time.time, sleep=time.sleep):
+def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time.time, sleep=time.sleep,
+            prune_files=True):
     """read_window() over the last window_seconds, waiting first when a slot of wait_for (the
     canary) started less than the window ago (life_starts), as a canary judged on the app's
     metrics is waited for, so that its window is never shorter than asked: it is then its whole
     life. Adds window_source ("edge", or "edge-waited") and waited_seconds, and a message per
-    slot; prunes old files."""
+    slot; prunes old files unless told not to (check mode)."""
     now = clock()
     life_starts = life_starts or {}
     youngest = max([life_starts[slot] for slot in wait_for if life_starts.get(slot) is not None]
@@ -305,7 +306,7 @@ def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time
     result["window_source"] = "edge-waited" if wait > 0 else "edge"
     result["waited_seconds"] = round(max(0.0, wait), 3)
     result["messages"] = dict((slot, describe(figures)) for slot, figures in result["slots"].items())
-    result["pruned"] = len(prune(directory, now))
+    result["pruned"] = len(prune(directory, now)) if prune_files else 0
     return result
 
 
@@ -319,10 +320,11 @@ ARGUMENT_SPEC = {
 }
 
 
-def measure_option(options, open_engine, canary=None):
+def measure_option(options, open_engine, canary=None, check_mode=False):
     """What the modules' `edge` option returns: measure() over options (ARGUMENT_SPEC), the
     slots' life starts found through open_engine() when options name their services, waiting
-    for `canary` only with wait_for_canary; or {error} naming what could not be read."""
+    for `canary` only with wait_for_canary, deleting no file in check mode; or {error} naming
+    what could not be read."""
     if not 0 < options["window_seconds"] <= MAX_WINDOW_SECONDS:
         return {"error": "edge.window_seconds: %s; give more than 0 and at most %d seconds (canary.window_seconds)"
                          % (options["window_seconds"], MAX_WINDOW_SECONDS)}
@@ -333,7 +335,7 @@ def measure_option(options, open_engine, canary=None):
                 return {"error": "edge.project: give the compose project directory with edge.services"}
             starts = life_starts(open_engine(), options["project"], options["services"])
         wait_for = [canary] if canary and options["wait_for_canary"] else []
-        result = measure(options["path"], options["window_seconds"], starts, wait_for)
+        result = measure(options["path"], options["window_seconds"], starts, wait_for, prune_files=not check_mode)
     except (EdgeError, EngineError, OSError, ValueError) as exc:
         return {"error": str(exc)}
     result["life_starts"] = starts

@@ -431,7 +431,7 @@ def measure_edge(module, edge, files):
     """The slots' edge figures, or {error} when the log or a slot's start cannot be read."""
     engine = functools.partial(open_engine, runner=functools.partial(module.run_command, check_rc=False),
                                docker=module.get_bin_path("docker"))
-    return edge_log.measure_option(edge, engine, canary_of(files))
+    return edge_log.measure_option(edge, engine, canary_of(files), check_mode=module.check_mode)
 
 
 def main():

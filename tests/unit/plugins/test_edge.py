@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pathlib
 import re
+import time
 
 import pytest
 
@@ -312,3 +313,43 @@ def test_nginx_format_is_what_the_reader_reads():
                       "$upstream_status", "$request_uri"]
     assert len(fields) == edge.FIELDS
     assert "edge-$swiftdeploy_edge_bucket.log swiftdeploy_edge;" in template
+
+
+def test_check_mode_deletes_nothing(tmp_path):
+    now = time.time()  # measure_option reads the real clock
+    write(tmp_path, [line(now - 5000), line(now - 5)])
+    options = {"path": str(tmp_path), "window_seconds": 30.0, "project": None, "services": {}, "wait_for_canary": False}
+    checked = edge.measure_option(options, None, check_mode=True)
+    assert checked["pruned"] == 0 and len(os.listdir(tmp_path)) == 2
+    assert edge.measure_option(options, None)["pruned"] == 1 and len(os.listdir(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"window_seconds": 0.0}, "edge.window_seconds: 0.0; give more than 0 and at most 600 seconds (canary.window_seconds)"),
+    ({"window_seconds": 601.0}, "edge.window_seconds: 601.0; give more than 0 and at most 600 seconds (canary.window_seconds)"),
+    ({"services": {"blue": "app-blue"}}, "edge.project: give the compose project directory with edge.services"),
+])
+def test_option_errors_name_the_field(tmp_path, options, error):
+    given = dict({"path": str(tmp_path), "window_seconds": 30.0, "project": None, "services": {},
+                  "wait_for_canary": False}, **options)
+    assert edge.measure_option(given, None) == {"error": error}
+
+
+def test_an_engine_that_fails_is_an_error_not_a_traceback(tmp_path):
+    class Broken(object):
+        def ps(self, project):
+            raise edge.EngineError("docker compose ps failed (rc=1): no such project")
+
+    options = {"path": str(tmp_path), "window_seconds": 30.0, "project": "/p", "services": {"blue": "app-blue"},
+               "wait_for_canary": True}
+    assert edge.measure_option(options, Broken, canary="blue") == {"error": "docker compose ps failed (rc=1): no such project"}
+
+
+def test_the_option_waits_for_the_canary_only(tmp_path, monkeypatch):
+    waited = []
+    monkeypatch.setattr(edge, "measure", lambda path, window, starts, wait_for, prune_files: waited.append(wait_for) or {})
+    options = {"path": str(tmp_path), "window_seconds": 30.0, "project": None, "services": {}, "wait_for_canary": True}
+    edge.measure_option(options, None, canary="green")
+    edge.measure_option(dict(options, wait_for_canary=False), None, canary="green")
+    edge.measure_option(options, None, canary=None)
+    assert waited == [["green"], [], []]
