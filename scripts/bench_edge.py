@@ -61,7 +61,7 @@ def write_log(directory, now, seconds, rate, seed=7):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="window and traffic length (default 600)")
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second (default 1000)")
     parser.add_argument("--runs", type=int, default=5, help="reads to time (default 5)")
@@ -74,7 +74,7 @@ def main():
         written = time.monotonic() - began
         size = sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
         timings = []
-        for _ in range(args.runs):
+        for _run in range(args.runs):
             began = time.monotonic()
             result = edge.read_window(directory, args.seconds + 1, now + 1)
             timings.append(time.monotonic() - began)

@@ -137,8 +137,7 @@ def _lines(path):
                 break
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
-            for line in lines:
-                yield line
+            yield from lines
     if rest:
         yield None
 

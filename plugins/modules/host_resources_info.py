@@ -169,8 +169,8 @@ def main():
     if module.params["edge"]:
         engine = functools.partial(open_engine, runner=functools.partial(module.run_command, check_rc=False),
                                    docker=module.get_bin_path("docker"))
-        found["edge"] = edge_log.measure_option(dict(module.params["edge"], wait_for_canary=False), engine,
-                                                 check_mode=module.check_mode)
+        options = dict(module.params["edge"], wait_for_canary=False)
+        found["edge"] = edge_log.measure_option(options, engine, check_mode=module.check_mode)
     module.exit_json(changed=False, **found)
 
 

@@ -28,7 +28,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
-from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log # noqa: E402
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log  # noqa: E402
 
 from traffic import Traffic  # tests/integration/traffic.py
 
@@ -219,7 +219,7 @@ def test_the_edge_log_counts_each_slots_public_requests(stack):
     canary = count_canary(stack.port, 300)
     # Probes, scrapes and chaos on the public port are not traffic (the last two are refused).
     for path in ("/healthz", "/metrics", "/chaos?x=1"):
-        for _ in range(10):
+        for _probe in range(10):
             request(stack.port, path)
     now = time.time()  # lines are stamped when a request ends: the window holds exactly these
     figures = edge_log.read_window(str(edge), now - started, now)

@@ -218,7 +218,7 @@ WAITS = [
 
 @pytest.mark.parametrize("name, age, window, slept, source, seconds, requests", WAITS, ids=[row[0] for row in WAITS])
 def test_a_young_canary_is_waited_for_and_measured_over_its_life(tmp_path, name, age, window, slept, source,
-                                                                  seconds, requests):
+                                                                 seconds, requests):
     clock = Clock(NOW)
     starts = {} if age is None else {"green": NOW - age}
     # One request before the judge starts, one during its wait (in the future until then).
