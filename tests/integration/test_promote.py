@@ -87,6 +87,15 @@ def count_canary(port, total):
     return canary
 
 
+def metrics_requests(slot):
+    """How many requests the slot's app has answered on /metrics (this one included): a judge
+    that measures at the edge never asks."""
+    status, _headers, body = request(ADMIN_PORT, "/slots/%s/metrics" % slot)
+    assert status == 200, body
+    counts = re.findall(r'^http_requests_total\{[^}]*path="/metrics"[^}]*\} ([0-9.]+)$', body.decode(), re.M)
+    return sum(float(count) for count in counts)
+
+
 def binomial_bounds(total, share, sigmas=4.0):
     """The range of successes within `sigmas` standard deviations of a binomial's mean."""
     mean = total * share
@@ -489,9 +498,14 @@ def test_a_passing_canary_rolls_forward(stack):
     # a busy host; the split itself is test_weight_10_sends_about_10_percent_to_the_canary's.
     stack.ensure_canary(50)
     before = len(stack.history())
+    canary = stack.state()["canary"]
     with Traffic(stack.port, warm_up=WINDOW_SECONDS + 0.5) as traffic:
+        scrapes = metrics_requests(canary)
         run = stack.run("promote", "-e", "mode=stable")
     assert run.rc == 0, run.describe()
+    # Judged without the app's /metrics: only this test's own two scrapes reached it (the judged
+    # canary is switched to stable in place, so its counters go on).
+    assert metrics_requests(canary) == scrapes + 1
     assert "Canary 1.1.0 passed and is now stable at 100%." in run.stdout
     # The judged figures are shown first (the assert's success message).
     assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window, measured by nginx\)', run.stdout), run.describe()
