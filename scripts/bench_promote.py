@@ -467,9 +467,9 @@ def host_speed():
 
 
 def waited_window(step):
-    """Whether a promote waited the canary window (it does not when the app had a snapshot of a
-    window ago: the play says which)."""
-    return step["mode"] == "stable" and "(waited for)" in step["output"]
+    """Whether a promote waited the canary window (it does not when the canary is older than its
+    window: the play says which)."""
+    return step["mode"] == "stable" and "waited for)" in step["output"]
 
 
 def phase_of(phases, when):
@@ -573,7 +573,8 @@ def report(seq, aborted, title="Summary"):
             extra = (f" ({step['seconds'] - CANARY_WINDOW:.1f} s without the {CANARY_WINDOW} s canary window)"
                      if waited_window(step) else "")
             if step["mode"] == "stable" and not waited_window(step):
-                extra = " (its last window from the app's own snapshot: no wait)"
+                source = "nginx's edge log" if "measured by nginx" in step["output"] else "the app's own snapshot"
+                extra = " (its last window from %s: no wait)" % source
             print(f"  {step['label']:<34} {step['seconds']:6.1f} s{extra}, exit {step['status']}")
         else:
             print(f"  {step['label']:<34} {step['seconds'] * 1000:6.1f} ms, HTTP {step['status']}")

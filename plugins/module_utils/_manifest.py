@@ -71,6 +71,8 @@ _SHOW_WIDTH = 80
 
 MODES = ("stable", "canary")
 MODE_SWITCHES = ("signal", "none")
+# Where a canary's figures come from: nginx's edge log, or the app's own /metrics.
+CANARY_METRICS = ("edge", "app")
 NETWORK_DRIVERS = ("bridge",)
 OPA_MODES = ("embedded", "sidecar", "external")
 DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.10.1-static"
@@ -254,6 +256,7 @@ SCHEMA = {
                                 fix="use a whole number of seconds from 5 to %d, as the app keeps its per-second "
                                     "metrics for %d s and a longer window could not be measured"
                                     % (APP_HISTORY_SECONDS, APP_HISTORY_SECONDS)),
+        "metrics": Field("str", default="edge", choices=CANARY_METRICS),
     }),
     "policy": Field("dict", default={}, children={
         "fail_open": Field("bool", default=False),

@@ -30,6 +30,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     nginx_test_argv,
     running_services,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._edge import ensure_directory as ensure_edge_directory
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
     EngineError,
     command_failure,
@@ -189,9 +190,13 @@ class StackHost(object):
         return content, mode
 
     def write(self, number, changes):
-        with self.log.action(number, "write", ", ".join(change.relpath for change in changes)):
+        with self.log.action(number, "write", ", ".join(change.relpath for change in changes)) as record:
             if not os.path.isdir(self.project):
                 self.make_dirs(self.project)
+            # Before compose can make it as root: nginx writes the edge log there (_edge.py).
+            problem = ensure_edge_directory(self.project)
+            if problem:
+                record["detail"] += "; " + problem
             directories = set()
             for change in changes:
                 path = os.path.join(self.project, change.relpath)

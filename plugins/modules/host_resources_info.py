@@ -41,6 +41,32 @@ options:
     type: list
     elements: str
     default: []
+  edge:
+    description:
+      - Each app slot's traffic as nginx saw it over the last O(edge.window_seconds), read from
+        the stack's edge log (C(docs/metrics.md), "At the edge"); returned in RV(edge). A slot
+        whose container started within the window is measured over its life. This never waits.
+    type: dict
+    suboptions:
+      path:
+        description: The edge log directory, C(<project>/edge).
+        type: path
+        required: true
+      window_seconds:
+        description: Seconds of traffic to measure, up to 600.
+        type: float
+        required: true
+      project:
+        description: The compose project directory, to find the containers of O(edge.services).
+        type: path
+      services:
+        description: Slot name to compose service (for example C(green) to C(app-green)).
+        type: dict
+        default: {}
+      wait_for_canary:
+        description: Only for M(swiftdeploy.stack.stack_lock); ignored here.
+        type: bool
+        default: false
 attributes:
   platform:
     support: full
@@ -69,6 +95,22 @@ health:
   type: dict
   sample:
     http://127.0.0.1:8082/slots/blue/healthz: {ok: true, status: null, error: null}
+edge:
+  description:
+    - With O(edge), C(slots) (each slot's C(requests), C(req_per_s), C(errors),
+      C(error_rate_percent), C(p99_latency_ms), C(window_seconds) and C(latency_buckets), as
+      M(swiftdeploy.stack.metrics_scrape) returns a window), C(window_seconds), C(life_starts),
+      C(messages) and counts of the lines left out (C(skipped), C(partial), C(excluded),
+      C(future)); or C(error) when the log could not be read.
+  returned: when O(edge) is given
+  type: dict
+  sample:
+    slots:
+      blue: {requests: 1210, req_per_s: 40.3, errors: 0, error_rate_percent: 0.0, p99_latency_ms: 4.9,
+             window_seconds: 30.0, counter_reset: false, latency_buckets: [["0.005", 1210], ["+Inf", 1210]]}
+    window_seconds: 30.0
+    window_source: edge
+    messages: {blue: "1210 requests in 30.0 s (40.33/s), 0 errors (0.00%), p99 4.9 ms"}
 resources:
   description: The figures.
   returned: success
@@ -100,17 +142,21 @@ resources:
       sample: 24033.6
 """
 
+import functools
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import open_engine
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 
 
 def main():
     module = AnsibleModule(argument_spec={"path": {"type": "path"},
                                           "images": {"type": "list", "elements": "str", "default": []},
-                                          "health_urls": {"type": "list", "elements": "str", "default": []}},
+                                          "health_urls": {"type": "list", "elements": "str", "default": []},
+                                          "edge": {"type": "dict", "options": edge_log.ARGUMENT_SPEC}},
                            supports_check_mode=True)
     path = module.params["path"]
     if path and not os.path.exists(path):
@@ -120,6 +166,11 @@ def main():
         found = measure(path, module.params["images"], module.params["health_urls"])
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot measure host resources: %s" % exc)
+    if module.params["edge"]:
+        engine = functools.partial(open_engine, runner=functools.partial(module.run_command, check_rc=False),
+                                   docker=module.get_bin_path("docker"))
+        options = dict(module.params["edge"], wait_for_canary=False)
+        found["edge"] = edge_log.measure_option(options, engine, check_mode=module.check_mode)
     module.exit_json(changed=False, **found)
 
 

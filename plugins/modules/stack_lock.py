@@ -149,6 +149,40 @@ options:
         description: The window for O(host.metrics_urls); required with them.
         type: float
         default: 0
+      edge:
+        description:
+          - Each app slot's traffic as nginx saw it over the last O(host.edge.window_seconds),
+            read from the stack's edge log (one line per public request, C(docs/metrics.md),
+            "At the edge"), so that an app without C(/metrics) can be judged. Results are in
+            C(edge) of RV(host).
+          - With O(host.edge.wait_for_canary), a canary whose container started less than the
+            window ago is waited for until it is that old, as a canary is on the app's metrics;
+            its window is then its whole life.
+        type: dict
+        suboptions:
+          path:
+            description: The edge log directory, C(<project>/edge).
+            type: path
+            required: true
+          window_seconds:
+            description: Seconds of traffic to measure, up to 600.
+            type: float
+            required: true
+          project:
+            description: The compose project directory, to find the containers of O(host.edge.services).
+            type: path
+          services:
+            description:
+              - Slot name to compose service (for example C(green) to C(app-green)). A slot whose
+                container started within the window is measured over its life only.
+            type: dict
+            default: {}
+          wait_for_canary:
+            description:
+              - Wait until the canary (the slot named by C(canary) in the first file of O(read), the
+                stack's C(state.json)) is as old as the window, as described above.
+            type: bool
+            default: false
 attributes:
   check_mode:
     support: full
@@ -263,6 +297,9 @@ host:
   description:
     - What M(swiftdeploy.stack.host_resources_info) returns for O(host) (C(resources),
       C(images_missing) and C(health)), measured while the lock is held.
+    - With O(host.edge), also C(edge) - C(slots) (each slot's figures as in C(metrics)' C(window)),
+      C(window_seconds), C(window_source) (C(edge), or C(edge-waited) when a slot was waited for),
+      C(waited_seconds), C(life_starts) and C(messages) - or C(edge.error) when it could not be measured.
     - With O(host.metrics_urls), also C(metrics), one entry per URL - C(window), C(window_source)
       and C(message) as M(swiftdeploy.stack.metrics_scrape) returns them, or C(error) for a slot
       that could not be measured.
@@ -280,6 +317,15 @@ host:
         window_source: history
         message: "398 requests in 5.2 s (76.54/s), 0 errors (0.00%), p99 4.9 ms"
       "http://127.0.0.1:8082/slots/blue/metrics": {error: "http://127.0.0.1:8082/slots/blue/metrics answered HTTP 404 Not Found"}
+    edge:
+      slots:
+        green: {requests: 398, req_per_s: 13.3, errors: 0, error_rate_percent: 0.0, p99_latency_ms: 4.9,
+                window_seconds: 30.0, counter_reset: false, latency_buckets: [["0.005", 398], ["+Inf", 398]]}
+      window_seconds: 30.0
+      window_source: edge
+      waited_seconds: 0.0
+      life_starts: {green: 1765100000.5}
+      messages: {green: "398 requests in 30.0 s (13.27/s), 0 errors (0.00%), p99 4.9 ms"}
 taken_over:
   description:
     - The holder of a dead run's lock that was taken over (in check mode, that would be), with
@@ -298,10 +344,15 @@ taken_over:
     reason: no heartbeat for 2 min (stale after 90 s)
 """
 
+import functools
+import json
 import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import open_engine
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import measure_windows
@@ -359,10 +410,28 @@ def measure_host(module, path, result):
     except (OSError, ValueError) as exc:
         give_back(module, path, result)
         module.fail_json(msg="cannot measure host resources: %s; the lock was not kept." % exc)
+    if host["edge"]:
+        found["edge"] = measure_edge(module, host["edge"], result["files"])
     if host["metrics_urls"]:
         found["metrics"] = dict((url, dict((key, value) for key, value in measured.items() if key != "current"))
                                 for url, measured in measure_windows(host["metrics_urls"], host["window_seconds"]).items())
     return found
+
+
+def canary_of(files):
+    """The canary slot named by the state read first, or None."""
+    try:
+        state = json.loads(files[0]["content"]) if files and files[0]["content"] else {}
+    except ValueError:
+        return None
+    return state.get("canary") if isinstance(state, dict) else None
+
+
+def measure_edge(module, edge, files):
+    """The slots' edge figures, or {error} when the log or a slot's start cannot be read."""
+    engine = functools.partial(open_engine, runner=functools.partial(module.run_command, check_rc=False),
+                               docker=module.get_bin_path("docker"))
+    return edge_log.measure_option(edge, engine, canary_of(files), check_mode=module.check_mode)
 
 
 def main():
@@ -385,6 +454,7 @@ def main():
                 "health_urls": {"type": "list", "elements": "str", "default": []},
                 "metrics_urls": {"type": "list", "elements": "str", "default": []},
                 "window_seconds": {"type": "float", "default": 0},
+                "edge": {"type": "dict", "options": edge_log.ARGUMENT_SPEC},
             }},
         },
         supports_check_mode=True,

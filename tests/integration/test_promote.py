@@ -22,8 +22,13 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log  # noqa: E402
 
 from traffic import Traffic  # tests/integration/traffic.py
 
@@ -82,6 +87,15 @@ def count_canary(port, total):
     return canary
 
 
+def metrics_requests(slot):
+    """How many requests the slot's app has answered on /metrics (this one included): a judge
+    that measures at the edge never asks."""
+    status, _headers, body = request(ADMIN_PORT, "/slots/%s/metrics" % slot)
+    assert status == 200, body
+    counts = re.findall(r'^http_requests_total\{[^}]*path="/metrics"[^}]*\} ([0-9.]+)$', body.decode(), re.M)
+    return sum(float(count) for count in counts)
+
+
 def binomial_bounds(total, share, sigmas=4.0):
     """The range of successes within `sigmas` standard deviations of a binomial's mean."""
     mean = total * share
@@ -97,18 +111,22 @@ class Stack:
         self.project = tmp_path / "project"
         # The role's default: one lock per stack on the host.
         self.lock = pathlib.Path("/run/lock/swiftdeploy/%s.lock" % NAME)
-        self.manifest = write_manifest(tmp_path / "manifest.yml", {
+        overrides = {
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
             "contact": "oncall@%s.example" % NAME,
             "canary": {"weight": WEIGHT, "version": "1.1.0", "window_seconds": WINDOW_SECONDS},
-            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}})
+            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}}
+        # canary.metrics is edge by default; the same stack judged on the app's own /metrics:
+        self.manifest = write_manifest(tmp_path / "manifest.yml", overrides)
+        overrides["canary"] = dict(overrides["canary"], metrics="app")
+        self.app_metrics_manifest = write_manifest(tmp_path / "manifest-app-metrics.yml", overrides)
         self._run = run_playbook
         self._env = ansible_env
         self._repo_root = repo_root
 
-    def args(self):
-        return ("-e", "swiftdeploy_manifest=%s" % self.manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
+    def args(self, manifest=None):
+        return ("-e", "swiftdeploy_manifest=%s" % (manifest or self.manifest), "-e", "swiftdeploy_project_dir=%s" % self.project)
 
     def run(self, playbook, *args, **kwargs):
         return self._run(playbook, *self.args(), *args, **kwargs)
@@ -120,13 +138,13 @@ class Stack:
         return subprocess.run(command, cwd=self._repo_root, env=env, capture_output=True, text=True,
                               timeout=600, check=False)
 
-    def run_with_slot_paused(self, slot, playbook, *args):
+    def run_with_slot_paused(self, slot, playbook, *args, manifest=None):
         """A playbook run while the slot's container is paused: it accepts connections (through
         nginx too) but never answers, so a request to it times out."""
         container = "%s-app-%s-1" % (self.name, slot)
         assert docker("pause", container).returncode == 0
         try:
-            return self.run(playbook, *args)
+            return self._run(playbook, *self.args(manifest), *args)
         finally:
             docker("unpause", container)
 
@@ -201,17 +219,48 @@ def test_weight_10_sends_about_10_percent_to_the_canary(stack):
     assert low <= canary <= high
 
 
+def test_the_edge_log_counts_each_slots_public_requests(stack):
+    stack.ensure_canary(WEIGHT)
+    edge = stack.project / "edge"
+    found = edge.stat()
+    assert (found.st_uid, found.st_mode & 0o7777) == (101, 0o755)  # nginx's alone to write
+    started = time.time()
+    canary = count_canary(stack.port, 300)
+    # Probes, scrapes and chaos on the public port are not traffic (the last two are refused).
+    for path in ("/healthz", "/metrics", "/chaos?x=1"):
+        for _probe in range(10):
+            request(stack.port, path)
+    now = time.time()  # lines are stamped when a request ends: the window holds exactly these
+    figures = edge_log.read_window(str(edge), now - started, now)
+    slots = figures["slots"]
+    state = stack.state()
+    print("edge: %s" % {slot: (value["requests"], value["errors"], value["p99_latency_ms"]) for slot, value in slots.items()})
+    assert slots[state["canary"]]["requests"] == canary
+    assert slots[state["stable"]]["requests"] == 300 - canary
+    assert figures["excluded"] == 30
+    assert slots[state["stable"]]["errors"] == 0 and slots[state["stable"]]["p99_latency_ms"] > 0
+    assert figures["skipped"] == 0 and figures["future"] == 0
+    assert all(name.startswith("edge-") and name.endswith(".log") for name in os.listdir(edge))
+
+
 def test_status_during_a_canary_shows_both_tracks(stack):
     stack.ensure_canary(WEIGHT)
     count_canary(stack.port, 200)
     before = len(stack.history())
-    proc = stack.run_with_custom_stats("status")
+    with Traffic(stack.port, warm_up=1.0):
+        proc = stack.run_with_custom_stats("status")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "Mode CANARY, canary weight %d%%" % WEIGHT in out
     state = stack.state()
     assert "[stable] slot %s, version 1.0.0, app mode stable" % state["stable"] in out
     assert "[canary] slot %s, version 1.1.0, app mode canary" % state["canary"] in out
+    # nginx's figures per slot over the last canary window (the 200 requests above at least).
+    assert "At the edge (nginx), last %.1f s:" % WINDOW_SECONDS in out, out
+    edge = dict(re.findall(r"\[(stable|canary)\] slot \w+: [0-9.]+ req/s \| errors [0-9.]+% \| P99 [0-9.]+ ms \| "
+                           r"([0-9]+) requests over", out))
+    assert set(edge) == {"stable", "canary"}, out
+    assert int(edge["stable"]) > 0 and int(edge["canary"]) > 0, out
     assert events_since(stack, before) == ["status_scrape"]
     scrape = stack.history()[-1]
     assert scrape["mode"] == "canary" and scrape["details"]["weight"] == WEIGHT
@@ -366,7 +415,8 @@ def test_a_canary_that_cannot_be_measured_is_not_judged(stack):
     stack.ensure_canary(WEIGHT)
     state = stack.state()
     before = len(stack.history())
-    run = stack.run_with_slot_paused(state["canary"], "promote", "-e", "mode=stable")  # its metrics time out
+    # Judged on the app's own metrics (canary.metrics: app), which time out.
+    run = stack.run_with_slot_paused(state["canary"], "promote", "-e", "mode=stable", manifest=stack.app_metrics_manifest)
     assert run.rc != 0, run.describe()
     assert ("The canary slot %s could not be measured, so it cannot be judged (nothing was changed): "
             % state["canary"]) in run.output, run.describe()
@@ -385,6 +435,8 @@ def test_too_few_requests_are_denied_for_lack_of_data(stack):
     before = len(stack.history())
     run = stack.run("promote", "-e", "mode=stable")  # no traffic at all in the window
     assert run.rc != 0, run.describe()
+    # Judged at once after it started: waited for until it is a window old, like on app metrics.
+    assert "(its whole life, measured by nginx; waited for)" in run.output, run.describe()
     assert "rolled back" in run.output
     assert "not enough data" in run.output
     assert "passed and is now stable" not in run.output
@@ -446,13 +498,21 @@ def test_a_passing_canary_rolls_forward(stack):
     # a busy host; the split itself is test_weight_10_sends_about_10_percent_to_the_canary's.
     stack.ensure_canary(50)
     before = len(stack.history())
+    canary = stack.state()["canary"]
     with Traffic(stack.port, warm_up=WINDOW_SECONDS + 0.5) as traffic:
+        scrapes = metrics_requests(canary)
         run = stack.run("promote", "-e", "mode=stable")
     assert run.rc == 0, run.describe()
+    # Judged without the app's /metrics: only this test's own two scrapes reached it (the judged
+    # canary is switched to stable in place, so its counters go on).
+    assert metrics_requests(canary) == scrapes + 1
     assert "Canary 1.1.0 passed and is now stable at 100%." in run.stdout
     # The judged figures are shown first (the assert's success message).
-    assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window', run.stdout), run.describe()
+    assert re.search(r'msg"?: "?Canary 1\.1\.0 over [0-9.]+ s \(its last window, measured by nginx\)', run.stdout), run.describe()
     assert " requests, error rate " in run.stdout
+    # The stable slot's figures over the same window come with them (the baseline).
+    assert re.search(r"Baseline, stable 1\.0\.0 over the same [0-9.]+ s: [1-9][0-9]* requests, error rate 0\.0%", run.stdout), \
+        run.describe()
     print("%d responses during the roll forward; failures: %s" % (len(traffic.responses), dict(traffic.failures())))
     assert traffic.canary > 0
     state = stack.assert_one_stable_slot()
@@ -469,3 +529,19 @@ def test_a_passing_canary_rolls_forward(stack):
     assert promote["details"]["result"] == "rolled_forward"
     assert promote["details"]["from_version"] == "1.0.0" and promote["details"]["version"] == "1.1.0"
     assert promote["details"]["window"]["requests"] >= MIN_REQUESTS
+
+
+def test_the_nginx_container_deletes_old_edge_files(stack):
+    # Its loop runs every 60 s, from nginx's start (this module's deploy), through every reload.
+    edge = stack.project / "edge"
+    old, recent = edge / "edge-1.log", edge / ("edge-%d.log" % (edge_log.bucket_of(time.time()) - 5))
+    for path, age in ((old, 20 * 60), (recent, 8 * 60)):
+        path.write_text("")
+        os.chown(path, 101, 101)
+        os.utime(path, (time.time() - age, time.time() - age))
+    deadline = time.monotonic() + 75
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not old.exists(), "nginx's loop did not delete a 20 min old edge log file within 75 s"
+    assert recent.exists()  # 8 min old: a 600 s window may still need it
+    recent.unlink()

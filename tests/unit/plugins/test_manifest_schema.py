@@ -69,7 +69,7 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
     assert result["canary"] == {"weight": 10, "image": "swift-deploy-1-node:latest", "version": "1.0.0",
-                                "window_seconds": 30}
+                                "window_seconds": 30, "metrics": "edge"}
     assert result["policy"]["fail_open"] is False
     assert result["policy"]["thresholds"]["min_requests"] == 20
     assert result["chaos"] == {"allow_from": []}
@@ -139,6 +139,10 @@ def test_validation_does_not_modify_its_input():
      "manifest field 'network.driver_type': 'overlay' is not allowed; use one of: bridge."),
     ("opa.mode", "remote",
      "manifest field 'opa.mode': 'remote' is not allowed; use one of: embedded, sidecar, external."),
+    ("canary.metrics", "prometheus",
+     "manifest field 'canary.metrics': 'prometheus' is not allowed; use one of: edge, app."),
+    ("canary.metrics", "EDGE",
+     "manifest field 'canary.metrics': 'EDGE' is not allowed; use one of: edge, app."),
     ("canary.window_seconds", 601,
      "manifest field 'canary.window_seconds': 601 is out of range; use a whole number of seconds from 5 to 600, as "
      "the app keeps its per-second metrics for 600 s and a longer window could not be measured."),
