@@ -18,6 +18,9 @@ Fixtures (none is autouse):
   app_image        the manifest's app image, built with scripts/build-images.sh when missing
   ssh_host         a real sshd on 127.0.0.1 for this session, with a key pair and a ready
                    inventory (group swiftdeploy, host sshtarget); skips when sshd is missing
+  fleet            real Docker hosts (each its own dockerd and sshd) started on demand:
+                   fleet.hosts(n), fleet.inventory(path, hosts); see fleet.py
+  fleet_host       the fleet's first host
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 
 import pytest
 import yaml
+from fleet import fleet, fleet_host  # noqa: F401  (fixtures; tests/integration/fleet.py)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_MANIFEST = REPO_ROOT / "manifest.yml"
