@@ -37,17 +37,17 @@ def live_state(text, image, version, mode="stable", where="state.json"):
     return {"state": state, "found": True}
 
 
-def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable"):
+def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable", image_id=None):
     """The state `event` leads to from `state` (validated first); {} when a deploy is refused
-    because a canary runs."""
+    because a canary runs. image_id: the image's ID on the host, when known (deploy, canary)."""
     if event not in TRANSITIONS:
         raise AnsibleFilterError("state_transition: event %r is not one of %s" % (event, ", ".join(TRANSITIONS)))
     try:
         validate_state(state, "the live state")
         if event == "deploy":
-            return deploy_target(state, found, image, version, mode)
+            return deploy_target(state, found, image, version, mode, image_id or None)
         if event == "canary":
-            return canary_target(state, image, version, weight)
+            return canary_target(state, image, version, weight, image_id or None)
         return roll_forward(state) if event == "roll_forward" else roll_back(state)
     except (StateError, TransitionError) as exc:
         raise AnsibleFilterError(str(exc))

@@ -24,6 +24,7 @@ The transitions:
 from __future__ import annotations
 
 import json
+import re
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import _IMAGE_RE, _VERSION_RE
 
@@ -31,6 +32,9 @@ SLOTS = ("blue", "green")
 MODES = ("stable", "canary")
 STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
+# Optional in a slot: the ID of the image the slot was started from (absent: not recorded).
+OPTIONAL_SLOT_KEYS = ("image_id",)
+IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # The manifest's own rules for an image and a version, matched whole and ASCII only: the state is
 # rendered into nginx.conf and docker-compose.yml.
 IMAGE_RE = _IMAGE_RE
@@ -101,9 +105,9 @@ def _validate_slot(where, path, spec):
     if not isinstance(spec, dict):
         _fail(where, path, spec, "it must hold image, version and mode")
     for key in spec:
-        if key not in SLOT_KEYS:
+        if key not in SLOT_KEYS + OPTIONAL_SLOT_KEYS:
             _fail(where, "%s.%s" % (path, key), spec[key], "it is not a field of a slot (%s); remove it"
-                  % ", ".join(SLOT_KEYS))
+                  % ", ".join(SLOT_KEYS + OPTIONAL_SLOT_KEYS))
     for key in SLOT_KEYS:
         if key not in spec:
             raise StateError("%s: field '%s.%s' is missing; restore the file or remove it to start over"
@@ -115,6 +119,9 @@ def _validate_slot(where, path, spec):
               "it must be a version of letters, digits, '.', '_', '+' and '-' such as '1.2.0'")
     if spec["mode"] not in MODES:
         _fail(where, path + ".mode", spec["mode"], "it must be one of %s" % ", ".join(MODES))
+    if "image_id" in spec and not (isinstance(spec["image_id"], str) and IMAGE_ID_RE.fullmatch(spec["image_id"])):
+        _fail(where, path + ".image_id", spec["image_id"],
+              "it must be an image ID such as 'sha256:' and 64 lower-case hex digits, or left out")
 
 
 def parse_state(text, where="state.json"):
@@ -134,14 +141,28 @@ def parse_state(text, where="state.json"):
 # --------------------------------------------------------------------------------------------
 
 
-def release_spec(image, version, mode):
-    return {"image": image, "version": version, "mode": mode}
+def release_spec(image, version, mode, image_id=None):
+    """A slot's spec; image_id (the image's ID on the host) only when it is known."""
+    spec = {"image": image, "version": version, "mode": mode}
+    if image_id:
+        spec["image_id"] = image_id
+    return spec
 
 
-def initial_state(image, version, mode="stable"):
+def same_release(spec, image, version, image_id=None):
+    """Whether a slot runs image/version: the same reference and version, and, when the image's
+    ID on the host is known, that very ID (a rebuilt `latest` is another release). A slot whose
+    ID was not recorded (a stack deployed before IDs were) counts as another release once the
+    ID is known, so that what runs is known from then on."""
+    if spec["image"] != image or spec["version"] != version:
+        return False
+    return not image_id or spec.get("image_id") == image_id
+
+
+def initial_state(image, version, mode="stable", image_id=None):
     """The state of a stack's first deploy: one stable slot, blue."""
     return {"generation": 1, "mode": mode, "weight": 0, "stable": "blue", "canary": None,
-            "slots": {"blue": release_spec(image, version, mode)}}
+            "slots": {"blue": release_spec(image, version, mode, image_id)}}
 
 
 def idle_slot(state):
@@ -149,42 +170,52 @@ def idle_slot(state):
     return "green" if state["stable"] == "blue" else "blue"
 
 
-def deploy_target(state, found, image, version, mode="stable"):
-    """The state a deploy of image/version wants, or {} when a canary blocks it.
+def deploy_target(state, found, image, version, mode="stable", image_id=None):
+    """The state a deploy of image/version (image_id: its ID on the host, when known) wants, or
+    {} when a canary blocks it.
 
     A first deploy gets the initial state; a live stack keeps its state unless the release
-    differs, which goes to the idle slot (blue/green) in the live mode and replaces the old
-    slot once healthy. While a canary runs, a new stable release is refused: {} (not None, which
-    ansible-core 2.16 would turn into the string "None" in a template)."""
+    differs (same_release), which goes to the idle slot (blue/green) in the live mode and
+    replaces the old slot once healthy. While a canary runs, a new stable release is refused:
+    {} (not None, which ansible-core 2.16 would turn into the string "None" in a template)."""
     if not found:
-        return initial_state(image, version, mode)
+        return initial_state(image, version, mode, image_id)
     current = state["slots"][state["stable"]]
-    if current["image"] == image and current["version"] == version:
+    if same_release(current, image, version, image_id):
         return dict(state)
     if state["canary"] is not None:
         return {}
     idle = idle_slot(state)
     return dict(state, stable=idle, canary=None, weight=0, mode="stable",
-                slots={idle: release_spec(image, version, current["mode"])})
+                slots={idle: release_spec(image, version, current["mode"], image_id)})
 
 
 class TransitionError(ValueError):
     """A transition the state does not allow; the message says what to do instead."""
 
 
-def canary_target(state, image, version, weight):
-    """Start a canary of image/version at weight percent on the idle slot, or change the weight
-    of the same canary. TransitionError for a weight outside 1-100 or another canary running."""
+def canary_target(state, image, version, weight, image_id=None):
+    """Start a canary of image/version (image_id: its ID on the host, when known) at weight
+    percent on the idle slot, or change the weight of the same canary. TransitionError for a
+    weight outside 1-100 or another canary running."""
     if not _is_int(weight) or not 1 <= weight <= 100:
         raise TransitionError("weight: %s is not a percentage; use a whole number from 1 to 100 (-e weight=10)."
                               % _show(weight))
-    spec = release_spec(image, version, "canary")
+    spec = release_spec(image, version, "canary", image_id)
     slot = state["canary"] or idle_slot(state)
-    if state["canary"] is not None and state["slots"][slot] != spec:
-        raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
-                              "(promote.yml -e mode=stable or rollback.yml)."
-                              % (state["slots"][slot]["version"], version))
+    if state["canary"] is not None:
+        running = state["slots"][slot]
+        # A canary started before IDs were recorded keeps its weight changes.
+        if not same_release(running, image, version, image_id if running.get("image_id") else None):
+            raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
+                                  "(promote.yml -e mode=stable or rollback.yml)."
+                                  % (_release_name(running), _release_name(spec)))
+        spec = running
     return dict(state, mode="canary", canary=slot, weight=weight, slots=dict(state["slots"], **{slot: spec}))
+
+
+def _release_name(spec):
+    return spec["version"] + (" (image %s)" % spec["image_id"][:19] if spec.get("image_id") else "")
 
 
 def roll_forward(state):
