@@ -262,7 +262,7 @@ files:
 host:
   description:
     - What M(swiftdeploy.stack.host_resources_info) returns for O(host) (C(resources),
-      C(images_missing) and C(health)), measured while the lock is held.
+      C(images_missing), C(image_ids) and C(health)), measured while the lock is held.
     - With O(host.metrics_urls), also C(metrics), one entry per URL - C(window), C(window_source)
       and C(message) as M(swiftdeploy.stack.metrics_scrape) returns them, or C(error) for a slot
       that could not be measured.
@@ -272,6 +272,7 @@ host:
     resources: {disk_free_gb: 81.52, disk_path: /var/lib/docker, cpu_load_1m: 0.42, cpu_count: 2,
                 mem_free_percent: 71.3, mem_total_mb: 24105.6}
     images_missing: []
+    image_ids: {"nginx:latest": "sha256:40516eb38fa6c5a9d0a5f2ab4e6d8f1b8f6f3a3bd0a1e0b4b3c86b2d8e2e7f1c"}
     health: {"http://127.0.0.1:8082/slots/blue/healthz": {ok: true, status: null, error: null}}
     metrics:
       "http://127.0.0.1:8082/slots/green/metrics":
