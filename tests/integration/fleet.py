@@ -23,8 +23,8 @@ Fixtures (conftest.py imports them; none is autouse):
                `/usr/bin/python3`) and returns its path.
   fleet_host   the first host of `fleet.hosts(1)`.
 
-A `FleetHost` has `name`, `container`, `address` (its IP), `run(*argv)` (a command over SSH, a
-CompletedProcess with text), `docker(*args)` (the docker CLI on the host, over SSH),
+A `FleetHost` has `name`, `container`, `address` (its IP), `run(*argv)` (a command over SSH, each
+argument passed as it is; a CompletedProcess with text), `docker(*args)` (the docker CLI on the host, over SSH),
 `image_id(image)` (the ID on that host, None when absent) and `inventory_vars()`.
 """
 
@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -119,12 +120,14 @@ class FleetHost:
     python: str = "/usr/bin/python3"
     user: str = "root"
 
-    def ssh_command(self, *remote: str) -> list[str]:
-        return ["ssh", "-i", str(self.private_key), *SSH_OPTIONS, f"{self.user}@{self.address}", *remote]
+    def ssh_command(self, *argv: str) -> list[str]:
+        """ssh running argv on the host, each argument passed as it is (quoted for the remote shell)."""
+        return ["ssh", "-i", str(self.private_key), *SSH_OPTIONS, f"{self.user}@{self.address}",
+                " ".join(shlex.quote(arg) for arg in argv)]
 
-    def run(self, *remote: str, timeout=120, **kwargs) -> subprocess.CompletedProcess:
-        """A command on the host, over SSH."""
-        return subprocess.run(self.ssh_command(*remote), capture_output=True, text=True, timeout=timeout,
+    def run(self, *argv: str, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+        """A command on the host, over SSH (argv as it is, no shell expansion)."""
+        return subprocess.run(self.ssh_command(*argv), capture_output=True, text=True, timeout=timeout,
                               check=False, **kwargs)
 
     def docker(self, *args: str, timeout=120, **kwargs) -> subprocess.CompletedProcess:

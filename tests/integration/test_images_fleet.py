@@ -1,0 +1,198 @@
+"""Images on a Docker host reached over SSH (a fleet host: its own dockerd, image store and IP).
+
+With `swiftdeploy_image_source=controller` the images the host lacks are exported on this
+machine (the controller), copied and loaded there, with no registry anywhere; a second run finds
+the same image IDs and ships nothing; a tag rebuilt on the controller (same name, new ID) is
+shipped and deployed blue/green, and state.json, the history and the audit report name the IDs.
+An image that nothing can provide fails, naming the field, the host and the three fixes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import subprocess
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
+
+IMAGE = "swiftdeploy-test/shop:latest"  # not the example app: never built by the role
+STACK = "imgship"
+
+
+def docker(*args, timeout=300, **kwargs):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+
+
+def controller_id(image):
+    return docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+
+
+def get(address, port, path="/"):
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class FleetStack:
+    """The test stack on one fleet host: its manifest, inventory and what is on the host."""
+
+    def __init__(self, host, inventory, manifest, cache_dir, run_playbook):
+        self.host = host
+        self.inventory = inventory
+        self.manifest = manifest
+        self.cache_dir = cache_dir
+        self._run = run_playbook
+        self.project = f"/root/.swiftdeploy/{STACK}"
+
+    def run(self, playbook, *args, manifest=None, **kwargs):
+        return self._run(playbook, "-e", f"swiftdeploy_manifest={manifest or self.manifest}",
+                         "-e", f"swiftdeploy_image_cache_dir={self.cache_dir}",
+                         "-e", f"swiftdeploy_anchor_dir={self.cache_dir.parent / 'anchors'}", *args,
+                         inventory=self.inventory, **kwargs)
+
+    def deploy(self, *args, **kwargs):
+        return self.run("deploy", "-e", "swiftdeploy_image_source=controller", *args, **kwargs)
+
+    def state(self):
+        return json.loads(self.host.run("cat", f"{self.project}/state.json").stdout)
+
+    def history(self):
+        text = self.host.run("cat", f"{self.project}/history.jsonl").stdout
+        return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shop_image(app_image):
+    """A local image that is not the example app (the example app, retagged)."""
+    assert docker("tag", app_image, IMAGE).returncode == 0
+    yield IMAGE
+    docker("rmi", IMAGE)
+
+
+@pytest.fixture(scope="module")
+def fleet_stack(fleet_host, fleet, shop_image, write_manifest, run_playbook, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("images-fleet")
+    manifest = write_manifest(workdir / "manifest.yml", {"stack": STACK, "services.image": shop_image,
+                                                         "network.name": f"{STACK}-net",
+                                                         "services.log_volume": f"{STACK}-logs"})
+    inventory = fleet.inventory(workdir / "inventory.yml", [fleet_host])
+    stack = FleetStack(fleet_host, inventory, manifest, workdir / "cache", run_playbook)
+    yield stack
+    stack.run("teardown", "-e", "clean=true")
+
+
+@pytest.fixture(scope="module")
+def first_deploy(fleet_stack):
+    assert fleet_stack.host.image_id(IMAGE) is None, "the fleet host must not have the image yet"
+    return fleet_stack.deploy()
+
+
+def test_images_are_shipped_from_the_controller_without_a_registry(fleet_stack, first_deploy, parse_recap):
+    run, host = first_deploy, fleet_stack.host
+    assert run.rc == 0, run.describe()
+    image_id = controller_id(IMAGE)
+    nginx_id = controller_id("nginx:latest")
+    assert f"{IMAGE} ({image_id}) shipped from the controller to {host.name}, no registry" in run.stdout, run.describe()
+    assert f"nginx:latest ({nginx_id}) shipped from the controller to {host.name}" in run.stdout, run.describe()
+    # Exported once into the cache, keyed by image ID; the copy on the host is gone after the load.
+    assert sorted(path.name for path in fleet_stack.cache_dir.iterdir()) == sorted(
+        [image_id.split(":")[1] + ".tar", nginx_id.split(":")[1] + ".tar"])
+    assert host.run("ls", f"{fleet_stack.project}/images").stdout.split() == []
+    assert host.image_id(IMAGE) == image_id and host.image_id("nginx:latest") == nginx_id
+    assert "EXAMPLE APP BUILD" not in run.stdout and "AIR-GAPPED BUILD" not in run.stdout
+    assert parse_recap(run.stdout)[host.name]["failed"] == 0
+    # Served on the host's own address, reached from here.
+    status, body = get(host.address, 8080)
+    assert status == 200, body
+    # state.json and the history record the slot's image ID.
+    state = fleet_stack.state()
+    assert state["slots"] == {"blue": {"image": IMAGE, "version": "1.0.0", "mode": "stable", "image_id": image_id}}
+    deploy = [record for record in fleet_stack.history() if record["event"] == "deploy"][-1]
+    assert deploy["details"]["slots"]["blue"]["image_id"] == image_id
+    running = host.docker("inspect", "--format", "{{.Image}} {{index .Config.Labels \"org.swiftdeploy.image_id\"}}",
+                          f"{STACK}-app-blue-1").stdout.split()
+    assert running == [image_id, image_id]
+
+
+def test_a_second_run_ships_nothing(fleet_stack, first_deploy, parse_recap):
+    assert first_deploy.rc == 0, first_deploy.describe()
+    host = fleet_stack.host
+    cached = {path.name: path.stat().st_mtime_ns for path in fleet_stack.cache_dir.iterdir()}
+    run = fleet_stack.deploy()
+    assert run.rc == 0, run.describe()
+    image_id = controller_id(IMAGE)
+    assert f"{IMAGE} ({image_id}) already on {host.name} with the same image ID: not shipped" in run.stdout, \
+        run.describe()
+    assert "shipped from the controller to" not in run.stdout, run.describe()
+    assert re.search(r"TASK \[swiftdeploy.stack.swiftdeploy : Copy the exported images to the host\]\n"
+                     r"skipping", run.stdout) or "Copy the exported images" not in run.stdout, run.describe()
+    assert parse_recap(run.stdout)[host.name]["changed"] == 0, run.describe()
+    assert {path.name: path.stat().st_mtime_ns for path in fleet_stack.cache_dir.iterdir()} == cached
+    assert fleet_stack.state()["slots"]["blue"]["image_id"] == image_id
+
+
+def test_a_rebuilt_tag_is_shipped_and_deployed_blue_green(fleet_stack, first_deploy, tmp_path, run_playbook):
+    assert first_deploy.rc == 0, first_deploy.describe()
+    host = fleet_stack.host
+    old_id = controller_id(IMAGE)
+    (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nLABEL org.swiftdeploy.test.rebuilt={tmp_path.name}\n")
+    build = docker("build", "-q", "-t", IMAGE, str(tmp_path))
+    assert build.returncode == 0, build.stderr
+    new_id = controller_id(IMAGE)
+    assert new_id != old_id
+
+    run = fleet_stack.deploy()
+    assert run.rc == 0, run.describe()
+    assert f"{IMAGE} ({new_id}) shipped from the controller to {host.name}" in run.stdout, run.describe()
+    assert host.image_id(IMAGE) == new_id
+    state = fleet_stack.state()
+    assert state["stable"] == "green", state
+    assert state["slots"] == {"green": {"image": IMAGE, "version": "1.0.0", "mode": "stable", "image_id": new_id}}
+    deploys = [record for record in fleet_stack.history() if record["event"] == "deploy"]
+    assert [record["details"]["slots"] for record in deploys[-2:]] == [
+        {"blue": {"image": IMAGE, "version": "1.0.0", "mode": "stable", "image_id": old_id}},
+        {"green": {"image": IMAGE, "version": "1.0.0", "mode": "stable", "image_id": new_id}}]
+    assert get(host.address, 8080)[0] == 200
+
+    # The audit report says which image ID ran from when.
+    report_dir = tmp_path / "reports"
+    audit = fleet_stack.run("audit", "-e", f"report_dir={report_dir}")
+    assert audit.rc == 0, audit.describe()
+    reports = list(report_dir.rglob("audit_report.md"))
+    assert len(reports) == 1, audit.describe()
+    text = reports[0].read_text()
+    images = text.split("## Images that ran", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in images.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 2, images
+    assert f"| blue | stable | {IMAGE} | {old_id} | 1.0.0 |" in rows[0], images
+    assert f"| green | stable | {IMAGE} | {new_id} | 1.0.0 |" in rows[1], images
+
+
+@pytest.mark.parametrize("source", ["registry", "controller"])
+def test_an_image_nothing_provides_fails_naming_the_field_and_the_fixes(fleet_stack, first_deploy, write_manifest,
+                                                                         tmp_path, source):
+    host = fleet_stack.host
+    missing = "swiftdeploy-test/nowhere:1.0"
+    manifest = write_manifest(tmp_path / "missing.yml", {"stack": f"{STACK}-missing", "services.image": missing,
+                                                         "nginx.port": 18290, "nginx.admin_port": 18292,
+                                                         "network.name": f"{STACK}-missing-net"})
+    run = fleet_stack.run("deploy", "-e", f"swiftdeploy_image_source={source}", manifest=manifest)
+    assert run.rc != 0, run.describe()
+    text = " ".join(run.stdout.split())
+    assert (f"manifest field 'services.image': {missing} is not on {host.name} and could not be obtained "
+            f"(pull failed: ") in text, run.describe()
+    for fix in ("(1) pull it from a registry", "swiftdeploy_registry (url, username, password)",
+                "(2) ship it from the controller without a registry",
+                "-e swiftdeploy_image_source=controller", "(3) load it on the host yourself (docker load)"):
+        assert fix in text, run.describe()
+    assert "EXAMPLE APP BUILD" not in run.stdout
+    assert host.image_id(missing) is None
+    # Nothing of that stack started.
+    assert host.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={STACK}-missing").stdout == ""
