@@ -131,8 +131,8 @@ def test_a_second_run_ships_nothing(fleet_stack, first_deploy, parse_recap):
     assert f"{IMAGE} ({image_id}) already on {host.name} with the same image ID: not shipped" in run.stdout, \
         run.describe()
     assert "shipped from the controller to" not in run.stdout, run.describe()
-    assert re.search(r"TASK \[swiftdeploy.stack.swiftdeploy : Copy the exported images to the host\]\n"
-                     r"skipping", run.stdout) or "Copy the exported images" not in run.stdout, run.describe()
+    assert re.search(r"Copy the exported images to the host\] \**\nskipping: \[h1\]", run.stdout), run.describe()
+    assert re.search(r"Load the shipped images on the host\] \**\nskipping: \[h1\]", run.stdout), run.describe()
     assert parse_recap(run.stdout)[host.name]["changed"] == 0, run.describe()
     assert {path.name: path.stat().st_mtime_ns for path in fleet_stack.cache_dir.iterdir()} == cached
     assert fleet_stack.state()["slots"]["blue"]["image_id"] == image_id
