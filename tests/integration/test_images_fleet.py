@@ -5,6 +5,12 @@ machine (the controller), copied and loaded there, with no registry anywhere; a 
 the same image IDs and ships nothing; a tag rebuilt on the controller (same name, new ID) is
 shipped and deployed blue/green, and state.json, the history and the audit report name the IDs.
 An image that nothing can provide fails, naming the field, the host and the three fixes.
+
+Pulls with a registry login run against a real registry protocol server on the fleet host's
+loopback (tests/fixtures/registry/serve.py: the Docker registry's HTTP API v2 with basic auth,
+serving an image built here), because no registry image can be pulled on this machine: the
+login, the pull (manifest and blobs, by the fleet host's own dockerd) and the logout are real;
+only the registry is a small stand-in.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -196,3 +205,105 @@ def test_an_image_nothing_provides_fails_naming_the_field_and_the_fixes(fleet_st
     assert host.image_id(missing) is None
     # Nothing of that stack started.
     assert host.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={STACK}-missing").stdout == ""
+
+
+# --------------------------------------------------------------------------------------------
+# Pulls with a registry login
+# --------------------------------------------------------------------------------------------
+
+REGISTRY = "127.0.0.1:5000"
+REGISTRY_USER = "deployer"
+REGISTRY_PASSWORD = "s3cret-Registry-pw"
+REGISTRY_DIR = "/srv/swiftdeploy-registry"
+
+
+@pytest.fixture(scope="module")
+def registry(fleet_stack, first_deploy, app_image, repo_root, tmp_path_factory):
+    """A real registry (HTTP API v2, basic auth) on the fleet host's loopback, serving one image
+    built here: tests/fixtures/registry/serve.py, as no registry image can be pulled here."""
+    assert first_deploy.rc == 0, first_deploy.describe()  # it shipped nginx:latest there
+    host = fleet_stack.host
+    workdir = tmp_path_factory.mktemp("registry")
+    source = "swiftdeploy-test/registry-source:1"
+    (workdir / "Dockerfile").write_text(f"FROM {app_image}\nLABEL org.swiftdeploy.test.registry={workdir.name}\n")
+    assert docker("build", "-q", "-t", source, str(workdir)).returncode == 0
+    assert docker("image", "save", "--output", str(workdir / "image.tar"), source).returncode == 0
+    sys.path.insert(0, str(repo_root / "tests" / "fixtures" / "registry"))
+    try:
+        import serve  # tests/fixtures/registry/serve.py
+    finally:
+        sys.path.pop(0)
+    root = workdir / "root"
+    image_id = serve.prepare(str(workdir / "image.tar"), str(root), "team/shop", "2.0")
+    shutil.copy(repo_root / "tests" / "fixtures" / "registry" / "serve.py", root / "serve.py")
+    packed = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
+    unpacked = host.run("sh", "-c", f"mkdir -p {REGISTRY_DIR} && tar -C {REGISTRY_DIR} -x", input=packed.decode("latin-1"),
+                        encoding="latin-1")
+    assert unpacked.returncode == 0, unpacked.stderr
+    started = host.run("sh", "-c", f"nohup python3 {REGISTRY_DIR}/serve.py {REGISTRY_DIR} 5000 {REGISTRY_USER} "
+                                   f"{REGISTRY_PASSWORD} {REGISTRY_DIR}/requests.log >/dev/null 2>&1 & echo $!")
+    pid = started.stdout.strip()
+    assert pid.isdigit(), started.stderr
+    probe = "import urllib.request as u\ntry: u.urlopen('http://127.0.0.1:5000/v2/')\nexcept Exception as e: print(e)"
+    for _attempt in range(50):
+        if "401" in host.run("python3", "-c", probe).stdout:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the test registry did not start on the fleet host")
+    yield {"image": f"{REGISTRY}/team/shop:2.0", "id": image_id, "log": f"{REGISTRY_DIR}/requests.log"}
+    host.run("kill", pid)
+    docker("rmi", source)
+
+
+def registry_requests(host, registry):
+    return [json.loads(line) for line in host.run("cat", registry["log"]).stdout.splitlines()]
+
+
+def test_a_missing_image_is_pulled_after_a_registry_login_and_logged_out_after(fleet_stack, registry, write_manifest,
+                                                                                tmp_path, parse_recap):
+    host = fleet_stack.host
+    manifest = write_manifest(tmp_path / "pull.yml", {"stack": "imgpull", "services.image": registry["image"],
+                                                      "nginx.port": 18380, "nginx.admin_port": 18382,
+                                                      "network.name": "imgpull-net",
+                                                      "services.log_volume": "imgpull-logs"})
+    credentials = json.dumps({"swiftdeploy_registry": {"url": REGISTRY, "username": REGISTRY_USER,
+                                                       "password": REGISTRY_PASSWORD}})
+    assert host.image_id(registry["image"]) is None
+    run = fleet_stack.run("deploy", "-e", credentials, "-v", manifest=manifest)
+    try:
+        assert run.rc == 0, run.describe()
+        assert REGISTRY_PASSWORD not in run.output
+        # Pulled from the registry with the credentials: the very image served, by its ID.
+        assert host.image_id(registry["image"]) == registry["id"]
+        requests = registry_requests(host, registry)
+        assert {"method": "GET", "path": "/v2/", "auth": "ok"} in requests, requests
+        assert any(entry["path"] == "/v2/team/shop/manifests/2.0" and entry["auth"] == "ok" for entry in requests)
+        assert any("/blobs/sha256:" in entry["path"] and entry["auth"] == "ok" for entry in requests)
+        # Logged out after the pulls: no credentials left on the host.
+        docker_config = host.run("cat", "/root/.docker/config.json").stdout
+        assert REGISTRY not in json.loads(docker_config or "{}").get("auths", {}), docker_config
+        state = json.loads(host.run("cat", "/root/.swiftdeploy/imgpull/state.json").stdout)
+        assert state["slots"]["blue"]["image_id"] == registry["id"]
+        assert get(host.address, 18380)[0] == 200
+    finally:
+        fleet_stack.run("teardown", "-e", "clean=true", manifest=manifest)
+
+
+def test_a_failed_registry_login_is_named_in_the_failure(fleet_stack, registry, write_manifest, tmp_path):
+    host = fleet_stack.host
+    image = f"{REGISTRY}/team/other:1.0"
+    manifest = write_manifest(tmp_path / "badlogin.yml", {"stack": "imgbad", "services.image": image,
+                                                          "nginx.port": 18390, "nginx.admin_port": 18392,
+                                                          "network.name": "imgbad-net"})
+    wrong = "not-the-Password-42"
+    credentials = json.dumps({"swiftdeploy_registry": {"url": REGISTRY, "username": REGISTRY_USER,
+                                                       "password": wrong}})
+    run = fleet_stack.run("deploy", "-e", credentials, "-vvv", manifest=manifest)
+    assert run.rc != 0, run.describe()
+    assert wrong not in run.output
+    text = " ".join(run.stdout.split())
+    assert (f"manifest field 'services.image': {image} is not on {host.name} and could not be obtained "
+            f"(registry login as {REGISTRY_USER} failed: ") in text, run.describe()
+    assert "(2) ship it from the controller without a registry" in text
+    assert any(entry["auth"] == "wrong" for entry in registry_requests(host, registry))
