@@ -163,7 +163,7 @@ options:
         Events with C(when=after) are appended once every step has converged, and C(when=changed)
         ones only when the converge changed something. Their C(details) get C(changed), whether
         the converge changed anything, and C(slots), the last step's slots (each one's C(image),
-        C(version), C(mode) and, when recorded, C(image_id)): which image runs from then on.
+        C(version), C(mode) and, when recorded, C(image_id)), which say what runs from then on.
       - Nothing is appended after a failed converge, and O(release_lock) is not released then; the
         playbook releases it.
     type: dict
