@@ -110,12 +110,12 @@ def image_sources(wanted, host_ids, controller=None, build_example=False, exampl
 
 def missing_image_message(role, image, host, reason=None):
     """The failure for an image a host lacks and nothing could provide."""
+    why = " (%s)" % reason if reason else ""
     return ("manifest field '%s': %s is not on %s and could not be obtained%s. Provide it one of three ways: "
             "(1) pull it from a registry: push it there and give the credentials in swiftdeploy_registry "
             "(url, username, password); (2) ship it from the controller without a registry: build or load it "
             "on the controller and run with -e swiftdeploy_image_source=controller; (3) load it on the host "
-            "yourself (docker load) and run again." % (FIELDS.get(role, role), image, host,
-                                                        " (%s)" % reason if reason else ""))
+            "yourself (docker load) and run again." % (FIELDS.get(role, role), image, host, why))
 
 
 # --------------------------------------------------------------------------------------------

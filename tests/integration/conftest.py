@@ -39,7 +39,7 @@ import time
 
 import pytest
 import yaml
-from fleet import fleet, fleet_host  # noqa: F401  (fixtures; tests/integration/fleet.py)
+import fleet as _fleet  # tests/integration/fleet.py
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_MANIFEST = REPO_ROOT / "manifest.yml"
@@ -387,3 +387,11 @@ def ssh_host(tmp_path_factory):
 def _venv_python() -> str:
     python = VENV / "bin" / "python"
     return str(python) if python.exists() else sys.executable
+
+
+# --------------------------------------------------------------------------------------------
+# Fleet hosts (tests/integration/fleet.py)
+# --------------------------------------------------------------------------------------------
+
+fleet = _fleet.fleet
+fleet_host = _fleet.fleet_host

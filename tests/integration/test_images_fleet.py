@@ -185,8 +185,8 @@ def test_a_rebuilt_tag_is_shipped_and_deployed_blue_green(fleet_stack, first_dep
 
 
 @pytest.mark.parametrize("source", ["registry", "controller"])
-def test_an_image_nothing_provides_fails_naming_the_field_and_the_fixes(fleet_stack, first_deploy, write_manifest,
-                                                                         tmp_path, source):
+def test_an_image_nothing_provides_fails_naming_the_field_and_the_fixes(
+        fleet_stack, first_deploy, write_manifest, tmp_path, source):
     host = fleet_stack.host
     missing = "swiftdeploy-test/nowhere:1.0"
     manifest = write_manifest(tmp_path / "missing.yml", {"stack": f"{STACK}-missing", "services.image": missing,
@@ -260,8 +260,8 @@ def registry_requests(host, registry):
     return [json.loads(line) for line in host.run("cat", registry["log"]).stdout.splitlines()]
 
 
-def test_a_missing_image_is_pulled_after_a_registry_login_and_logged_out_after(fleet_stack, registry, write_manifest,
-                                                                                tmp_path, parse_recap):
+def test_a_missing_image_is_pulled_after_a_registry_login_and_logged_out_after(
+        fleet_stack, registry, write_manifest, tmp_path):
     host = fleet_stack.host
     manifest = write_manifest(tmp_path / "pull.yml", {"stack": "imgpull", "services.image": registry["image"],
                                                       "nginx.port": 18380, "nginx.admin_port": 18382,
