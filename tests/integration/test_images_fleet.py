@@ -157,6 +157,15 @@ def test_a_rebuilt_tag_is_shipped_and_deployed_blue_green(fleet_stack, first_dep
     new_id = controller_id(IMAGE)
     assert new_id != old_id
 
+    # Check mode says what it would ship and changes nothing: no archive, no load, same state.
+    cached = sorted(path.name for path in fleet_stack.cache_dir.iterdir())
+    check = fleet_stack.deploy(check=True)
+    assert check.rc == 0, check.describe()
+    assert f"{IMAGE} ({new_id}) shipped from the controller to {host.name}" in check.stdout, check.describe()
+    assert sorted(path.name for path in fleet_stack.cache_dir.iterdir()) == cached
+    assert host.image_id(IMAGE) == old_id
+    assert fleet_stack.state()["slots"]["blue"]["image_id"] == old_id
+
     run = fleet_stack.deploy()
     assert run.rc == 0, run.describe()
     assert f"{IMAGE} ({new_id}) shipped from the controller to {host.name}" in run.stdout, run.describe()
