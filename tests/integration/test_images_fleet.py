@@ -60,11 +60,11 @@ class FleetStack:
         self._run = run_playbook
         self.project = f"/root/.swiftdeploy/{STACK}"
 
-    def run(self, playbook, *args, manifest=None, **kwargs):
+    def run(self, playbook, *args, manifest=None, inventory=None, **kwargs):
         return self._run(playbook, "-e", f"swiftdeploy_manifest={manifest or self.manifest}",
                          "-e", f"swiftdeploy_image_cache_dir={self.cache_dir}",
                          "-e", f"swiftdeploy_anchor_dir={self.cache_dir.parent / 'anchors'}", *args,
-                         inventory=self.inventory, **kwargs)
+                         inventory=inventory or self.inventory, **kwargs)
 
     def deploy(self, *args, **kwargs):
         return self.run("deploy", "-e", "swiftdeploy_image_source=controller", *args, **kwargs)
@@ -316,3 +316,38 @@ def test_a_failed_registry_login_is_named_in_the_failure(fleet_stack, registry, 
             f"(registry login as {REGISTRY_USER} failed: ") in text, run.describe()
     assert "(2) ship it from the controller without a registry" in text
     assert any(entry["auth"] == "wrong" for entry in registry_requests(host, registry))
+
+
+def test_two_hosts_get_one_export_loaded_on_both_at_once(fleet_stack, fleet, first_deploy, tmp_path, parse_recap):
+    """A rebuilt tag that neither host has: exported once (one archive, one export task run on
+    the controller), copied and loaded on both hosts in the same tasks."""
+    assert first_deploy.rc == 0, first_deploy.describe()
+    hosts = fleet.hosts(2)
+    (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nLABEL org.swiftdeploy.test.two-hosts={tmp_path.name}\n")
+    assert docker("build", "-q", "-t", IMAGE, str(tmp_path)).returncode == 0
+    image_id = controller_id(IMAGE)
+    assert all(host.image_id(IMAGE) != image_id for host in hosts)
+    inventory = fleet.inventory(tmp_path / "two.yml", hosts)
+    cache = tmp_path / "cache"
+    run = fleet_stack.run("deploy", "-e", "swiftdeploy_image_source=controller", "-e",
+                          f"swiftdeploy_image_cache_dir={cache}", inventory=inventory)
+    try:
+        assert run.rc == 0, run.describe()
+        # One export on the controller, for both hosts.
+        export = run.stdout.split("Export the images some host lacks, once for all hosts, on the controller]", 1)[1]
+        export = export.split("TASK [", 1)[0]
+        assert re.findall(r"^(changed|ok): \[([^]]+)\]", export, re.M) == [("changed", "h1 -> localhost")], export
+        # Each image once: the new app image for both, nginx for the fresh h2 (h1 has its ID).
+        nginx_id = controller_id("nginx:latest")
+        assert sorted(path.name for path in cache.iterdir()) == sorted(
+            [image_id.split(":")[1] + ".tar", nginx_id.split(":")[1] + ".tar"])
+        assert f"nginx:latest ({nginx_id}) already on h1 with the same image ID: not shipped" in run.stdout
+        assert f"nginx:latest ({nginx_id}) shipped from the controller to h2" in run.stdout
+        for host in hosts:
+            assert f"{IMAGE} ({image_id}) shipped from the controller to {host.name}" in run.stdout, run.describe()
+            assert host.image_id(IMAGE) == image_id
+            assert get(host.address, 8080)[0] == 200
+        recap = parse_recap(run.stdout)
+        assert all(recap[host.name]["failed"] == 0 for host in hosts), run.describe()
+    finally:
+        fleet_stack.run("teardown", "-e", "clean=true", inventory=inventory)
