@@ -44,18 +44,20 @@ def _keep(keep):
 
 
 def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable", stamp=None,
-                     keep=5, secrets=None):
+                     keep=5, secrets=None, image_id=None):
     """The state `event` leads to from `state` (validated first); {} when a deploy is refused
     because a canary runs. stamp ({at, by}): a deploy or roll forward that makes a release
-    stable records it among the `keep` kept releases (none without a stamp)."""
+    stable records it among the `keep` kept releases (none without a stamp). image_id: the
+    image's ID on the host, when known (deploy, canary)."""
     if event not in TRANSITIONS:
         raise AnsibleFilterError("state_transition: event %r is not one of %s" % (event, ", ".join(TRANSITIONS)))
     try:
         validate_state(state, "the live state")
         if event == "deploy":
-            return deploy_target(state, found, image, version, mode, stamp, _keep(keep), secrets or None)
+            return deploy_target(state, found, image, version, mode, stamp, _keep(keep), secrets or None,
+                                 image_id or None)
         if event == "canary":
-            return canary_target(state, image, version, weight, secrets or None)
+            return canary_target(state, image, version, weight, secrets or None, image_id or None)
         return roll_forward(state, stamp, _keep(keep)) if event == "roll_forward" else roll_back(state)
     except (StateError, TransitionError) as exc:
         raise AnsibleFilterError(str(exc))

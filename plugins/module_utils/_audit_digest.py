@@ -34,6 +34,7 @@ MODE_CHANGES_SHOWN = 100
 BLOCKED_SHOWN = 100
 LOCK_WAITS_SHOWN = 50
 CHAOS_TRANSITIONS_SHOWN = 50
+IMAGES_KEPT = 200           # the last events that say which images run (details.slots)
 POLICY_REASONS_KEPT = 500   # distinct reason sets counted apart; later new ones are pooled
 CHAOS_STATES_KEPT = 100     # distinct chaos states counted apart; later new ones are pooled
 BLOCKED_EVENTS = ("deploy_blocked", "promote_blocked")
@@ -122,6 +123,20 @@ def _who(actor):
     if actor.get("awx_job_template") not in (None, ""):
         awx.append("template %s" % _compact(actor["awx_job_template"]))
     return "%s (%s)" % (user, ", ".join(awx)) if awx else user
+
+
+def running_images(slots):
+    """What an event's details.slots says runs: ((slot, mode, image, image ID, version), ...)
+    sorted by slot; () for none (a teardown). Values as the history holds them, '' for a missing
+    one (an image ID not recorded)."""
+    if not isinstance(slots, dict):
+        return ()
+    rows = []
+    for slot in sorted(slots, key=str):
+        spec = slots[slot] if isinstance(slots[slot], dict) else {}
+        rows.append((_compact(slot),) + tuple(_compact(spec.get(key, "")) for key in ("mode", "image", "image_id",
+                                                                                      "version")))
+    return tuple(rows)
 
 
 def _chaos_state(value):
@@ -304,6 +319,8 @@ class _Digest:
         self.chaos_seen = {}            # state -> [scrapes, first, last]
         self.chaos_transitions = collections.deque(maxlen=CHAOS_TRANSITIONS_SHOWN)
         self.chaos_transitions_total = 0
+        # (stamp, seq, event, running_images(...)) of the events that say what runs afterwards
+        self.images = collections.deque(maxlen=IMAGES_KEPT)
 
     # Any record ---------------------------------------------------------------------------
 
@@ -325,6 +342,8 @@ class _Digest:
             return
         self.timeline.append(record)
         self.timeline_total += 1
+        if isinstance(details.get("slots"), dict) or event == "teardown":
+            self.images.append((stamp, record.get("seq"), event, running_images(details.get("slots"))))
         if event in _MODE_EVENTS:
             if self.mode_known:
                 self._mode_event(record, details, stamp, when)
@@ -451,6 +470,7 @@ class _Digest:
             self.last_stamp, self.last_names = later.last_stamp, later.last_names
         self.timeline.extend(later.timeline)
         self.timeline_total += later.timeline_total
+        self.images.extend(later.images)
         if later.head is not None:
             self._mode_event(*later.head)
             if later.head_period_end is not None:

@@ -53,7 +53,8 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
     """Everything the report shows but the verdict (chain_verdict), from a finished digest.
 
     Returns {"summary", "chart_points", "title", "chain", "figures", "events_by_type",
-    "timeline", "mode_changes", "blocked", "policy_failures", "chaos", "lock_waits", "chart"}.
+    "timeline", "mode_changes", "blocked", "policy_failures", "chaos", "lock_waits", "chart",
+    "images"}.
     """
     stack = stack if stack else digest.last_names[0]
     host = host if host else digest.last_names[1]
@@ -116,7 +117,25 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
                      for stamp, waited, who, stale in digest.lock_waits],
         },
         "chart": _chart(points, digest),
+        "images": _images(digest),
     }
+
+
+def _images(digest):
+    """{rows, kept}: a row per slot each time what runs changed (by the last IMAGES_KEPT events
+    that say), oldest first: from `timestamp` on, `slot` ran `image` with `image_id`."""
+    rows, previous = [], None
+    for stamp, seq, event, running in digest.images:
+        if running == previous:
+            continue
+        previous = running
+        if not running:
+            rows.append({"timestamp": stamp, "seq": seq, "event": event, "slot": "-", "mode": "-",
+                         "image": "(nothing runs)", "image_id": "-", "version": "-"})
+        for slot, mode, image, image_id, version in running:
+            rows.append({"timestamp": stamp, "seq": seq, "event": event, "slot": slot, "mode": mode, "image": image,
+                         "image_id": image_id or "(not recorded)", "version": version})
+    return {"rows": rows, "kept": len(digest.images)}
 
 
 def _figures(digest, summary):

@@ -7,7 +7,7 @@
 This is a private module_utils file: its API may change without notice. No Ansible imports.
 
 `open_engine()` gives an engine with one small interface: compose (ps, up, down, config),
-containers (inspect, kill, stop, remove, exec, logs), images (their IDs), the data root, and running
+containers (inspect, kill, stop, remove, exec, logs), images (their IDs, save, load), the data root, and running
 independent docker commands side by side. Two implementations stand behind it:
 
 - `CliEngine`: every call starts the docker CLI (10 to 20 ms each on a quiet host);
@@ -223,6 +223,19 @@ class CliEngine(object):
         answers = [out.strip() if rc == 0 and out.strip() else None for rc, out, _err, _seconds in results]
         return {"images": dict(zip(images, answers)), "root_dir": answers[-1] if root_dir else None}
 
+    def image_id(self, image):
+        """The ID of an image (a name or an ID) on this host, or None when it is absent."""
+        return self.survey([image])["images"][image]
+
+    def image_save(self, image, path):
+        """`docker save` of one image, with its name, into the archive at path."""
+        self.run([self.docker, "image", "save", "--output", path, image], "docker image save %s" % image)
+
+    def image_load(self, path):
+        """`docker image load` of an archive; returns what it printed ("Loaded image: ...")."""
+        out, err = self.run([self.docker, "image", "load", "--input", path], "docker image load %s" % path)
+        return out + err
+
 
 class ApiEngine(CliEngine):
     """CliEngine with container inspect, kill, stop and remove through the Engine API socket."""
@@ -298,6 +311,12 @@ class DryRunEngine(object):
 
     def compose_up(self, project, services=(), wait_timeout=None):
         return self._record("compose up", ", ".join(services) or "all services")
+
+    def image_save(self, image, path):
+        self._record("image save", "%s -> %s" % (image, path))
+
+    def image_load(self, path):
+        return self._record("image load", path)
 
     def compose_down(self, project, timeout):
         """What `down` would print about the containers it would remove."""

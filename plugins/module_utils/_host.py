@@ -67,10 +67,12 @@ def probe(url, timeout=5):
 
 
 def measure(path=None, images=(), health_urls=(), engine=None):
-    """Everything a gate asks the Docker host, in one go: {resources, images_missing, health}.
+    """Everything a gate asks the Docker host, in one go: {resources, images_missing, image_ids,
+    health}.
 
     resources: collect() of path, by default the Docker data root (`docker info`), where images
-    and containers land. images_missing: the images the engine does not have. health: probe()
+    and containers land. images_missing: the images the engine does not have; image_ids: each
+    image's ID, None when absent. health: probe()
     of each URL. The engine (open_engine() when none is given) asks about the images and the
     data root side by side: each costs a CLI start and an API round trip, about 0.1 s, and a
     deploy asks for four.
@@ -87,4 +89,4 @@ def measure(path=None, images=(), health_urls=(), engine=None):
     health = dict((url, probe(url)) for url in health_urls)
     path = path or found["root_dir"] or DEFAULT_DOCKER_ROOT
     return {"resources": collect(path), "images_missing": [image for image in images if found["images"].get(image) is None],
-            "health": health}
+            "image_ids": dict((image, found["images"].get(image)) for image in images), "health": health}

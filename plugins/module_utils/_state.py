@@ -43,10 +43,12 @@ STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
 # Kept by stacks deployed since releases are recorded (_releases.py); older states lack it.
 OPTIONAL_STATE_KEYS = ("releases",)
-# A slot of a service with secrets: the keyed hash (HMAC-SHA256, stack_secrets) of its secrets,
-# never a value. It names the slot's secrets directory, and a new hash is a new release.
-OPTIONAL_SLOT_KEYS = ("secrets",)
+# Optional in a slot: the keyed hash (HMAC-SHA256, stack_secrets) of a service's secrets, never a
+# value (it names the slot's secrets directory, and a new hash is a new release); the ID of the
+# image the slot was started from (absent: not recorded).
+OPTIONAL_SLOT_KEYS = ("secrets", "image_id")
 SECRETS_DIGEST_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # The manifest's own rules for an image and a version, matched whole and ASCII only: the state is
 # rendered into nginx.conf and docker-compose.yml.
 IMAGE_RE = _IMAGE_RE
@@ -139,6 +141,9 @@ def _validate_slot(where, path, spec):
         _fail(where, path + ".mode", spec["mode"], "it must be one of %s" % ", ".join(MODES))
     if "secrets" in spec and not (isinstance(spec["secrets"], str) and SECRETS_DIGEST_RE.fullmatch(spec["secrets"])):
         _fail(where, path + ".secrets", spec["secrets"], "it must be the 64 hex digits of the secrets' keyed hash")
+    if "image_id" in spec and not (isinstance(spec["image_id"], str) and IMAGE_ID_RE.fullmatch(spec["image_id"])):
+        _fail(where, path + ".image_id", spec["image_id"],
+              "it must be an image ID such as 'sha256:' and 64 lower-case hex digits, or left out")
 
 
 def parse_state(text, where="state.json"):
@@ -158,18 +163,31 @@ def parse_state(text, where="state.json"):
 # --------------------------------------------------------------------------------------------
 
 
-def release_spec(image, version, mode, secrets=None):
-    """A slot's spec; `secrets` (the secrets' keyed hash) only for a service that has secrets."""
+def release_spec(image, version, mode, secrets=None, image_id=None):
+    """A slot's spec; `secrets` (the secrets' keyed hash) only for a service that has secrets,
+    image_id (the image's ID on the host) only when it is known."""
     spec = {"image": image, "version": version, "mode": mode}
     if secrets:
         spec["secrets"] = secrets
+    if image_id:
+        spec["image_id"] = image_id
     return spec
 
 
-def initial_state(image, version, mode="stable", secrets=None):
+def same_release(spec, image, version, image_id=None, secrets=None):
+    """Whether a slot runs image/version with these secrets: the same reference, version and
+    secrets' keyed hash, and, when the image's ID on the host is known, that very ID (a rebuilt
+    `latest` is another release). A slot whose ID was not recorded (a stack deployed before IDs
+    were) counts as another release once the ID is known, so that what runs is known from then on."""
+    if spec["image"] != image or spec["version"] != version or spec.get("secrets") != (secrets or None):
+        return False
+    return not image_id or spec.get("image_id") == image_id
+
+
+def initial_state(image, version, mode="stable", secrets=None, image_id=None):
     """The state of a stack's first deploy: one stable slot, blue."""
     return {"generation": 1, "mode": mode, "weight": 0, "stable": "blue", "canary": None,
-            "slots": {"blue": release_spec(image, version, mode, secrets)}}
+            "slots": {"blue": release_spec(image, version, mode, secrets, image_id)}}
 
 
 def with_release(state, stamp, keep=DEFAULT_KEEP):
@@ -189,44 +207,56 @@ def idle_slot(state):
     return "green" if state["stable"] == "blue" else "blue"
 
 
-def deploy_target(state, found, image, version, mode="stable", stamp=None, keep=DEFAULT_KEEP, secrets=None):
-    """The state a deploy of image/version wants, or {} when a canary blocks it.
+def deploy_target(state, found, image, version, mode="stable", stamp=None, keep=DEFAULT_KEEP, secrets=None,
+                  image_id=None):
+    """The state a deploy of image/version (image_id: its ID on the host, when known) wants, or
+    {} when a canary blocks it.
 
     A first deploy gets the initial state; a live stack keeps its state unless the release
-    differs (image, version or the secrets' keyed hash), which goes to the idle slot
-    (blue/green) in the live mode and replaces the old slot once healthy. While a canary runs, a
-    new stable release is refused: {} (not None, which ansible-core 2.16 would turn into the
-    string "None" in a template). A new stable release is recorded among the releases with
-    stamp (none recorded without one)."""
+    differs (same_release: image, version, secrets' keyed hash, image ID), which goes to the
+    idle slot (blue/green) in the live mode and replaces the old slot once healthy. While a
+    canary runs, a new stable release is refused: {} (not None, which ansible-core 2.16 would
+    turn into the string "None" in a template). A new stable release is recorded among the
+    releases with stamp (none recorded without one)."""
     if not found:
-        return with_release(initial_state(image, version, mode, secrets), stamp, keep)
+        return with_release(initial_state(image, version, mode, secrets, image_id), stamp, keep)
     current = state["slots"][state["stable"]]
-    if current["image"] == image and current["version"] == version and current.get("secrets") == (secrets or None):
+    if same_release(current, image, version, image_id, secrets):
         return dict(state)
     if state["canary"] is not None:
         return {}
     idle = idle_slot(state)
     return with_release(dict(state, stable=idle, canary=None, weight=0, mode="stable",
-                             slots={idle: release_spec(image, version, current["mode"], secrets)}), stamp, keep)
+                             slots={idle: release_spec(image, version, current["mode"], secrets, image_id)}),
+                        stamp, keep)
 
 
 class TransitionError(ValueError):
     """A transition the state does not allow; the message says what to do instead."""
 
 
-def canary_target(state, image, version, weight, secrets=None):
-    """Start a canary of image/version at weight percent on the idle slot, or change the weight
-    of the same canary. TransitionError for a weight outside 1-100 or another canary running."""
+def canary_target(state, image, version, weight, secrets=None, image_id=None):
+    """Start a canary of image/version (image_id: its ID on the host, when known) at weight
+    percent on the idle slot, or change the weight of the same canary. TransitionError for a
+    weight outside 1-100 or another canary running."""
     if not _is_int(weight) or not 1 <= weight <= 100:
         raise TransitionError("weight: %s is not a percentage; use a whole number from 1 to 100 (-e weight=10)."
                               % _show(weight))
-    spec = release_spec(image, version, "canary", secrets)
+    spec = release_spec(image, version, "canary", secrets, image_id)
     slot = state["canary"] or idle_slot(state)
-    if state["canary"] is not None and state["slots"][slot] != spec:
-        raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
-                              "(promote.yml -e mode=stable or rollback.yml)."
-                              % (state["slots"][slot]["version"], version))
+    if state["canary"] is not None:
+        running = state["slots"][slot]
+        # A canary started before IDs were recorded keeps its weight changes.
+        if not same_release(running, image, version, image_id if running.get("image_id") else None, secrets):
+            raise TransitionError("A canary of version %s is already running; the manifest now names %s. End it first "
+                                  "(promote.yml -e mode=stable or rollback.yml)."
+                                  % (_release_name(running), _release_name(spec)))
+        spec = running
     return dict(state, mode="canary", canary=slot, weight=weight, slots=dict(state["slots"], **{slot: spec}))
+
+
+def _release_name(spec):
+    return spec["version"] + (" (image %s)" % spec["image_id"][:19] if spec.get("image_id") else "")
 
 
 def roll_forward(state, stamp=None, keep=DEFAULT_KEEP):

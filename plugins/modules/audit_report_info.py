@@ -603,6 +603,30 @@ lock_waits:
     longest: 12 s
     rows:
       - {timestamp: "2026-05-05T20:08:00.000Z", waited: "12.5", who: deploy, stale_lock_broken: "-"}
+images:
+  description:
+    - Which image each slot ran from when, from the events that say what runs after them (their
+      C(details.slots), recorded by M(swiftdeploy.stack.stack_converge)), the last 200 of them;
+      a row per slot each time that changed, oldest first.
+  returned: always
+  type: dict
+  contains:
+    kept:
+      description: How many such events were read.
+      type: int
+    rows:
+      description:
+        - C(timestamp), C(seq) and C(event) of the event from which on the slot ran it, C(slot),
+          C(mode), C(image), C(image_id) (C((not recorded)) for events from before image IDs were
+          kept) and C(version); a teardown gives one row with the image C((nothing runs)).
+      type: list
+      elements: dict
+  sample:
+    kept: 3
+    rows:
+      - {timestamp: "2026-12-07T11:40:02.113Z", seq: 4, event: deploy, slot: blue, mode: stable,
+         image: "shop:latest", image_id: "sha256:226cb151e39fa61e4d4cbf1dacce6859f579f73be6313f7407561e918745fdbf",
+         version: 1.0.0}
 chart:
   description: The mean error rate and P99 of the status scrapes per time bucket, at most 60
     buckets; the lists are empty when no scrape had figures.

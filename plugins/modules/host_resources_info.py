@@ -87,6 +87,11 @@ images_missing:
   type: list
   elements: str
   sample: [nginx:latest]
+image_ids:
+  description: The ID of each image of O(images) on the host, null for one that is not there.
+  returned: success
+  type: dict
+  sample: {"nginx:latest": "sha256:40516eb38fa6c5a9d0a5f2ab4e6d8f1b8f6f3a3bd0a1e0b4b3c86b2d8e2e7f1c"}
 health:
   description:
     - For each URL of O(health_urls), C(ok) (it answered 2xx), C(status) (the HTTP status of a

@@ -200,7 +200,8 @@ options:
         history even when the converge fails (for example the refusal that a roll-back follows).
         Events with C(when=after) are appended once every step has converged, and C(when=changed)
         ones only when the converge changed something. Their C(details) get C(changed), whether
-        the converge changed anything.
+        the converge changed anything, and C(slots), the last step's slots (each one's C(image),
+        C(version), C(mode) and, when recorded, C(image_id)), which say what runs from then on.
       - Nothing is appended after a failed converge, and O(release_lock) is not released then; the
         playbook releases it.
     type: dict
@@ -545,15 +546,18 @@ def atomic_write(module, path, content, mode):
     module.set_fs_attributes_if_different(attributes, False)
 
 
-def record(session, events, phase, changed=None):
+def record(session, events, phase, changed=None, slots=None):
     """Append the O(history) events of one phase: 'before', or 'after' with whether the converge
-    changed anything (events with when=changed only then)."""
+    changed anything (events with when=changed only then) and the slots it left running (each
+    one's image, version, mode and image ID: the history says which image ran when)."""
     for event in events:
         if event["when"] != phase and not (phase == "after" and event["when"] == "changed" and changed):
             continue
         details = dict(event["details"])
         if phase == "after":
             details["changed"] = bool(changed)
+            if slots is not None:
+                details["slots"] = slots
         session.record(event["event"], details, mode=event["mode"])
 
 
@@ -589,7 +593,7 @@ def main():
         # Taken over during the converge (a keeper that could not refresh the lock): say so
         # rather than record events under another run's lock.
         session.check_lock("the converge ran, but its after events were not recorded")
-        record(session, history.get("events", []), "after", result["changed"])
+        record(session, history.get("events", []), "after", result["changed"], result["state"].get("slots"))
         released = session.release("the stack converged and its events were recorded")
         if history:
             result.update(session.anchor())

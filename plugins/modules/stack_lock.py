@@ -296,7 +296,7 @@ files:
 host:
   description:
     - What M(swiftdeploy.stack.host_resources_info) returns for O(host) (C(resources),
-      C(images_missing) and C(health)), measured while the lock is held.
+      C(images_missing), C(image_ids) and C(health)), measured while the lock is held.
     - With O(host.edge), also C(edge) - C(slots) (each slot's figures as in C(metrics)' C(window)),
       C(window_seconds), C(window_source) (C(edge), or C(edge-waited) when a slot was waited for),
       C(waited_seconds), C(life_starts) and C(messages) - or C(edge.error) when it could not be measured.
@@ -309,6 +309,7 @@ host:
     resources: {disk_free_gb: 81.52, disk_path: /var/lib/docker, cpu_load_1m: 0.42, cpu_count: 2,
                 mem_free_percent: 71.3, mem_total_mb: 24105.6}
     images_missing: []
+    image_ids: {"nginx:latest": "sha256:40516eb38fa6c5a9d0a5f2ab4e6d8f1b8f6f3a3bd0a1e0b4b3c86b2d8e2e7f1c"}
     health: {"http://127.0.0.1:8082/slots/blue/healthz": {ok: true, status: null, error: null}}
     metrics:
       "http://127.0.0.1:8082/slots/green/metrics":

@@ -23,6 +23,9 @@ Fixtures (none is autouse):
                    dict for it
   ssh_host         a real sshd on 127.0.0.1 for this session, with a key pair and a ready
                    inventory (group swiftdeploy, host sshtarget); skips when sshd is missing
+  fleet            real Docker hosts (each its own dockerd and sshd) started on demand:
+                   fleet.hosts(n), fleet.inventory(path, hosts); see fleet.py
+  fleet_host       the fleet's first host
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 
 import pytest
 import yaml
+import fleet as _fleet  # tests/integration/fleet.py
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_MANIFEST = REPO_ROOT / "manifest.yml"
@@ -452,3 +456,11 @@ def ssh_host(tmp_path_factory):
 def _venv_python() -> str:
     python = VENV / "bin" / "python"
     return str(python) if python.exists() else sys.executable
+
+
+# --------------------------------------------------------------------------------------------
+# Fleet hosts (tests/integration/fleet.py)
+# --------------------------------------------------------------------------------------------
+
+fleet = _fleet.fleet
+fleet_host = _fleet.fleet_host

@@ -516,7 +516,11 @@ def test_a_passing_canary_rolls_forward(stack):
     print("%d responses during the roll forward; failures: %s" % (len(traffic.responses), dict(traffic.failures())))
     assert traffic.canary > 0
     state = stack.assert_one_stable_slot()
-    assert state["slots"][state["stable"]] == {"image": "swift-deploy-1-node:latest", "version": "1.1.0", "mode": "stable"}
+    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", "swift-deploy-1-node:latest"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    # The judged slot keeps the image ID it was started from (docs/images.md).
+    assert state["slots"][state["stable"]] == {"image": "swift-deploy-1-node:latest", "version": "1.1.0", "mode": "stable",
+                                               "image_id": image_id}
     status, headers, body = request(stack.port, "/")
     assert status == 200
     data = json.loads(body)

@@ -532,7 +532,8 @@ def test_events_and_the_lock_release_ride_along_with_the_converge(stack):
     events = recorded(stack)[before:]
     assert [(e["event"], e["mode"]) for e in events] == [("lock_wait", "stable"), ("deploy", "stable")]
     assert events[0]["details"] == {"waited_seconds": 0}
-    assert events[1]["details"] == {"port": PORT, "changed": False}
+    # After the converge, with the slots it left running (and their image IDs when recorded).
+    assert events[1]["details"] == {"port": PORT, "changed": False, "slots": result["state"]["slots"]}
     assert events[1]["actor"] == {"user": "tester", "playbook": "converge test"}
     assert [r["seq"] for r in result["records"]] == [e["seq"] for e in events]
     assert (result["seq"], result["hash"]) == (events[-1]["seq"], events[-1]["hash"])

@@ -663,3 +663,47 @@ def test_numbers_the_pattern_accepts_are_what_json_dumps_writes(value):
     pattern = re.compile(proof._OPT_NUM + rb"[,}\]]")
     if pattern.fullmatch(token.encode() + b","):
         assert json.dumps(json.loads(token)) == token
+
+
+# --------------------------------------------------------------------------------------------
+# Which image ran when
+# --------------------------------------------------------------------------------------------
+
+ID_A, ID_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def _slots(**slots):
+    return {slot: dict(zip(("mode", "image", "image_id", "version"), spec)) for slot, spec in slots.items()}
+
+
+def test_the_images_table_has_a_row_per_slot_each_time_what_runs_changes(hist, parts):
+    hist.add("deploy", details={"changed": True, "slots": _slots(blue=("stable", "shop:latest", ID_A, "1.0.0"))})
+    hist.add("deploy", details={"changed": False, "slots": _slots(blue=("stable", "shop:latest", ID_A, "1.0.0"))})
+    hist.scrape()
+    hist.add("promote", "canary", {"slots": _slots(blue=("stable", "shop:latest", ID_A, "1.0.0"),
+                                                   green=("canary", "shop:latest", ID_B, "1.0.0"))})
+    hist.add("lock_wait", details={"waited_seconds": 2})
+    hist.add("promote", "stable", {"slots": _slots(green=("stable", "shop:latest", ID_B, "1.0.0"))})
+    # An event written before image IDs were recorded, and a teardown.
+    hist.add("deploy", details={"slots": {"blue": {"mode": "stable", "image": "shop:old", "version": "0.9"}}})
+    hist.add("teardown", details={"clean": True})
+    rows = report(str(hist.path), workers=parts)["images"]["rows"]
+    assert [(row["seq"], row["event"], row["slot"], row["mode"], row["image"], row["image_id"], row["version"])
+            for row in rows] == [
+        (1, "deploy", "blue", "stable", "shop:latest", ID_A, "1.0.0"),
+        (4, "promote", "blue", "stable", "shop:latest", ID_A, "1.0.0"),
+        (4, "promote", "green", "canary", "shop:latest", ID_B, "1.0.0"),
+        (6, "promote", "green", "stable", "shop:latest", ID_B, "1.0.0"),
+        (7, "deploy", "blue", "stable", "shop:old", "(not recorded)", "0.9"),
+        (8, "teardown", "-", "-", "(nothing runs)", "-", "-"),
+    ]
+    assert rows[0]["timestamp"] == "2026-05-05T20:01:00.000Z"
+    assert report(str(hist.path), workers=parts)["images"]["kept"] == 6
+
+
+def test_hostile_slots_in_the_history_do_not_break_the_images_table(hist):
+    hist.add("deploy", details={"slots": {"blue": "not a spec", "x|y": {"image": ["a"], "image_id": 5}}})
+    hist.add("deploy", details={"slots": "nonsense"})
+    rows = report(str(hist.path))["images"]["rows"]
+    assert [(row["slot"], row["image"], row["image_id"]) for row in rows] == [
+        ("blue", "", "(not recorded)"), ("x|y", '["a"]', "5")]

@@ -34,7 +34,7 @@ from audit_histories import (
 from audit_render import AUDIT_TEMPLATE, ROOT, render_report
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audit_report"
-SECTIONS = ["Chain verification", "Summary", "Timeline", "Mode changes", "Blocked operations",
+SECTIONS = ["Chain verification", "Summary", "Timeline", "Mode changes", "Images that ran", "Blocked operations",
             "Policy failures seen by status scrapes", "Chaos", "Lock waits",
             "Error rate and P99 over time"]
 

@@ -54,7 +54,8 @@ def variant(base, **changes):
 
 @pytest.mark.parametrize("state", [STABLE, CANARY, variant(STABLE, mode="canary", slots__blue__mode="canary"),
                                    variant(CANARY, weight=100), variant(STABLE, stable="green", slots={"green": BLUE}),
-                                   variant(STABLE, slots__blue__image="registry.example.com:5000/team/app@sha256:" + "a" * 64)])
+                                   variant(STABLE, slots__blue__image="registry.example.com:5000/team/app@sha256:" + "a" * 64),
+                                   variant(CANARY, slots__blue__image_id="sha256:" + "0" * 64)])
 def test_valid_states_pass(state):
     assert validate_state(state) is state
 
@@ -74,7 +75,18 @@ def test_valid_states_pass(state):
     (variant(STABLE, slots__blue="app:1"), "state.json: field 'slots.blue' is \"app:1\"; it must hold image, version "
                                            "and mode"),
     (variant(STABLE, slots__blue__port=80), "state.json: field 'slots.blue.port' is 80; it is not a field of a slot "
-                                            "(image, version, mode, secrets); remove it"),
+                                            "(image, version, mode, secrets, image_id); remove it"),
+    (variant(STABLE, slots__blue__image_id="sha256:" + "A" * 64), "state.json: field 'slots.blue.image_id' is "
+     "\"sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA...; it must be an image ID such as 'sha256:' and "
+     "64 lower-case hex digits, or left out"),
+    (variant(STABLE, slots__blue__image_id="sha256:" + "a" * 63), "state.json: field 'slots.blue.image_id' is "
+     "\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...; it must be an image ID such as 'sha256:' and "
+     "64 lower-case hex digits, or left out"),
+    (variant(STABLE, slots__blue__image_id=None), "state.json: field 'slots.blue.image_id' is null; it must be an "
+     "image ID such as 'sha256:' and 64 lower-case hex digits, or left out"),
+    (variant(STABLE, slots__blue__image_id="sha256:" + "a" * 64 + "\n"), "state.json: field 'slots.blue.image_id' is "
+     "\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...; it must be an image ID such as 'sha256:' and "
+     "64 lower-case hex digits, or left out"),
     (variant(STABLE, slots__blue__image="app;\n}\nserver {"), "state.json: field 'slots.blue.image' is "
      "\"app;\\n}\\nserver {\"; it must be a Docker image reference such as 'app:1.2.0'"),
     (variant(STABLE, slots__blue__image="app:1.0\n"), "state.json: field 'slots.blue.image' is \"app:1.0\\n\"; it "
@@ -165,6 +177,71 @@ def test_canary_refusals(state, release, weight, message):
     with pytest.raises(TransitionError) as caught:
         canary_target(state, release[0], release[1], weight)
     assert str(caught.value) == message
+
+
+ID_A, ID_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+LATEST = {"image": "app:latest", "version": "1.0.0", "mode": "stable", "image_id": ID_A}
+ON_LATEST = variant(STABLE, slots={"blue": LATEST})
+
+
+@pytest.mark.parametrize("state, found, release, wanted", [
+    # A first deploy records the ID.
+    (None, False, ("app:latest", "1.0.0", "stable", ID_A), ON_LATEST),
+    # The same ID again: nothing to do.
+    (ON_LATEST, True, ("app:latest", "1.0.0", "stable", ID_A), ON_LATEST),
+    # A rebuilt tag (same name and version, new ID) is a new release, blue/green.
+    (ON_LATEST, True, ("app:latest", "1.0.0", "stable", ID_B),
+     variant(STABLE, stable="green", slots={"green": dict(LATEST, image_id=ID_B)})),
+    # The ID unknown (the image not on the host yet, in check mode): judged by name and version.
+    (ON_LATEST, True, ("app:latest", "1.0.0", "stable", None), ON_LATEST),
+    # A slot started before IDs were recorded: redeployed once, so that what runs is known.
+    (STABLE, True, ("app:1.0.0", "1.0.0", "stable", ID_A),
+     variant(STABLE, stable="green", slots={"green": dict(BLUE, image_id=ID_A)})),
+    (STABLE, True, ("app:1.0.0", "1.0.0", "stable", None), STABLE),
+    # While a canary runs, a rebuilt stable tag waits for it like any new release.
+    (variant(CANARY, slots__blue=LATEST, slots__blue__image="app:latest"), True, ("app:latest", "1.0.0", "stable", ID_B),
+     {}),
+])
+def test_deploy_by_image_id(state, found, release, wanted):
+    image, version, mode, image_id = release
+    assert deploy_target(state, found, image, version, mode, image_id=image_id) == wanted
+    if wanted:
+        assert validate_state(wanted) is wanted
+
+
+CANARY_ID = variant(CANARY, slots__green__image_id=ID_A)
+
+
+@pytest.mark.parametrize("state, image_id, weight, wanted", [
+    (STABLE, ID_A, 10, variant(CANARY_ID, generation=1)),
+    # The same canary at another weight keeps its recorded ID.
+    (CANARY_ID, ID_A, 50, variant(CANARY_ID, weight=50)),
+    (CANARY_ID, None, 50, variant(CANARY_ID, weight=50)),
+    # A canary started before IDs were recorded keeps its weight changes.
+    (CANARY, ID_B, 30, variant(CANARY, weight=30)),
+])
+def test_canary_by_image_id(state, image_id, weight, wanted):
+    assert canary_target(state, "app:1.1.0", "1.1.0", weight, image_id=image_id) == wanted
+
+
+def test_a_rebuilt_canary_image_is_another_canary():
+    with pytest.raises(TransitionError) as caught:
+        canary_target(CANARY_ID, "app:1.1.0", "1.1.0", 10, image_id=ID_B)
+    assert str(caught.value) == ("A canary of version 1.1.0 (image sha256:aaaaaaaaaaaa) is already running; the manifest "
+                                 "now names 1.1.0 (image sha256:bbbbbbbbbbbb). End it first (promote.yml -e "
+                                 "mode=stable or rollback.yml).")
+
+
+@pytest.mark.parametrize("transition, slot", [(roll_forward, "green"), (roll_back, "blue")])
+def test_ending_a_canary_keeps_the_image_ids(transition, slot):
+    state = variant(CANARY_ID, slots__blue__image_id=ID_B)
+    assert transition(state)["slots"][slot]["image_id"] == {"green": ID_A, "blue": ID_B}[slot]
+
+
+def test_state_transition_filter_passes_the_image_id():
+    assert state_transition(ON_LATEST, "deploy", image="app:latest", version="1.0.0", image_id=ID_B)["slots"] == \
+        {"green": dict(LATEST, image_id=ID_B)}
+    assert state_transition(ON_LATEST, "deploy", image="app:latest", version="1.0.0", image_id="") == ON_LATEST
 
 
 def test_roll_forward_keeps_the_judged_slot():

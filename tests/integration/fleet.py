@@ -1,0 +1,270 @@
+"""A fleet of real Docker hosts on one machine, for the integration tests.
+
+Each fleet host is a container that runs its own dockerd and sshd (the recipe of
+../shared/ENVIRONMENT.md, "A fleet of real Docker hosts on one machine"): its own filesystem,
+image store, ports and IP address, and it is reached by the playbooks only over SSH, with a key
+made for the session, at its container IP. Load and probes go to that address.
+
+The host image (`swiftdeploy/fleet-host:<hash>`) is built once, FROM the debootstrap base image
+(scripts/build-images.sh builds it), with Debian's docker.io, sshd, python3 with the docker and
+requests libraries, and the controller's Compose v2 plugin copied in. Its tag is a hash of its
+build inputs (the Dockerfile's text, the base image's ID, the plugin's bytes), so a later session
+reuses it and any change of an input builds a new one.
+
+Fixtures (conftest.py imports them; none is autouse):
+
+  fleet        session-scoped `Fleet`. `fleet.hosts(n)` starts hosts until there are n and returns
+               the first n (`FleetHost` objects, names h1, h2, ...); hosts are started on demand,
+               side by side, and reused by every later test of the session. Everything (containers,
+               their volumes, ssh masters) is removed at the end of the session, and containers a
+               dead session left behind are removed at the start.
+               `fleet.inventory(path, hosts, group="swiftdeploy", **vars)` writes an inventory
+               of those hosts (`ansible_host` = container IP, root, the session key,
+               `/usr/bin/python3`) and returns its path.
+  fleet_host   the first host of `fleet.hosts(1)`.
+
+A `FleetHost` has `name`, `container`, `address` (its IP), `run(*argv)` (a command over SSH, each
+argument passed as it is; a CompletedProcess with text), `docker(*args)` (the docker CLI on the host, over SSH),
+`image_id(image)` (the ID on that host, None when absent) and `inventory_vars()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import yaml
+
+BASE_IMAGE = "swiftdeploy/debian-base:bookworm"
+HOST_IMAGE_REPO = "swiftdeploy/fleet-host"
+LABEL = "org.swiftdeploy.fleet"
+COMPOSE_PLUGIN_PATHS = ("/usr/local/lib/docker/cli-plugins/docker-compose",
+                        "/usr/libexec/docker/cli-plugins/docker-compose",
+                        "/usr/lib/docker/cli-plugins/docker-compose")
+# The inner dockerd gets address ranges apart from the outer bridge's 172.17.0.0/16 (its CMD).
+DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+      docker.io iptables openssh-server python3 python3-docker python3-requests ca-certificates procps \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && mkdir -p /run/sshd /root/.ssh /usr/local/lib/docker/cli-plugins && chmod 700 /root/.ssh
+COPY docker-compose /usr/local/lib/docker/cli-plugins/docker-compose
+CMD ["dockerd", "--bip", "10.201.0.1/24", "--default-address-pool", "base=10.202.0.0/16,size=24"]
+"""
+SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+
+
+def _docker(*args, timeout=120, check=False, **kwargs):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check, **kwargs)
+
+
+def compose_plugin() -> pathlib.Path:
+    for path in COMPOSE_PLUGIN_PATHS:
+        if os.path.isfile(path):
+            return pathlib.Path(path)
+    pytest.fail("the Compose v2 plugin is not installed on this machine (looked in %s); run scripts/setup.sh"
+                % ", ".join(COMPOSE_PLUGIN_PATHS))
+
+
+def host_image_tag(base_id: str, plugin: pathlib.Path) -> str:
+    """The host image's tag: a hash of what it is built from."""
+    digest = hashlib.sha256()
+    digest.update(DOCKERFILE.encode())
+    digest.update(base_id.encode())
+    with plugin.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "%s:%s" % (HOST_IMAGE_REPO, digest.hexdigest()[:16])
+
+
+def ensure_host_image() -> str:
+    """The host image, built when no image of its inputs' hash exists (about a minute)."""
+    base = _docker("image", "inspect", "--format", "{{.Id}}", BASE_IMAGE)
+    if base.returncode != 0:
+        pytest.fail(f"{BASE_IMAGE} is missing: run scripts/build-images.sh (the app_image fixture does)")
+    plugin = compose_plugin()
+    tag = host_image_tag(base.stdout.strip(), plugin)
+    if _docker("image", "inspect", tag).returncode == 0:
+        return tag
+    with tempfile.TemporaryDirectory(prefix="fleet-host-") as context:
+        (pathlib.Path(context) / "Dockerfile").write_text(DOCKERFILE)
+        shutil.copy2(plugin, pathlib.Path(context) / "docker-compose")
+        build = _docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--label", f"{LABEL}=host-image",
+                        "-t", tag, context, timeout=900)
+    assert build.returncode == 0, f"building the fleet host image failed:\n{build.stdout}\n{build.stderr}"
+    return tag
+
+
+@dataclasses.dataclass
+class FleetHost:
+    """One Docker host of the fleet: a container with its own dockerd and sshd."""
+
+    name: str
+    container: str
+    volume: str
+    address: str
+    private_key: pathlib.Path
+    control_path_dir: pathlib.Path
+    python: str = "/usr/bin/python3"
+    user: str = "root"
+
+    def ssh_command(self, *argv: str) -> list[str]:
+        """ssh running argv on the host, each argument passed as it is (quoted for the remote shell)."""
+        return ["ssh", "-i", str(self.private_key), *SSH_OPTIONS, f"{self.user}@{self.address}",
+                " ".join(shlex.quote(arg) for arg in argv)]
+
+    def run(self, *argv: str, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+        """A command on the host, over SSH (argv as it is, no shell expansion)."""
+        return subprocess.run(self.ssh_command(*argv), capture_output=True, text=True, timeout=timeout,
+                              check=False, **kwargs)
+
+    def docker(self, *args: str, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+        """The host's docker CLI, over SSH."""
+        return self.run("docker", *args, timeout=timeout, **kwargs)
+
+    def image_id(self, image: str):
+        found = self.docker("image", "inspect", "--format", "{{.Id}}", image)
+        return found.stdout.strip() if found.returncode == 0 else None
+
+    def inventory_vars(self, **extra) -> dict:
+        return {
+            "ansible_host": self.address,
+            "ansible_user": self.user,
+            "ansible_ssh_private_key_file": str(self.private_key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            # Debian's python3 on the host has python3-docker and python3-requests.
+            "ansible_python_interpreter": self.python,
+            "ansible_control_path_dir": str(self.control_path_dir),
+            **extra,
+        }
+
+
+class Fleet:
+    """Fleet hosts started on demand for one test session; `close()` removes them all."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir = workdir
+        self.session = f"{os.getpid()}"
+        self.prefix = f"swiftdeploy-fleet-{self.session}"
+        self.private_key = workdir / "id_ed25519"
+        self.control_path_dir = workdir / "cp"
+        self.control_path_dir.mkdir(mode=0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swiftdeploy-fleet", "-f",
+                        str(self.private_key)], check=True, capture_output=True)
+        self.image = None
+        self._hosts: list[FleetHost] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def hosts(self, count: int) -> list[FleetHost]:
+        """The first `count` hosts, starting the missing ones side by side."""
+        with self._lock:
+            if self.image is None:
+                remove_leftovers()
+                self.image = ensure_host_image()
+            names = [f"h{index}" for index in range(len(self._hosts) + 1, count + 1)]
+            started, errors = {}, []
+
+            def start(name):
+                try:
+                    started[name] = self._start(name)
+                except BaseException as exc:  # reported below, after every thread ended
+                    errors.append(f"{name}: {exc}")
+
+            threads = [threading.Thread(target=start, args=(name,)) for name in names]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            self._hosts += [started[name] for name in names if name in started]
+            if errors:
+                pytest.fail("fleet hosts did not start:\n" + "\n".join(errors))
+            return self._hosts[:count]
+
+    def _start(self, name: str) -> FleetHost:
+        container, volume = f"{self.prefix}-{name}", f"{self.prefix}-{name}-docker"
+        run = _docker("run", "-d", "--name", container, "--hostname", name, "--label", f"{LABEL}={self.session}",
+                      "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+                      "--security-opt", "apparmor=unconfined", "-v", f"{volume}:/var/lib/docker",
+                      "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", self.image)
+        assert run.returncode == 0, f"docker run {container} failed: {run.stderr}"
+        public_key = self.private_key.with_suffix(".pub").read_text()
+        setup = _docker("exec", "-i", container, "sh", "-c",
+                        "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys "
+                        "&& mkdir -p /run/sshd && /usr/sbin/sshd", input=public_key)
+        assert setup.returncode == 0, f"sshd did not start on {container}: {setup.stderr}"
+        address = _docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).stdout.strip()
+        assert address, f"{container} has no IP address"
+        host = FleetHost(name=name, container=container, volume=volume, address=address,
+                         private_key=self.private_key, control_path_dir=self.control_path_dir)
+        deadline = time.monotonic() + 60
+        while True:
+            probe = host.docker("info", "--format", "{{.ServerVersion}}", timeout=30)
+            if probe.returncode == 0:
+                return host
+            if time.monotonic() > deadline:
+                logs = _docker("logs", "--tail", "30", container)
+                raise AssertionError(f"{name} ({address}): docker info over SSH does not answer: "
+                                     f"{probe.stderr}\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.5)
+
+    def close(self):
+        for socket_path in self.control_path_dir.iterdir():  # ansible's ControlPersist masters
+            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "fleet"],
+                           capture_output=True, timeout=30, check=False)
+        for host in self._hosts:
+            _docker("rm", "-f", "-v", host.container, timeout=120)
+            _docker("volume", "rm", "-f", host.volume, timeout=120)
+        self._hosts = []
+
+    # -- inventory -----------------------------------------------------------------------------
+
+    def inventory(self, path, hosts=None, group="swiftdeploy", **extra_vars) -> pathlib.Path:
+        """Write an inventory of `hosts` (default: every started host) in `group`."""
+        hosts = self._hosts if hosts is None else hosts
+        path = pathlib.Path(path)
+        path.write_text(yaml.safe_dump(
+            {group: {"hosts": {host.name: host.inventory_vars(**extra_vars) for host in hosts}}}, sort_keys=False))
+        return path
+
+
+def remove_leftovers():
+    """Remove fleet containers (and their volumes) of sessions whose pytest process is gone."""
+    listed = _docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
+                     '{{.Names}}\t{{.Label "%s"}}' % LABEL)
+    for line in listed.stdout.splitlines():
+        name, _sep, session = line.partition("\t")
+        if session.isdigit() and not os.path.exists(f"/proc/{session}"):
+            _docker("rm", "-f", "-v", name)
+            _docker("volume", "rm", "-f", f"{name}-docker")
+
+
+@pytest.fixture(scope="session")
+def fleet(docker_engine, app_image, tmp_path_factory):
+    """The session's fleet (see the module's docstring); hosts start on `fleet.hosts(n)`."""
+    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh / ssh-keygen missing: install openssh-client")
+    the_fleet = Fleet(tmp_path_factory.mktemp("fleet"))
+    try:
+        yield the_fleet
+    finally:
+        the_fleet.close()
+
+
+@pytest.fixture(scope="session")
+def fleet_host(fleet):
+    """The first fleet host."""
+    return fleet.hosts(1)[0]
