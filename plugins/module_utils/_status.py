@@ -79,4 +79,3 @@ def planned_lines(actions):
         lines.append("  %d. %s%s: %s" % (number, action.get("action", "?"), step,
                                          str(action["detail"])[:-len(NOT_RUN)]))
     return lines
-
