@@ -548,7 +548,10 @@ def test_a_changed_converge_records_the_changed_only_event(stack):
                                                                    "mode": "canary"}])))
     assert result["changed"] is True
     (event,) = recorded(stack)[before:]
-    assert (event["event"], event["mode"], event["details"]) == ("promote", "canary", {"changed": True})
+    # The details: changed, and the slots the converge left running (which image ran when).
+    assert (event["event"], event["mode"], sorted(event["details"])) == ("promote", "canary", ["changed", "slots"])
+    assert event["details"]["changed"] is True
+    assert event["details"]["slots"] == stack.state()["slots"]
     assert "lock_released" not in result
     # The canary slot's metrics, through nginx's admin listener, answer ?ago= as the app does:
     # the query reaches the app (a fresh slot has no snapshot 300 s old).
