@@ -26,6 +26,19 @@ its own load, and ends with a table over all rounds: each promote's median and s
 than the next, which the "host speed" line at the start and end of every round shows), and the
 failed requests and the longest gap of all rounds together (the verdict is on every round).
 
+`--app thirdparty` (`make bench-promote-thirdparty`) runs the same sequence with the
+third-party-style test image (tests/fixtures/thirdparty_app: port 8000, uid 20000, health on
+/ready, no /metrics, no /chaos, no mode file: services.mode_switch none). It has no /chaos, so the
+failing canary is a failing image: thirdparty-app:1 (1.0.0), thirdparty-app:2 (2.0.0) and
+thirdparty-app:2-bad (thirdparty-app:2 with FAIL_PERCENT=100: every GET / a 500) are built first
+(tests/fixtures/thirdparty_app/thirdparty_images.py, as the integration tests build them; skipped
+when present from the same sources). Step 1 is the canary of the bad image (2.0.0-bad), held as
+long as step 2's chaos; steps 2 and 4 have no counterpart, so the promotes keep the numbers 1, 3,
+5 and 6 and the tables line up with the example app's. 5 and 6 are 2.0.0 (thirdparty-app:2). The
+bad image's own 500s ({"error": "injected failure"}) are counted apart as the chaos errors are;
+responses are counted by their version (there is no X-Mode). Either app's canary is judged from
+nginx's edge log (canary.metrics: edge, the default): every table says how many judgements were.
+
 It is a benchmark, not a test: exit status 0 whatever the figures; 2 when the stack cannot be
 deployed or a step does something other than expected (a promote that fails, no rollback, no
 roll forward); 130 when interrupted.
