@@ -743,9 +743,10 @@ def median(values):
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def report_rounds(results, app):
+def report_rounds(results, app=None):
     """The table over all rounds: each promote's median and slowest wall time, the rest summed
-    or at their worst."""
+    or at their worst. The header names `app` (an App) when given."""
+    injected = (app or APPS["example"]).injected_name
     rows = []
     labels = [label for label, _seconds in results[0]["promotes"]]
     for label in labels:
@@ -758,13 +759,14 @@ def report_rounds(results, app):
     for name in results[0]["checks"]:
         passed = all(result["checks"].get(name) for result in results)
         rows.append((f"canary {name}, every round", "yes" if passed else "no", "yes", verdict(passed)))
-    judgements = [judged for result in results for judged in result["judgements"]]
-    rows.append(("canary judged from nginx's edge log, all rounds", f"{sum(judgements)} of {len(judgements)} judgements",
-                 "all", verdict(judgements and all(judgements))))
+    judgements = [judged for result in results for judged in result.get("judgements", ())]
+    if judgements:
+        rows.append(("canary judged from nginx's edge log, all rounds", f"{sum(judgements)} of {len(judgements)} judgements",
+                     "all", verdict(all(judgements))))
     failed = sum(result["failed"] for result in results)
     rows.append(("failed requests caused by switching, all rounds", str(failed), str(TARGET_FAILED),
                  verdict(failed <= TARGET_FAILED)))
-    rows.append((f"{app.injected_name} (counted apart)", str(sum(result["chaos"] for result in results)), "-", "-"))
+    rows.append((f"{injected} (counted apart)", str(sum(result["chaos"] for result in results)), "-", "-"))
     gap = max(result["gap_ms"] for result in results)
     rows.append(("longest gap between 200s, all rounds", f"{gap:.1f} ms", f"<= {TARGET_GAP_MS:.0f} ms",
                  verdict(gap <= TARGET_GAP_MS)))
@@ -773,7 +775,7 @@ def report_rounds(results, app):
                  f"{median([r['rate'] for r in results]):.0f} req/s",
                  f">= {CLIENTS}, >= {MIN_LOAD_SECONDS:.0f} s",
                  verdict(all(r["clients"] >= CLIENTS and r["duration"] >= MIN_LOAD_SECONDS for r in results))))
-    print_table(rows, title=f"All {len(results)} rounds: {app.title}")
+    print_table(rows, title=f"All {len(results)} rounds" + (f": {app.title}" if app else ""))
 
 
 # ---------------------------------------------------------------------------
