@@ -37,7 +37,8 @@ long as step 2's chaos; steps 2 and 4 have no counterpart, so the promotes keep 
 5 and 6 and the tables line up with the example app's. 5 and 6 are 2.0.0 (thirdparty-app:2). The
 bad image's own 500s ({"error": "injected failure"}) are counted apart as the chaos errors are;
 responses are counted by their version (there is no X-Mode). Either app's canary is judged from
-nginx's edge log (canary.metrics: edge, the default): every table says how many judgements were.
+nginx's edge log (canary.metrics: edge, the default): every table says how many
+judgements came from it.
 
 It is a benchmark, not a test: exit status 0 whatever the figures; 2 when the stack cannot be
 deployed or a step does something other than expected (a promote that fails, no rollback, no
