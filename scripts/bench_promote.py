@@ -511,7 +511,7 @@ class Sequence:
         if app.has_chaos:
             step = self.promote("1 promote canary 1.0.0", self.base, "canary")
         else:  # the failing canary is an image (no /chaos): steps 2 and 4 have no counterpart
-            step = self.promote(f"1 promote canary {app.bad_version} (bad image)", self.bad, "canary")
+            step = self.promote(f"1 promote canary {app.bad_version}", self.bad, "canary")
         state = self.state()
         if step["status"] != 0:
             raise StepFailed(f"promote canary failed ({step['status']}):\n{tail(step['output'])}")
