@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-audit bench-analysis clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-audit bench-analysis clean
 
 setup:
 	bash scripts/setup.sh
@@ -52,6 +52,10 @@ bench-deploy: setup
 
 bench-promote: setup
 	python scripts/bench_promote.py
+
+# The same with the third-party-style test image (tests/fixtures/thirdparty_app), judged at the edge.
+bench-promote-thirdparty: setup
+	python scripts/bench_promote.py --app thirdparty
 
 bench-audit: setup
 	python scripts/bench_audit.py

@@ -26,6 +26,20 @@ its own load, and ends with a table over all rounds: each promote's median and s
 than the next, which the "host speed" line at the start and end of every round shows), and the
 failed requests and the longest gap of all rounds together (the verdict is on every round).
 
+`--app thirdparty` (`make bench-promote-thirdparty`) runs the same sequence with the
+third-party-style test image (tests/fixtures/thirdparty_app: port 8000, uid 20000, health on
+/ready, no /metrics, no /chaos, no mode file: services.mode_switch none). It has no /chaos, so the
+failing canary is a failing image: thirdparty-app:1 (1.0.0), thirdparty-app:2 (2.0.0) and
+thirdparty-app:2-bad (thirdparty-app:2 with FAIL_PERCENT=100: every GET / a 500) are built first
+(tests/fixtures/thirdparty_app/thirdparty_images.py, as the integration tests build them; skipped
+when present from the same sources). Step 1 is the canary of the bad image (2.0.0-bad), held as
+long as step 2's chaos; steps 2 and 4 have no counterpart, so the promotes keep the numbers 1, 3,
+5 and 6 and the tables line up with the example app's. 5 and 6 are 2.0.0 (thirdparty-app:2). The
+bad image's own 500s ({"error": "injected failure"}) are counted apart as the chaos errors are;
+responses are counted by their version (there is no X-Mode). Either app's canary is judged from
+nginx's edge log (canary.metrics: edge, the default): every table says how many
+judgements came from it.
+
 It is a benchmark, not a test: exit status 0 whatever the figures; 2 when the stack cannot be
 deployed or a step does something other than expected (a promote that fails, no rollback, no
 roll forward); 130 when interrupted.
@@ -54,6 +68,9 @@ from bench_app import (  # noqa: E402  pylint: disable=wrong-import-position
     run_playbook, tail, verdict, write_manifest,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "thirdparty_app"))
+import thirdparty_images  # noqa: E402  pylint: disable=wrong-import-position
+
 CLIENTS = 8
 CLIENT_TIMEOUT = 10.0          # a request unanswered this long is a failure (timeout)
 CLIENT_PAUSE = 0.001           # with --rate 0, between two requests of one client
@@ -72,6 +89,49 @@ CANARY_WEIGHT = 20
 CANARY_WINDOW = 5
 NEW_VERSION = "1.1.0"
 CHAOS_ERROR = "chaos: injected error"
+EDGE_JUDGED = "measured by nginx"  # in a promote's report of the canary's figures when nginx's edge log judged it
+
+
+class App:
+    """What the sequence needs to know about the app under load (--app)."""
+
+    def __init__(self, name, title, injected_error, new_version, bad_version=None, images=None):
+        self.name = name
+        self.title = title                    # in the banner and the tables' headers
+        self.injected_error = injected_error  # the "error" of the JSON body of a 500 the bench asked for
+        self.new_version = new_version        # the release rolled forward
+        self.bad_version = bad_version        # the failing canary's release, when it is an image (no /chaos)
+        self.images = images or {}            # tag -> (version, FAIL_PERCENT or None), built before the rounds
+
+    @property
+    def has_chaos(self):
+        return self.bad_version is None
+
+    @property
+    def mode_name(self):
+        """What a response is counted by: the example app's X-Mode header, the other's version."""
+        return "X-Mode" if self.has_chaos else "version"
+
+    @property
+    def share_of(self):
+        """The value of mode_name the phase table shows the share of."""
+        return "canary" if self.has_chaos else self.new_version
+
+    @property
+    def injected_name(self):
+        return "chaos-injected 500s" if self.has_chaos else "bad image's own 500s"
+
+
+TP_TAGS = {key: f"thirdparty-app:{key}" for key in thirdparty_images.VERSIONS}
+TP_BAD_TAG = "thirdparty-app:2-bad"
+APPS = {
+    "example": App("example", "example app", CHAOS_ERROR, NEW_VERSION),
+    "thirdparty": App("thirdparty", "third-party app (tests/fixtures/thirdparty_app)", thirdparty_images.INJECTED_FAILURE,
+                      thirdparty_images.VERSIONS["2"], bad_version=thirdparty_images.VERSIONS["2"] + "-bad",
+                      images={TP_TAGS["1"]: (thirdparty_images.VERSIONS["1"], None),
+                              TP_TAGS["2"]: (thirdparty_images.VERSIONS["2"], None),
+                              TP_BAD_TAG: (thirdparty_images.VERSIONS["2"], 100)}),
+}
 
 TARGET_FAILED = 0
 TARGET_GAP_MS = 200.0
@@ -103,6 +163,38 @@ def write_manifests(work_dir):
     return base, newer
 
 
+def write_thirdparty_manifests(work_dir, app):
+    """manifest.yml (thirdparty-app:1), manifest-<bad>.yml (canary = the bad image) and
+    manifest-<new>.yml (canary = thirdparty-app:2): the bench stack's names and ports, the app's
+    port, uid and health path, no mode switch (the app has no mode file)."""
+    base = write_manifest(work_dir, "stable")
+    manifest = yaml.safe_load(base.read_text())
+    manifest["services"].update(thirdparty_images.services(TP_TAGS["1"], thirdparty_images.VERSIONS["1"]),
+                                mode_switch="none")
+    manifest["canary"] = {"weight": CANARY_WEIGHT, "window_seconds": CANARY_WINDOW}
+    manifest["policy"] = {"thresholds": {"min_requests": 20}}
+    base.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    paths = []
+    for image, version in ((TP_BAD_TAG, app.bad_version), (TP_TAGS["2"], app.new_version)):
+        manifest["canary"].update(image=image, version=version)
+        path = Path(work_dir) / f"manifest-{version}.yml"
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        paths.append(path)
+    return base, paths[0], paths[1]
+
+
+def build_images(app):
+    """The app's images (thirdparty_images: built when missing or built from other sources)."""
+    for tag, (version, fail_percent) in app.images.items():
+        started = time.monotonic()
+        if fail_percent is None:
+            built = thirdparty_images.build(tag, version)
+        else:
+            built = thirdparty_images.build_failing(tag, TP_TAGS["2"], fail_percent)
+        what = f"FAIL_PERCENT={fail_percent}" if fail_percent is not None else f"version {version}"
+        print(f"  image {tag} ({what}): " + (f"built ({time.monotonic() - started:.1f} s)" if built else "up to date"))
+
+
 def stack_in_use():
     """Another run's sdbench stack (bench_app, bench_deploy): never touch it, say so and stop."""
     argv = ["docker", "ps", "-aq", "--filter", f"label=org.swiftdeploy.stack={STACK}"]
@@ -112,14 +204,20 @@ def stack_in_use():
     return sorted(set(ids))
 
 
-def deploy_stable(manifest, project_dir):
+def deploy_stable(manifest, project_dir, app):
     started = time.monotonic()
     status, output = run_playbook("deploy.yml", manifest, project_dir)
     if status != 0:
         raise DeployError(f"deploy.yml failed with exit status {status}:\n{tail(output)}")
-    health = get_json(ADMIN_PORT, "/healthz")
-    if health.get("mode") != "stable":
-        raise DeployError(f"deploy.yml succeeded but the app reports mode {health.get('mode')!r}, not 'stable'")
+    if app.has_chaos:
+        health = get_json(ADMIN_PORT, "/healthz")
+        if health.get("mode") != "stable":
+            raise DeployError(f"deploy.yml succeeded but the app reports mode {health.get('mode')!r}, not 'stable'")
+    else:  # /healthz is the app's /ready ("ready"): its version is in GET /
+        root = get_json(PUBLIC_PORT, "/")
+        if root.get("version") != thirdparty_images.VERSIONS["1"]:
+            raise DeployError(f"deploy.yml succeeded but GET / reports version {root.get('version')!r}, "
+                              f"not {thirdparty_images.VERSIONS['1']!r}")
     print(f"  deployed {STACK} ({time.monotonic() - started:.1f} s)")
 
 
@@ -245,13 +343,15 @@ class Load:
     """CLIENTS threads sending GET /, each on its own keep-alive connection (RawConnection).
 
     Each response is recorded as (start, end, status, mode, version, kind, reused, detail):
-    status is the HTTP status or "error <ExceptionName>"; kind is "ok" (200), "chaos" (a 500
-    the canary injected on request) or "fail"; reused says whether the request went out on a
+    status is the HTTP status or "error <ExceptionName>"; mode is X-Mode (absent: stable), or
+    the answer's version for an app without X-Mode; kind is "ok" (200), "chaos" (a 500 the
+    canary injected on request, or the bad image's own) or "fail"; reused says whether the request went out on a
     connection that had already carried a request (a keep-alive connection the server may have
     closed meanwhile) rather than a fresh one."""
 
-    def __init__(self, clients, rate=0.0):
+    def __init__(self, clients, rate=0.0, app=APPS["example"]):
         self.clients = clients
+        self.app = app
         self.rate = rate  # requests per second of each client; 0: as fast as it can (CLIENT_PAUSE apart)
         self.records = [[] for _index in range(clients)]
         self.connections_opened = [0] * clients
@@ -288,22 +388,22 @@ class Load:
                 conn.close()  # the next request opens a fresh connection
                 continue
             ended = time.monotonic()
-            records.append(self._classify(started, ended, status, mode or "stable", body, reused))
+            records.append(self._classify(started, ended, status, mode, body, reused))
             if CLIENT_PAUSE and not interval:
                 time.sleep(CLIENT_PAUSE)
         conn.close()
 
-    @staticmethod
-    def _classify(started, ended, status, mode, body, reused):
+    def _classify(self, started, ended, status, mode, body, reused):
         try:
             payload = json.loads(body)
         except ValueError:
             payload = {}
         if not isinstance(payload, dict):
             payload = {}
+        mode = (mode or "stable") if self.app.has_chaos else str(payload.get("version", "-"))
         if status == 200:
             return (started, ended, status, mode, payload.get("version"), "ok", reused, "")
-        if status == 500 and payload.get("error") == CHAOS_ERROR:
+        if status == 500 and payload.get("error") == self.app.injected_error:
             return (started, ended, status, mode, payload.get("version"), "chaos", reused, "")
         return (started, ended, status, mode, payload.get("version"), "fail", reused,
                 body[:200].decode(errors="replace"))
@@ -348,14 +448,17 @@ class Load:
 class Sequence:
     """Runs the steps and keeps the phases: contiguous (label, start) marks over the load."""
 
-    def __init__(self, load, base, newer, project_dir):
+    def __init__(self, load, base, newer, project_dir, bad=None):
         self.load = load
+        self.app = load.app
         self.base = base
         self.newer = newer
+        self.bad = bad  # the manifest whose canary is the bad image (an app without /chaos)
         self.project_dir = project_dir
         self.phases = []
         self.steps = []   # dicts: label, kind (promote/chaos), seconds, status, ok, note
         self.checks = {}  # figure -> bool
+        self.judgements = []  # per promote to stable: judged from nginx's edge log
 
     def mark(self, label):
         self.phases.append((label, time.monotonic()))
@@ -390,28 +493,41 @@ class Sequence:
         self.steps.append(step)
         return step
 
+    def judged(self, step):
+        """Whether nginx's edge log judged the canary (canary.metrics: edge), over every judgement so far."""
+        self.judgements.append(EDGE_JUDGED in step["output"])
+        print(f"      judged from {'nginx' if self.judgements[-1] else 'the app (not nginx)'}")
+
     def state(self):
         state = live_state(self.project_dir)
         print(f"      state: {describe_state(state)}")
         return state
 
     def run(self):
+        app = self.app
+        new_version = app.new_version
         self.hold("0 warm-up", WARMUP_SECONDS)
 
-        step = self.promote("1 promote canary 1.0.0", self.base, "canary")
+        if app.has_chaos:
+            step = self.promote("1 promote canary 1.0.0", self.base, "canary")
+        else:  # the failing canary is an image (no /chaos): steps 2 and 4 have no counterpart
+            step = self.promote(f"1 promote canary {app.bad_version}", self.bad, "canary")
         state = self.state()
         if step["status"] != 0:
             raise StepFailed(f"promote canary failed ({step['status']}):\n{tail(step['output'])}")
         if not state.get("canary") or int(state.get("weight") or 0) != CANARY_WEIGHT:
             raise StepFailed(f"promote canary succeeded but the live state has no {CANARY_WEIGHT}% canary")
-        self.hold("1+ canary 1.0.0 serving", SETTLE_SECONDS)
+        if app.has_chaos:
+            self.hold("1+ canary 1.0.0 serving", SETTLE_SECONDS)
+            step = self.chaos("2 chaos error on canary", {"mode": "error", "rate": 1.0})
+            if step["status"] != 200:
+                raise StepFailed(f"POST /chaos error answered {step['status']}: {step['body'][:300]}")
+            self.hold("2+ canary failing (chaos)", CANARY_HOLD_SECONDS)
+        else:
+            self.hold(f"1+ canary {app.bad_version} failing", CANARY_HOLD_SECONDS)
 
-        step = self.chaos("2 chaos error on canary", {"mode": "error", "rate": 1.0})
-        if step["status"] != 200:
-            raise StepFailed(f"POST /chaos error answered {step['status']}: {step['body'][:300]}")
-        self.hold("2+ canary failing (chaos)", CANARY_HOLD_SECONDS)
-
-        step = self.promote("3 promote stable (roll back)", self.base, "stable")
+        step = self.promote("3 promote stable (roll back)", self.base if app.has_chaos else self.bad, "stable")
+        self.judged(step)
         state = self.state()
         rolled_back = ("rolled back" in step["output"].lower() and step["status"] != 0
                        and state.get("canary") is None and len(state["slots"]) == 1)
@@ -422,29 +538,31 @@ class Sequence:
                              f"the output, state {describe_state(state)}):\n{tail(step['output'])}")
         self.hold("3+ stable again", SETTLE_SECONDS)
 
-        step = self.chaos("4 recover", {"mode": "recover"})
-        self.hold("4+ stable", SETTLE_SECONDS)
+        if app.has_chaos:
+            step = self.chaos("4 recover", {"mode": "recover"})
+            self.hold("4+ stable", SETTLE_SECONDS)
 
-        step = self.promote(f"5 promote canary {NEW_VERSION}", self.newer, "canary")
+        step = self.promote(f"5 promote canary {new_version}", self.newer, "canary")
         state = self.state()
         if step["status"] != 0:
-            raise StepFailed(f"promote canary {NEW_VERSION} failed ({step['status']}):\n{tail(step['output'])}")
+            raise StepFailed(f"promote canary {new_version} failed ({step['status']}):\n{tail(step['output'])}")
         canary = state["slots"].get(state.get("canary") or "", {})
-        if canary.get("version") != NEW_VERSION:
-            raise StepFailed(f"promote canary {NEW_VERSION} succeeded but the live state is {describe_state(state)}")
-        self.hold(f"5+ canary {NEW_VERSION} serving", CANARY_HOLD_SECONDS)
+        if canary.get("version") != new_version:
+            raise StepFailed(f"promote canary {new_version} succeeded but the live state is {describe_state(state)}")
+        self.hold(f"5+ canary {new_version} serving", CANARY_HOLD_SECONDS)
 
         step = self.promote("6 promote stable (roll forward)", self.newer, "stable")
+        self.judged(step)
         state = self.state()
         root = get_json(PUBLIC_PORT, "/")
         print(f"      GET / -> version {root.get('version')}, mode {root.get('mode')}")
         rolled_forward = (step["status"] == 0 and state.get("canary") is None and len(state["slots"]) == 1
-                          and root.get("version") == NEW_VERSION and root.get("mode") == "stable")
+                          and root.get("version") == new_version and (root.get("mode") == "stable" or not app.has_chaos))
         self.checks["rolled forward"] = rolled_forward
         if not rolled_forward:
             raise StepFailed(f"promote stable did not roll forward (exit {step['status']}, GET / {root}, "
                              f"state {describe_state(state)}):\n{tail(step['output'])}")
-        self.mark("6+ stable 1.1.0 (final hold)")
+        self.mark(f"6+ stable {new_version} (final hold)")
         time.sleep(max(SETTLE_SECONDS + 1, MIN_LOAD_SECONDS - (time.monotonic() - self.load.started)))
 
 
@@ -499,13 +617,14 @@ def report_phases(seq, responses):
         entry["mode"][record[3]] += 1
         entry[record[5]] = entry.get(record[5], 0) + 1
     print("\n== Phases (responses attributed by the time they were answered) ==")
-    print(f"  {'phase':<34} | {'from s':>6} | {'dur s':>6} | {'req/s':>6} | {'canary %':>8} | {'chaos':>5} | "
+    share = f"{seq.app.share_of} %"
+    print(f"  {'phase':<34} | {'from s':>6} | {'dur s':>6} | {'req/s':>6} | {share:>8} | {'chaos':>5} | "
           f"{'failed':>6} | statuses")
     for label, start, end in bounds:
         entry = per[label]
         total = sum(entry["status"].values())
         duration = max(end - start, 1e-9)
-        canary = 100.0 * entry["mode"].get("canary", 0) / total if total else 0.0
+        canary = 100.0 * entry["mode"].get(seq.app.share_of, 0) / total if total else 0.0
         print(f"  {label:<34} | {start - load.started:6.1f} | {duration:6.1f} | {total / duration:6.0f} | "
               f"{canary:8.1f} | {entry['chaos']:5} | {entry['fail']:6} | {fmt_counter(entry['status'])}")
     return per
@@ -525,16 +644,17 @@ def report(seq, aborted, title="Summary"):
     duration = load.stopped - load.started
     statuses = Counter(record[2] for record in responses)
     modes = Counter(record[3] for record in responses)
-    versions = Counter(f"{record[3]} {record[4]}" for record in responses if record[5] == "ok")
+    versions = Counter(f"{record[3]} {record[4]}" if seq.app.has_chaos else record[4]
+                       for record in responses if record[5] == "ok")
     chaos = [record for record in responses if record[5] == "chaos"]
     failed = [record for record in responses if record[5] == "fail"]
 
     print(f"\n== Load: {load.clients} clients, {duration:.1f} s, {len(responses)} responses, "
           f"{len(responses) / duration:.0f} req/s ==")
     print(f"  by status: {fmt_counter(statuses)}")
-    print(f"  by X-Mode: {fmt_counter(modes)}")
-    print(f"  200s by X-Mode and version: {fmt_counter(versions)}")
-    print(f"  chaos-injected 500s (counted apart): {len(chaos)}")
+    print(f"  by {seq.app.mode_name}: {fmt_counter(modes)}")
+    print(f"  200s by {'X-Mode and version' if seq.app.has_chaos else 'version'}: {fmt_counter(versions)}")
+    print(f"  {seq.app.injected_name} (counted apart): {len(chaos)}")
     print(f"  TCP connections opened: {sum(load.connections_opened)} ({load.clients} at start)")
     print(f"  client process: longest scheduling delay {load.max_delay * 1000:.1f} ms "
           f"(at t={(load.max_delay_at or load.started) - load.started:.1f} s); "
@@ -542,13 +662,13 @@ def report(seq, aborted, title="Summary"):
           f"{sum(end - start for start, end in load.stalls):.1f} s in all; load average {load_average()}")
     report_phases(seq, responses)
 
-    print(f"\n== Failed requests caused by switching (every non-200 except chaos-injected 500s): {len(failed)} ==")
+    print(f"\n== Failed requests caused by switching (every non-200 except {seq.app.injected_name}): {len(failed)} ==")
     by_phase = Counter((phase_of(seq.phases, record[1]), record[2]) for record in failed)
     for (phase, status), number in sorted(by_phase.items(), key=str):
         print(f"  {phase:<34} {status}: {number}")
     for record in failed[:25]:
         started, ended, status, mode, _version, _kind, reused, detail = record
-        print(f"  t={ended - load.started:7.3f} s [{phase_of(seq.phases, ended)}] {status} X-Mode {mode}, "
+        print(f"  t={ended - load.started:7.3f} s [{phase_of(seq.phases, ended)}] {status} {seq.app.mode_name} {mode}, "
               f"{(ended - started) * 1000:.1f} ms, {'reused' if reused else 'new'} connection: {detail.strip()[:160]}")
     if len(failed) > 25:
         print(f"  ... and {len(failed) - 25} more")
@@ -590,11 +710,14 @@ def report(seq, aborted, title="Summary"):
                      verdict(step["seconds"] <= TARGET_PROMOTE_S)))
     for name, passed in seq.checks.items():
         rows.append((f"canary {name}", "yes" if passed else "no", "yes", verdict(passed)))
+    edge = sum(seq.judgements)
+    rows.append(("canary judged from nginx's edge log", f"{edge} of {len(seq.judgements)} judgements", "all",
+                 verdict(seq.judgements and edge == len(seq.judgements))))
     if aborted:
         rows.append(("sequence completed", f"no: {aborted}", "yes", "FAIL"))
     rows.append(("failed requests caused by switching", str(len(failed)), str(TARGET_FAILED),
                  verdict(len(failed) <= TARGET_FAILED)))
-    rows.append(("chaos-injected 500s (counted apart)", str(len(chaos)), "-", "-"))
+    rows.append((f"{seq.app.injected_name} (counted apart)", str(len(chaos)), "-", "-"))
     longest = gaps[0][0] * 1000 if gaps else float("inf")
     rows.append(("longest gap between 200s", f"{longest:.1f} ms", f"<= {TARGET_GAP_MS:.0f} ms",
                  verdict(longest <= TARGET_GAP_MS)))
@@ -604,6 +727,7 @@ def report(seq, aborted, title="Summary"):
     return {
         "promotes": [(step["label"], step["seconds"]) for step in seq.steps if step["kind"] == "promote"],
         "checks": dict(seq.checks),
+        "judgements": list(seq.judgements),
         "aborted": aborted,
         "failed": len(failed),
         "chaos": len(chaos),
@@ -620,9 +744,10 @@ def median(values):
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def report_rounds(results):
+def report_rounds(results, app=None):
     """The table over all rounds: each promote's median and slowest wall time, the rest summed
-    or at their worst."""
+    or at their worst. The header names `app` (an App) when given."""
+    injected = (app or APPS["example"]).injected_name
     rows = []
     labels = [label for label, _seconds in results[0]["promotes"]]
     for label in labels:
@@ -635,10 +760,14 @@ def report_rounds(results):
     for name in results[0]["checks"]:
         passed = all(result["checks"].get(name) for result in results)
         rows.append((f"canary {name}, every round", "yes" if passed else "no", "yes", verdict(passed)))
+    judgements = [judged for result in results for judged in result.get("judgements", ())]
+    if judgements:
+        rows.append(("canary judged from nginx's edge log, all rounds", f"{sum(judgements)} of {len(judgements)} judgements",
+                     "all", verdict(all(judgements))))
     failed = sum(result["failed"] for result in results)
     rows.append(("failed requests caused by switching, all rounds", str(failed), str(TARGET_FAILED),
                  verdict(failed <= TARGET_FAILED)))
-    rows.append(("chaos-injected 500s (counted apart)", str(sum(result["chaos"] for result in results)), "-", "-"))
+    rows.append((f"{injected} (counted apart)", str(sum(result["chaos"] for result in results)), "-", "-"))
     gap = max(result["gap_ms"] for result in results)
     rows.append(("longest gap between 200s, all rounds", f"{gap:.1f} ms", f"<= {TARGET_GAP_MS:.0f} ms",
                  verdict(gap <= TARGET_GAP_MS)))
@@ -647,7 +776,7 @@ def report_rounds(results):
                  f"{median([r['rate'] for r in results]):.0f} req/s",
                  f">= {CLIENTS}, >= {MIN_LOAD_SECONDS:.0f} s",
                  verdict(all(r["clients"] >= CLIENTS and r["duration"] >= MIN_LOAD_SECONDS for r in results))))
-    print_table(rows, title=f"All {len(results)} rounds")
+    print_table(rows, title=f"All {len(results)} rounds" + (f": {app.title}" if app else ""))
 
 
 # ---------------------------------------------------------------------------
@@ -661,10 +790,15 @@ def run_round(args, title):
     load = None
     result = None
     try:
-        base, newer = write_manifests(work_dir)
-        deploy_stable(base, project_dir)
-        load = Load(CLIENTS, args.rate)
-        seq = Sequence(load, base, newer, project_dir)
+        app = APPS[args.app]
+        bad = None
+        if app.has_chaos:
+            base, newer = write_manifests(work_dir)
+        else:
+            base, bad, newer = write_thirdparty_manifests(work_dir, app)
+        deploy_stable(base, project_dir, app)
+        load = Load(CLIENTS, args.rate, app)
+        seq = Sequence(load, base, newer, project_dir, bad)
         load.start()
         aborted = None
         try:
@@ -697,6 +831,9 @@ def parse_args():
                              "(default %g)" % (CLIENTS, DEFAULT_RATE))
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help="times to run the whole sequence, each on a fresh stack (default %d)" % DEFAULT_ROUNDS)
+    parser.add_argument("--app", choices=sorted(APPS), default="example",
+                        help="the app under load: the example app (chaos through its /chaos endpoint), or the "
+                             "third-party-style test image (a bad image as the failing canary; default example)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds: %d is not a number of rounds; give 1 or more" % args.rounds)
@@ -715,16 +852,22 @@ def main():
             signal.signal(signum, _interrupt)
     print(f"SwiftDeploy promotion under load: stack {STACK}, public :{PUBLIC_PORT}, admin 127.0.0.1:{ADMIN_PORT}, "
           f"{CLIENTS} clients ({f'{args.rate:g} req/s each' if args.rate else 'as fast as they can'}), "
-          f"canary {CANARY_WEIGHT}% / {CANARY_WINDOW} s window")
+          f"canary {CANARY_WEIGHT}% / {CANARY_WINDOW} s window; {APPS[args.app].title}")
     busy = stack_in_use()
     if busy:
         print(f"ERROR: stack {STACK} already has containers ({', '.join(busy)}): another benchmark is running; "
               f"not touching it", file=sys.stderr)
         return 2
+    app = APPS[args.app]
+    try:
+        build_images(app)
+    except (thirdparty_images.BuildError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"ERROR: the images of the {app.title} could not be built: {exc}", file=sys.stderr)
+        return 2
     results = []
     status = 0
     for number in range(1, args.rounds + 1):
-        title = "Summary" if args.rounds == 1 else f"Round {number} of {args.rounds}"
+        title = ("Summary" if args.rounds == 1 else f"Round {number} of {args.rounds}") + f": {app.title}"
         if args.rounds > 1:
             print(f"\n==== {title} ====")
         status, result = run_round(args, title)
@@ -733,7 +876,7 @@ def main():
         if status != 0:
             break
     if len(results) > 1:
-        report_rounds(results)
+        report_rounds(results, app)
     print(f"\nwall time {time.monotonic() - started:.0f} s")
     return status
 

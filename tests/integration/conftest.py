@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import getpass
-import hashlib
 import os
 import pathlib
 import re
@@ -46,6 +45,9 @@ import time
 import pytest
 import yaml
 import fleet as _fleet  # tests/integration/fleet.py
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "thirdparty_app"))
+import thirdparty_images  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_MANIFEST = REPO_ROOT / "manifest.yml"
@@ -262,9 +264,7 @@ def app_image(docker_engine, example_manifest):
     return image
 
 
-THIRDPARTY_DIR = REPO_ROOT / "tests" / "fixtures" / "thirdparty_app"
-THIRDPARTY_VERSIONS = {"1": "1.0.0", "2": "2.0.0"}
-THIRDPARTY_BASE_IMAGE = "swiftdeploy/debian-base:bookworm"
+THIRDPARTY_VERSIONS = thirdparty_images.VERSIONS
 
 
 @dataclasses.dataclass
@@ -298,20 +298,11 @@ class ThirdPartyApp:
 
 
 def _build_thirdparty(tag: str, version: str) -> None:
-    digest = hashlib.sha256()
-    for path in sorted(THIRDPARTY_DIR.iterdir()):
-        if path.is_file() and path.suffix in ("", ".py"):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    base_id = _docker("image", "inspect", "-f", "{{.Id}}", THIRDPARTY_BASE_IMAGE).stdout.strip()
-    digest.update(f"{base_id} {version}".encode())
-    source_hash = digest.hexdigest()[:16]
-    built = _docker("image", "inspect", "-f", '{{ index .Config.Labels "org.swiftdeploy.source-hash" }}', tag)
-    if built.returncode == 0 and built.stdout.strip() == source_hash:
-        return
-    build = _docker("build", "-q", "--build-arg", f"BASE_IMAGE={THIRDPARTY_BASE_IMAGE}",
-                    "--build-arg", f"VERSION={version}", "--label", f"org.swiftdeploy.source-hash={source_hash}",
-                    "-t", tag, str(THIRDPARTY_DIR), timeout=600)
-    assert build.returncode == 0, f"docker build of {tag} failed:\n{build.stdout}\n{build.stderr}"
+    # Shared with scripts/bench_promote.py --app thirdparty (tests/fixtures/thirdparty_app/thirdparty_images.py).
+    try:
+        thirdparty_images.build(tag, version)
+    except thirdparty_images.BuildError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "scripts"))
-from bench_promote import TARGET_PROMOTE_S, median, report_rounds  # noqa: E402  pylint: disable=wrong-import-position
+from bench_promote import APPS, TARGET_PROMOTE_S, median, report_rounds  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def result(canary, stable, failed=0, gap_ms=20.0, rolled_back=True):
@@ -65,3 +65,16 @@ def test_a_check_must_hold_in_every_round(capsys):
     rows = table(capsys, [result(5.0, 5.0), result(5.0, 5.0, rolled_back=False)])
     assert rows["canary rolled back, every round"][1:] == ["yes", "FAIL"]
     assert rows["canary rolled back, every round"][0] == "no"
+
+
+def test_the_header_names_the_app_and_every_judgement_must_come_from_the_edge(capsys):
+    edge, other = result(5.0, 5.0), result(5.0, 5.0)
+    edge["judgements"], other["judgements"] = [True, True], [True, False]
+    for results, value, expected in (([edge, edge], "4 of 4 judgements", "PASS"), ([edge, other], "3 of 4 judgements", "FAIL")):
+        report_rounds(results, APPS["thirdparty"])
+        out = capsys.readouterr().out
+        assert "== All 2 rounds: third-party app" in out
+        rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
+                for line in out.splitlines() if line.count("|") == 3}
+        assert rows["bad image's own 500s (counted apart)"][0] == "200"
+        assert rows["canary judged from nginx's edge log, all rounds"] == [value, "all", expected]
