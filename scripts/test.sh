@@ -24,7 +24,7 @@ stage() {
 
 stage "ansible-lint (production profile)" bash scripts/lint.sh
 stage "ansible-test sanity" bash scripts/sanity.sh
-stage "pytest: unit and integration" pytest -q -p no:cacheprovider tests
+stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 tests
 stage "molecule: default" molecule test -s default
 stage "molecule: canary" molecule test -s canary
 # meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the oldest
