@@ -98,9 +98,24 @@ def fleet_stack(fleet_host, fleet, shop_image, write_manifest, run_playbook, tmp
 
 
 @pytest.fixture(scope="module")
-def first_deploy(fleet_stack):
+def validate_before(fleet_stack):
+    """validate.yml before anything is on the host, with the images to be shipped."""
+    assert fleet_stack.host.image_id(IMAGE) is None, "the fleet host must not have the image yet"
+    return fleet_stack.run("validate", "-e", "swiftdeploy_image_source=controller")
+
+
+@pytest.fixture(scope="module")
+def first_deploy(fleet_stack, validate_before):
     assert fleet_stack.host.image_id(IMAGE) is None, "the fleet host must not have the image yet"
     return fleet_stack.deploy()
+
+
+def test_validate_counts_an_image_the_controller_ships_as_present(fleet_stack, validate_before, validate_checks):
+    run = validate_before
+    assert run.rc == 0, run.describe()
+    assert (3, "✔", "App image present on the host") in validate_checks(run.stdout)
+    assert (f"{IMAGE} is not on {fleet_stack.host.name} yet: deploy.yml ships it from the controller "
+            f"(swiftdeploy_image_source=controller, ID {controller_id(IMAGE)})") in run.stdout, run.stdout
 
 
 def test_images_are_shipped_from_the_controller_without_a_registry(fleet_stack, first_deploy, parse_recap):

@@ -309,3 +309,22 @@ def test_an_expired_certificate_is_refused_before_anything_is_deployed(tmp_path,
     assert "renew it and give the new certificate and key" in run.stdout
     assert not stack.project.exists()
     assert docker("ps", "-aq", "--filter", "label=com.docker.compose.project=tlsitexp").stdout.strip() == ""
+
+
+def test_validate_reports_a_refused_pair_as_its_nginx_check_with_the_others(tmp_path, write_manifest, run_playbook,
+                                                                          validate_checks):
+    pki = Pki(tmp_path)
+    cert, _key, _fingerprint, _text = pki.server("one")
+    _cert, other_key, _fingerprint, _text = pki.server("other")
+    stack = Stack(tmp_path, write_manifest, run_playbook)
+    write_manifest(tmp_path / "manifest.yml", {
+        "stack": "tlsitval", "nginx.port": 18757, "nginx.admin_port": 18759, "contact": "oncall@tlsit.example",
+        "nginx.tls": {"enabled": True, "cert_file": str(cert), "key_file": str(other_key)}})
+    run = stack.run("validate")
+    assert run.rc != 0
+    checks = validate_checks(run.stdout)
+    # All five are reported (the pair does not stop the run early), only the nginx check fails.
+    assert [(number, mark) for number, mark, _name in checks] == [(1, "✔"), (2, "✔"), (3, "✔"), (4, "✔"), (5, "✘")]
+    assert "not checked: the TLS certificate and key are refused (nginx.tls):" in run.stdout, run.stdout
+    assert "does not belong to" in run.stdout and "Validation FAILED" in run.stdout
+    assert not stack.project.exists()
