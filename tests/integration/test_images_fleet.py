@@ -114,6 +114,9 @@ def test_validate_counts_an_image_the_controller_ships_as_present(fleet_stack, v
     run = validate_before
     assert run.rc == 0, run.describe()
     assert (3, "✔", "App image present on the host") in validate_checks(run.stdout)
+    # The host has no nginx image yet: nginx -t ran on the controller, in the image it ships.
+    assert (5, "✔", "nginx.conf passes nginx -t") in validate_checks(run.stdout)
+    assert f"[{fleet_stack.host.name} -> localhost]" in run.stdout.split("Run nginx -t", 1)[1].split("TASK", 1)[0]
     assert (f"{IMAGE} is not on {fleet_stack.host.name} yet: deploy.yml ships it from the controller "
             f"(swiftdeploy_image_source=controller, ID {controller_id(IMAGE)})") in run.stdout, run.stdout
 
