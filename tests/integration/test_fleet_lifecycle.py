@@ -176,6 +176,16 @@ def test_deploy_over_ssh_serves_at_the_hosts_own_address(life, parse_recap):
     assert any(life.cache_dir.iterdir()), "the exported images are cached on the controller"
 
 
+def test_validate_checks_the_hosts_image_and_port(life, validate_checks):
+    """The stack's port is free here and no stack container runs here: only checks made on the
+    host find the port held by this stack's own nginx."""
+    run = life.run("validate")
+    assert run.rc == 0, run.describe()
+    assert [mark for _number, mark, _name in validate_checks(run.stdout)] == ["✔"] * 5, run.describe()
+    assert f"port {PORT} is held by this stack (redeploy)" in run.stdout, run.describe()
+    assert "swift-deploy-1-node:latest found" in run.stdout, run.describe()
+
+
 def test_redeploy_changes_nothing(life, parse_recap):
     assert life.first_deploy.rc == 0, life.first_deploy.describe()
     before = (life.state(), life.read("docker-compose.yml"), life.read("nginx/nginx.conf"))
@@ -271,6 +281,13 @@ def test_status_measures_the_host(life):
     life.assert_anchor_matches_history()
 
 
+def test_logs_shows_the_hosts_containers(life):
+    run = life.run("logs", "-e", "lines=3", "-e", "since=1h")
+    assert run.rc == 0, run.describe()
+    slot = life.state()["stable"]
+    assert f"app-{slot} (running, slot {slot}): " in run.stdout and "nginx (running): " in run.stdout, run.describe()
+
+
 def test_audit_renders_the_report_on_the_host_and_fetches_it(life):
     host = life.host
     run = life.run("audit", "-e", f"report_dir={life.report_dir}")
@@ -283,9 +300,10 @@ def test_audit_renders_the_report_on_the_host_and_fetches_it(life):
     events = [event["event"] for event in life.history()]
     assert events == ["deploy", "deploy", "promote", "rollback", "promote", "promote", "rollback_release",
                       "status_scrape"], events
-    assert f"{STACK}" in on_host and host.name in on_host
+    assert on_host.startswith(f"# Audit report: stack {STACK} on {host.name}\n"), on_host[:200]
+    table = on_host.replace("\\_", "_")  # Markdown escapes the underscores of event names
     for event in set(events):
-        assert f"| {event} |" in on_host, (event, on_host)
+        assert f"| {event} | {events.count(event)} |" in table, (event, on_host)
     life.assert_nothing_on_the_controller()
 
 
