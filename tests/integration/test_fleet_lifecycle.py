@@ -135,8 +135,8 @@ def life(fleet_host, fleet, write_manifest, run_playbook, tmp_path_factory, app_
         yield stack
     finally:
         stack.run("teardown", "-e", "clean=true", "-e", "purge_history=true")
-        # The teardown keeps the project directory's root (it tells the stack was here); the
-        # session's other tests share the host, so it goes too, with the lock file.
+        # The session's other tests share the host: what the teardown keeps (the project
+        # directory, the lock file) goes too.
         fleet_host.run("rm", "-rf", PROJECT, LOCK)
 
 
@@ -163,6 +163,8 @@ def test_deploy_over_ssh_serves_at_the_hosts_own_address(life, parse_recap):
 
     # Containers, files, state and history on the host; on the controller, none of them.
     assert life.containers_on_host() == {"app-blue": "running", "nginx": "running"}
+    assert host.docker("network", "inspect", f"{STACK}-net").returncode == 0
+    assert host.docker("volume", "inspect", f"{STACK}-logs").returncode == 0
     for name in ("docker-compose.yml", "nginx/nginx.conf", "state.json", "history.jsonl", "edge"):
         assert life.exists_on_host(f"{PROJECT}/{name}"), name
     state = life.state()
