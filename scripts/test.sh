@@ -27,6 +27,7 @@ stage "ansible-test sanity" bash scripts/sanity.sh
 stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 tests
 stage "molecule: default" molecule test -s default
 stage "molecule: canary" molecule test -s canary
+stage "molecule: fleet" molecule test -s fleet
 # meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the oldest
 # ansible-core it allows, in .venv-min.
 stage "oldest ansible-core (requirements-min.txt)" bash scripts/test-min.sh

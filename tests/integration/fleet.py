@@ -26,10 +26,23 @@ Fixtures (conftest.py imports them; none is autouse):
 A `FleetHost` has `name`, `container`, `address` (its IP), `run(*argv)` (a command over SSH, each
 argument passed as it is; a CompletedProcess with text), `docker(*args)` (the docker CLI on the host, over SSH),
 `image_id(image)` (the ID on that host, None when absent) and `inventory_vars()`.
+
+The same fleet outside pytest (the Molecule scenario `fleet` runs it; docs/fleet-testing.md):
+
+  python tests/integration/fleet.py up 3 --inventory PATH [--name NAME]
+      starts hosts h1..h3 (after removing those of an earlier `up` of the same NAME), writes the
+      inventory of group `swiftdeploy`, and keeps the session's key and ssh control sockets next
+      to it; prints the hosts and their addresses.
+  python tests/integration/fleet.py down --inventory PATH [--name NAME]
+      removes the hosts of NAME (containers and their volumes) and closes the ssh masters.
+
+NAME (default `cli`) labels the containers instead of a pytest process id, so a pytest session
+never takes them for a dead session's leftovers.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import os
@@ -37,6 +50,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -154,15 +168,17 @@ class FleetHost:
 class Fleet:
     """Fleet hosts started on demand for one test session; `close()` removes them all."""
 
-    def __init__(self, workdir: pathlib.Path):
+    def __init__(self, workdir: pathlib.Path, session: str = ""):
         self.workdir = workdir
-        self.session = f"{os.getpid()}"
+        # A pytest session is its process id (remove_leftovers); the command line names its own.
+        self.session = session or f"{os.getpid()}"
         self.prefix = f"swiftdeploy-fleet-{self.session}"
         self.private_key = workdir / "id_ed25519"
         self.control_path_dir = workdir / "cp"
-        self.control_path_dir.mkdir(mode=0o700)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swiftdeploy-fleet", "-f",
-                        str(self.private_key)], check=True, capture_output=True)
+        self.control_path_dir.mkdir(mode=0o700, exist_ok=True)
+        if not self.private_key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swiftdeploy-fleet", "-f",
+                            str(self.private_key)], check=True, capture_output=True)
         self.image = None
         self._hosts: list[FleetHost] = []
         self._lock = threading.Lock()
@@ -241,6 +257,14 @@ class Fleet:
         return path
 
 
+def remove_session(session: str):
+    """Remove the fleet containers (and their volumes) labelled with `session`."""
+    listed = _docker("ps", "-a", "--filter", f"label={LABEL}={session}", "--format", "{{.Names}}")
+    for name in listed.stdout.split():
+        _docker("rm", "-f", "-v", name, timeout=120)
+        _docker("volume", "rm", "-f", f"{name}-docker", timeout=120)
+
+
 def remove_leftovers():
     """Remove fleet containers (and their volumes) of sessions whose pytest process is gone."""
     listed = _docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
@@ -268,3 +292,54 @@ def fleet(docker_engine, app_image, tmp_path_factory):
 def fleet_host(fleet):
     """The first fleet host."""
     return fleet.hosts(1)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: the same fleet for Molecule (molecule/fleet) or by hand
+# --------------------------------------------------------------------------------------------
+
+
+def close_control_masters(control_path_dir: pathlib.Path):
+    if control_path_dir.is_dir():
+        for socket_path in control_path_dir.iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "fleet"],
+                           capture_output=True, timeout=30, check=False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Start or remove a fleet of Docker hosts reached over SSH.")
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("count", nargs="?", type=int, default=3, help="how many hosts `up` starts (default 3)")
+    parser.add_argument("--inventory", required=True, type=pathlib.Path,
+                        help="the inventory `up` writes; the key and ssh sockets are kept in its directory")
+    parser.add_argument("--name", default="cli", help="the fleet's label, apart from pytest's (default cli)")
+    args = parser.parse_args(argv)
+    if not args.name.replace("-", "").isalnum() or args.name.isdigit():
+        parser.error(f"--name {args.name!r}: use letters, digits and '-', not only digits (those are pytest's)")
+    workdir = args.inventory.absolute().parent / f"fleet-{args.name}"
+    # Before anything else, an earlier `up` of the same name is removed: `up` always starts clean.
+    close_control_masters(workdir / "cp")
+    remove_session(args.name)
+    if args.action == "down":
+        args.inventory.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"fleet {args.name}: removed")
+        return 0
+    if args.count < 1:
+        parser.error(f"count {args.count}: start at least one host")
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    the_fleet = Fleet(workdir, session=args.name)
+    try:
+        hosts = the_fleet.hosts(args.count)
+    except (Exception, pytest.fail.Exception) as exc:  # pylint: disable=broad-except
+        the_fleet.close()
+        print(f"fleet {args.name}: {exc}", file=sys.stderr)
+        return 1
+    the_fleet.inventory(args.inventory, hosts)
+    for host in hosts:
+        print(f"{host.name} {host.address} {host.container}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,10 +15,12 @@ class Traffic:
     responses: [(monotonic time, HTTP status or the exception's name, came from the canary)].
     warm_up: seconds to keep sending, after the first answer, before the `with` body runs (a
     canary judged on its last window must have had traffic for all of it).
-    ca_file: for a stack with nginx.tls, the CA that signed its certificate: HTTPS, verified."""
+    ca_file: for a stack with nginx.tls, the CA that signed its certificate: HTTPS, verified.
+    host: the address to send to (a fleet host's own address; default this machine's loopback)."""
 
-    def __init__(self, port, threads=2, warm_up=0.0, ca_file=None):
+    def __init__(self, port, threads=2, warm_up=0.0, ca_file=None, host="127.0.0.1"):
         self.port = port
+        self.host = host
         self.ca_file = ca_file
         self.warm_up = warm_up
         self.responses = []
@@ -45,9 +47,9 @@ class Traffic:
 
     def connection(self):
         if self.ca_file is None:
-            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            return http.client.HTTPConnection(self.host, self.port, timeout=10)
         context = ssl.create_default_context(cafile=str(self.ca_file))
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=10, context=context)
 
     def __enter__(self):
         for thread in self._threads:
@@ -55,7 +57,7 @@ class Traffic:
         if self.warm_up:
             deadline = time.monotonic() + 30
             while not self.responses:
-                assert time.monotonic() < deadline, "no answer on port %d within 30 s" % self.port
+                assert time.monotonic() < deadline, "no answer on %s:%d within 30 s" % (self.host, self.port)
                 time.sleep(0.01)
             time.sleep(self.warm_up)
         return self
