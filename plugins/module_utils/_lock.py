@@ -35,6 +35,8 @@ import secrets
 import threading
 import time
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
+
 # Readable by the lock directory's group (the users who deploy, see make_directory), so that a
 # run of another user can name the holder and judge its heartbeat; the token is only a digest.
 LOCK_FILE_MODE = 0o640
@@ -146,9 +148,13 @@ class LockState:
             when = "since %s (%s in the future)" % (rfc3339(self.since), human_age(-self.age))
         else:
             when = "since %s (%s ago)" % (rfc3339(self.since), human_age(self.age))
+        return "%s %s" % (self.who(), when)
+
+    def who(self, where="on host"):
+        """root (playbook deploy.yml, AWX job 42) on host web1"""
         holder = self.holder
         if holder is None:
-            return "an unknown run (the lock file is empty or not JSON) %s" % when
+            return "an unknown run (the lock file is empty or not JSON)"
         who = str(holder.get("user") or "an unknown user")
         about = []
         if holder.get("playbook"):
@@ -157,7 +163,7 @@ class LockState:
             about.append("AWX job %s" % holder["awx_job_id"])
         if about:
             who += " (%s)" % ", ".join(about)
-        return "%s on host %s %s" % (who, holder.get("host") or "unknown", when)
+        return "%s %s %s" % (who, where, holder.get("host") or "unknown")
 
 
 def read_lock(path, now):
@@ -412,6 +418,10 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
                                 holder=public_holder(state.holder),
                                 waited_seconds=round(monotonic() - started, 3) if waited else 0.0,
                                 lock_id=state.lock_id)
+        if not waited:
+            # For the action plugin's progress lines (module_utils/_progress.py); the module
+            # clears it once acquire returns.
+            progress.note("the stack lock held by %s" % state.who("from host"), wait, clock() - (monotonic() - started))
         waited = True
         sleep(min(poll, remaining))
 
