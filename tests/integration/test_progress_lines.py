@@ -1,0 +1,184 @@
+"""Long waits print progress lines in the play output; fast runs print none (docs/progress.md).
+
+- A lock held by another run for ~8 s: the waiting run prints "Waiting for the stack lock held
+  by ... on localhost: N s of at most 30 s" lines, N growing, in ansible-playbook's output and
+  under ansible-runner (AWX) as stdout and as events; the holder, which never waited, prints
+  none. No Docker.
+- One real stack (sdprogress, ports 27580/27582) whose app starts 7 s late (services.command):
+  its first deploy prints the slot's health wait; a no-op redeploy prints nothing; promote to
+  stable right after a canary prints the wait for the canary's window.
+Every line is one plain line (no terminal codes), and no progress file is left on the host.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LOCK_PLAYBOOK = ROOT / "tests" / "integration" / "playbooks" / "lock_hold.yml"
+NAME, PORT, ADMIN_PORT = "sdprogress", 27580, 27582
+WINDOW_SECONDS = 20
+START_DELAY = 7
+LINE = re.compile(r"^Waiting for (?P<what>.+) on (?P<host>\S+): (?P<elapsed>\d+) s(?: of at most (?P<limit>[\d.]+) s)?$",
+                  re.M)
+
+
+def progress_lines(output, what=None):
+    """[(what, elapsed, limit)] of the progress lines in output, those whose what matches `what`."""
+    found = []
+    for match in LINE.finditer(output):
+        if what is None or re.fullmatch(what, match["what"]):
+            found.append((match["what"], int(match["elapsed"]), match["limit"] and float(match["limit"])))
+    return found
+
+
+def assert_plain(output):
+    for line in output.splitlines():
+        if line.startswith("Waiting for "):
+            assert LINE.fullmatch(line) and re.fullmatch(r"[ -~]+", line), repr(line)
+
+
+def no_progress_files(*directories):
+    return [str(path) for directory in directories for path in pathlib.Path(directory).glob(".swiftdeploy-progress-*")]
+
+
+# --------------------------------------------------------------------------------------------
+# A lock wait, no Docker
+# --------------------------------------------------------------------------------------------
+
+
+def lock_hold(env, lock_path, job, hold, wait):
+    return subprocess.Popen(["ansible-playbook", str(LOCK_PLAYBOOK), "-e", "lock_path=%s" % lock_path,
+                             "-e", "lock_job=%d" % job, "-e", "lock_hold_seconds=%d" % hold, "-e", "lock_wait=%d" % wait],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, "%s never appeared" % path
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_waiting_for_the_lock_says_so_every_few_seconds(ansible_env, tmp_path):
+    lock_path = tmp_path / "locks" / "shop.lock"
+    holder = lock_hold(ansible_env, lock_path, 81, hold=8, wait=0)
+    wait_for(lock_path)
+    waiter = lock_hold(ansible_env, lock_path, 82, hold=0, wait=30)
+    held, waited = holder.communicate(timeout=120)[0], waiter.communicate(timeout=120)[0]
+    assert holder.returncode == 0 and waiter.returncode == 0, held + waited
+    lines = progress_lines(waited, r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 81\) from host \S+")
+    assert len(lines) >= 1, waited
+    elapsed = [line[1] for line in lines]
+    assert elapsed == sorted(set(elapsed)) and all(limit == 30.0 for _what, _elapsed, limit in lines), waited
+    assert "on localhost:" in waited
+    # One line about every 5 s: an ~8 s wait prints one or two, not one per poll.
+    assert len(lines) <= 3, waited
+    assert progress_lines(held) == [], held
+    assert_plain(waited)
+    assert no_progress_files(lock_path.parent) == []
+
+
+@pytest.mark.slow
+def test_under_ansible_runner_the_lines_are_in_the_jobs_stdout_and_events(ansible_env, tmp_path):
+    ansible_runner = pytest.importorskip("ansible_runner")
+    lock_path = tmp_path / "locks" / "shop.lock"
+    holder = lock_hold(ansible_env, lock_path, 91, hold=7, wait=0)
+    wait_for(lock_path)
+    private = tmp_path / "private"
+    (private / "project").mkdir(parents=True)
+    envvars = dict((key, ansible_env[key]) for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_CONFIG", "PATH")
+                   if key in ansible_env)
+    runner = ansible_runner.run(private_data_dir=str(private), playbook=str(LOCK_PLAYBOOK), quiet=True,
+                                extravars={"lock_path": str(lock_path), "lock_job": 92, "lock_hold_seconds": 0,
+                                           "lock_wait": 30},
+                                envvars=envvars)
+    holder.communicate(timeout=120)
+    stdout = runner.stdout.read()
+    assert runner.rc == 0, stdout
+    wanted = r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 91\) from host \S+"
+    assert progress_lines(stdout, wanted), stdout
+    assert_plain(stdout)
+    events = [event.get("stdout", "") for event in runner.events]
+    assert any(progress_lines(text, wanted) for text in events), events
+
+
+# --------------------------------------------------------------------------------------------
+# A real stack: a slow health check, a no-op deploy, a canary's window
+# --------------------------------------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, tmp_path, write_manifest, run_playbook):
+        self.project = tmp_path / "project"
+        self.lock_dir = pathlib.Path("/run/lock/swiftdeploy")
+        self.manifest = write_manifest(tmp_path / "manifest.yml", {
+            "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
+            "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
+            "contact": "oncall@%s.example" % NAME,
+            # The app answers its health check only START_DELAY seconds after each start.
+            "services.command": ["sh", "-c", "sleep %d; exec python3 -u /app/swiftdeploy_app.py" % START_DELAY],
+            "services.healthcheck.start_period": 30,
+            "canary": {"version": "1.1.0", "window_seconds": WINDOW_SECONDS}})
+        self._run = run_playbook
+
+    def run(self, playbook, *args):
+        return self._run(playbook, "-e", "swiftdeploy_manifest=%s" % self.manifest,
+                         "-e", "swiftdeploy_project_dir=%s" % self.project, *args)
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine, app_image, tmp_path_factory, write_manifest, run_playbook):
+    stack = Stack(tmp_path_factory.mktemp("progress"), write_manifest, run_playbook)
+    stack.run("teardown", "-e", "clean=true")
+    yield stack
+    stack.run("teardown", "-e", "clean=true")
+
+
+@pytest.fixture(scope="module")
+def first_deploy(stack):
+    return stack.run("deploy")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_slow_health_check_prints_what_it_waits_for(stack, first_deploy):
+    run = first_deploy
+    assert run.rc == 0, run.describe()
+    lines = progress_lines(run.stdout, r"app-blue to be healthy|the stack's containers to start and be healthy")
+    assert lines, run.describe()
+    assert all(elapsed <= START_DELAY + 5 and limit and limit >= START_DELAY for _what, elapsed, limit in lines), lines
+    assert_plain(run.stdout)
+    assert no_progress_files(stack.project, stack.lock_dir) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_no_op_deploy_prints_no_progress_line(stack, first_deploy):
+    assert first_deploy.rc == 0, first_deploy.describe()
+    run = stack.run("deploy")
+    assert run.rc == 0, run.describe()
+    assert "changed=0" in run.stdout, run.describe()
+    assert progress_lines(run.stdout) == [], run.describe()
+    assert "Waiting for" not in run.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_promote_to_stable_prints_the_wait_for_the_canarys_window(stack, first_deploy):
+    assert first_deploy.rc == 0, first_deploy.describe()
+    canary = stack.run("promote", "-e", "mode=canary")
+    assert canary.rc == 0, canary.describe()
+    judged = stack.run("promote", "-e", "mode=stable")  # no traffic: denied, rolled back
+    lines = progress_lines(judged.stdout, r"the canary \(slot green\) to be a %d s window old" % WINDOW_SECONDS)
+    assert lines, judged.describe()
+    assert all(limit <= WINDOW_SECONDS and elapsed < limit for _what, elapsed, limit in lines), lines
+    assert "(its whole life, measured by nginx; waited for)" in judged.stdout, judged.describe()
+    assert_plain(judged.stdout)
+    assert no_progress_files(stack.project, stack.lock_dir) == []
