@@ -231,4 +231,3 @@ def with_progress_path(args, directory):
         return dict(args), None
     path = progress_path(directory)
     return dict(args, progress_path=path), path
-

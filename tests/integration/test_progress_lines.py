@@ -4,6 +4,7 @@
   by ... on localhost: N s of at most 30 s" lines, N growing, in ansible-playbook's output and
   under ansible-runner (AWX) as stdout and as events; the holder, which never waited, prints
   none. No Docker.
+- A slow image build through image_build (a build context, and a script) prints its wait.
 - One real stack (sdprogress, ports 27580/27582) whose app starts 7 s late (services.command):
   its first deploy prints the slot's health wait; a no-op redeploy prints nothing; promote to
   stable right after a canary prints the wait for the canary's window.
@@ -182,3 +183,54 @@ def test_promote_to_stable_prints_the_wait_for_the_canarys_window(stack, first_d
     assert "(its whole life, measured by nginx; waited for)" in judged.stdout, judged.describe()
     assert_plain(judged.stdout)
     assert no_progress_files(stack.project, stack.lock_dir) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A slow build
+# --------------------------------------------------------------------------------------------
+
+BUILD_PLAYBOOK = """
+- name: Slow builds
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Build from a context whose RUN takes a while
+      swiftdeploy.stack.image_build:
+        name: {image}
+        path: {context}
+        build_args:
+          BASE_IMAGE: {base}
+      register: built
+
+    - name: Build by a script
+      swiftdeploy.stack.image_build:
+        name: {image}
+        script: [sh, -c, "sleep 4; echo built {image}"]
+      register: scripted
+
+    - name: Report
+      ansible.builtin.debug:
+        msg: "built={{{{ built.image.Id is defined }}}} scripted={{{{ scripted.stdout }}}}"
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_slow_build_prints_what_it_builds(docker_engine, app_image, tmp_path, run_playbook):
+    image = "sdprogress-build:1"
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN sleep 5\n"
+                                        "LABEL org.swiftdeploy.test=%s\n" % tmp_path.name)
+    playbook = tmp_path / "build.yml"
+    playbook.write_text(BUILD_PLAYBOOK.format(image=image, context=context, base=app_image))
+    try:
+        run = run_playbook(playbook)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+    assert run.rc == 0, run.describe()
+    assert "built=True scripted=built %s" % image in run.stdout, run.describe()
+    assert progress_lines(run.stdout, re.escape(image) + r" to be built \(docker build\)"), run.describe()
+    assert progress_lines(run.stdout, re.escape(image) + " to be built by sh"), run.describe()
+    assert_plain(run.stdout)

@@ -7,7 +7,9 @@ import shlex
 import subprocess
 
 import pytest
+from ansible.errors import AnsibleActionFail
 
+from ansible_collections.swiftdeploy.stack.plugins.action import image_build, stack_lock
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _lock as lock
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as host_progress
@@ -373,3 +375,65 @@ def test_a_young_canarys_window_is_noted(tmp_path):
     assert [(seen["what"], seen["limit"]) for seen in fake.seen] == [
         ("the canary (slot green) to be a 30 s window old", 18.0)]
     assert not os.path.exists(fake.path)
+
+
+# --------------------------------------------------------------------------------------------
+# What the action plugins say before the module has noted anything
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({"name": "shop:1", "path": "/p/build/app", "build_args": {"BASE_IMAGE": "base:1"}},
+     ("community.docker.docker_image",
+      {"name": "shop:1", "source": "build", "build": {"path": "/p/build/app", "args": {"BASE_IMAGE": "base:1"},
+                                                       "pull": False}},
+      "shop:1 to be built (docker build)")),
+    ({"name": "shop:1", "path": "/p/ctx"},
+     ("community.docker.docker_image",
+      {"name": "shop:1", "source": "build", "build": {"path": "/p/ctx", "args": {}, "pull": False}},
+      "shop:1 to be built (docker build)")),
+    ({"name": "base:1", "script": ["bash", "/p/build/images/build-base-image.sh", "base:1"]},
+     ("ansible.legacy.command", {"argv": ["bash", "/p/build/images/build-base-image.sh", "base:1"]},
+      "base:1 to be built by build-base-image.sh")),
+    ({"name": "x", "script": ["sh", "-c", "sleep 4"]},
+     ("ansible.legacy.command", {"argv": ["sh", "-c", "sleep 4"]}, "x to be built by sh")),
+], ids=["context with args", "context", "script", "inline script"])
+def test_image_build_calls(args, expected):
+    assert image_build.build_call(args) == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"path": "/p"}, "image_build: name is required; give the image reference to build"),
+    ({"name": "x"}, "image_build: give exactly one of path (a build context on the host) and script (the argv of "
+                    "a script that builds x)"),
+    ({"name": "x", "path": "/p", "script": ["true"]}, "image_build: give exactly one of path"),
+    ({"name": "x", "script": "make image"}, "image_build: script must be a list of strings (an argv), not 'str'"),
+    ({"name": "x", "path": "/p", "pull": True}, "image_build: unsupported option(s) pull; use name, path, "
+                                                 "build_args, script"),
+], ids=["no name", "neither", "both", "script as text", "unknown option"])
+def test_image_build_refusals(args, message):
+    with pytest.raises(AnsibleActionFail) as info:
+        image_build.build_call(args)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("holder, expected", [
+    ({"user": "bob", "playbook": "deploy.yml", "awx_job_id": "42", "host": "ctl1"},
+     "bob (playbook deploy.yml, AWX job 42) from host ctl1"),
+    ({"user": "bob", "host": "ctl1"}, "bob from host ctl1"),
+    ({}, "another run from host unknown"),
+    (None, "another run from host unknown"),
+])
+def test_the_lock_holder_as_the_action_names_it(holder, expected):
+    assert stack_lock.holder_text(holder) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({}, (None, None)),
+    ({"host": {"images": ["a"]}}, (None, None)),
+    ({"host": {"edge": {"window_seconds": 30, "wait_for_canary": True}}}, ("the canary to be a window old", 30.0)),
+    ({"host": {"edge": {"window_seconds": 30, "wait_for_canary": False}}}, (None, None)),
+    ({"host": {"metrics_urls": ["u"], "window_seconds": 5}}, ("the canary's window of app metrics", 5.0)),
+], ids=["nothing", "images only", "edge canary", "edge without the canary's wait", "app metrics"])
+def test_the_window_a_lock_call_may_wait_for(args, expected):
+    assert stack_lock.window_of(args) == expected
