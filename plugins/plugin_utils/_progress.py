@@ -76,12 +76,13 @@ def next_due(due, elapsed, every=EVERY_SECONDS):
 def read_command(path):
     """The shell command that prints the host's clock (Unix seconds, with nanoseconds where
     date(1) has %N), then the progress file's text (nothing when there is none). A path under
-    `~/` is expanded by the shell."""
+    `~/` is expanded by the shell. Run by /bin/sh whatever the remote user's login shell is, as
+    Ansible runs its own commands."""
     if path.startswith("~/"):
         quoted = '"$HOME"/' + shlex.quote(path[2:])
     else:
         quoted = shlex.quote(path)
-    return "date +%%s.%%N; cat -- %s 2>/dev/null; true" % quoted
+    return "/bin/sh -c %s" % shlex.quote("date +%%s.%%N; cat -- %s 2>/dev/null; true" % quoted)
 
 
 def parse_host_progress(stdout):

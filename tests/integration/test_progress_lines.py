@@ -1,9 +1,11 @@
 """Long waits print progress lines in the play output; fast runs print none (docs/progress.md).
 
-- A lock held by another run for ~8 s: the waiting run prints "Waiting for the stack lock held
+- A lock held by another run for ~6 s: the waiting run prints "Waiting for the stack lock held
   by ... on localhost: N s of at most 30 s" lines, N growing, in ansible-playbook's output and
   under ansible-runner (AWX) as stdout and as events; the holder, which never waited, prints
   none. No Docker.
+- The same wait in a module whose action knows nothing of it (stack_teardown's lock wait): the
+  line names the holder only because the action read the module's note on the host, over SSH.
 - A slow image build through image_build (a build context, and a script) prints its wait.
 - One real stack (sdprogress, ports 27580/27582) whose app starts 7 s late (services.command):
   its first deploy prints the slot's health wait; a no-op redeploy prints nothing; promote to
@@ -67,47 +69,77 @@ def wait_for(path, timeout=60):
 
 
 @pytest.mark.slow
-def test_a_run_waiting_for_the_lock_says_so_every_few_seconds(ansible_env, tmp_path):
-    lock_path = tmp_path / "locks" / "shop.lock"
-    holder = lock_hold(ansible_env, lock_path, 81, hold=8, wait=0)
-    wait_for(lock_path)
-    waiter = lock_hold(ansible_env, lock_path, 82, hold=0, wait=30)
-    held, waited = holder.communicate(timeout=120)[0], waiter.communicate(timeout=120)[0]
-    assert holder.returncode == 0 and waiter.returncode == 0, held + waited
-    lines = progress_lines(waited, r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 81\) from host \S+")
-    assert len(lines) >= 1, waited
-    elapsed = [line[1] for line in lines]
-    assert elapsed == sorted(set(elapsed)) and all(limit == 30.0 for _what, _elapsed, limit in lines), waited
-    assert "on localhost:" in waited
-    # One line about every 5 s: an ~8 s wait prints one or two, not one per poll.
-    assert len(lines) <= 3, waited
-    assert progress_lines(held) == [], held
-    assert_plain(waited)
-    assert no_progress_files(lock_path.parent) == []
-
-
-@pytest.mark.slow
-def test_under_ansible_runner_the_lines_are_in_the_jobs_stdout_and_events(ansible_env, tmp_path):
+def test_a_run_waiting_for_the_lock_says_so_every_few_seconds_also_under_ansible_runner(ansible_env, tmp_path):
+    """The waiting run is an ansible-runner job, as AWX runs it: the lines are in its stdout and
+    its events."""
     ansible_runner = pytest.importorskip("ansible_runner")
     lock_path = tmp_path / "locks" / "shop.lock"
-    holder = lock_hold(ansible_env, lock_path, 91, hold=7, wait=0)
+    holder = lock_hold(ansible_env, lock_path, 81, hold=6, wait=0)
     wait_for(lock_path)
     private = tmp_path / "private"
     (private / "project").mkdir(parents=True)
     envvars = dict((key, ansible_env[key]) for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_CONFIG", "PATH")
                    if key in ansible_env)
     runner = ansible_runner.run(private_data_dir=str(private), playbook=str(LOCK_PLAYBOOK), quiet=True,
-                                extravars={"lock_path": str(lock_path), "lock_job": 92, "lock_hold_seconds": 0,
+                                extravars={"lock_path": str(lock_path), "lock_job": 82, "lock_hold_seconds": 0,
                                            "lock_wait": 30},
                                 envvars=envvars)
-    holder.communicate(timeout=120)
-    stdout = runner.stdout.read()
-    assert runner.rc == 0, stdout
-    wanted = r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 91\) from host \S+"
-    assert progress_lines(stdout, wanted), stdout
-    assert_plain(stdout)
+    held = holder.communicate(timeout=120)[0]
+    waited = runner.stdout.read()
+    assert holder.returncode == 0 and runner.rc == 0, held + waited
+    wanted = r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 81\) from host \S+"
+    lines = progress_lines(waited, wanted)
+    assert len(lines) >= 1, waited
+    elapsed = [line[1] for line in lines]
+    assert elapsed == sorted(set(elapsed)) and all(limit == 30.0 for _what, _elapsed, limit in lines), waited
+    assert "on localhost:" in waited
+    # One line about every 5 s: a wait of a few seconds prints one or two, not one per poll.
+    assert len(lines) <= 3, waited
+    assert progress_lines(held) == [], held
+    assert_plain(waited)
     events = [event.get("stdout", "") for event in runner.events]
     assert any(progress_lines(text, wanted) for text in events), events
+    assert no_progress_files(lock_path.parent) == []
+
+
+TEARDOWN_PLAYBOOK = """
+- name: Tear down a stack whose lock another run holds
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Tear the stack down once the lock is free
+      swiftdeploy.stack.stack_teardown:
+        project_path: {project}
+        lock_path: {lock_path}
+        lock_wait: 30
+        history: {{stack: shop}}
+"""
+
+
+@pytest.mark.slow
+def test_the_wait_a_module_notes_on_the_host_is_read_over_ssh(ssh_host, ansible_env, run_playbook, tmp_path):
+    """stack_teardown's action only knows "the stack to be torn down"; the holder comes from the
+    module's note, read on the host in a second SSH session beside the module's own. (The local
+    connection's read is shown by the slow health check below.)"""
+    inventory = ssh_host.write_inventory(tmp_path / "inventory.yml")
+    host = ssh_host.name
+    lock_path = tmp_path / "locks" / "shop.lock"
+    project = tmp_path / "project"
+    project.mkdir()
+    playbook = tmp_path / "teardown.yml"
+    playbook.write_text(TEARDOWN_PLAYBOOK.format(project=project, lock_path=lock_path))
+    holder = lock_hold(ansible_env, lock_path, 83, hold=6, wait=0)
+    wait_for(lock_path)
+    run = run_playbook(playbook, "-e", "swiftdeploy_anchor_dir=%s" % (tmp_path / "anchors"), inventory=inventory)
+    holder.communicate(timeout=120)
+    assert run.rc == 0, run.describe()
+    lines = progress_lines(run.stdout, r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 83\) "
+                                       r"from host \S+")
+    assert lines and all(limit == 30.0 for _what, _elapsed, limit in lines), run.describe()
+    assert "on %s:" % host in run.stdout, run.describe()
+    assert "the stack to be torn down" not in run.stdout, run.describe()
+    assert_plain(run.stdout)
+    assert no_progress_files(lock_path.parent) == []
 
 
 # --------------------------------------------------------------------------------------------
