@@ -195,10 +195,8 @@ class Ticker(object):
             self._thread.join(0.2)
 
 
-def task_host(task_vars, delegated_to_controller=False):
-    """The host a line names: the inventory host, or "the controller" for a delegated call."""
-    if delegated_to_controller:
-        return "the controller"
+def task_host(task_vars):
+    """The host a line names: the task's inventory host."""
     return str((task_vars or {}).get("inventory_hostname") or "the host")
 
 
