@@ -7,7 +7,7 @@
 - The same wait in a module whose action knows nothing of it (stack_teardown's lock wait): the
   line names the holder only because the action read the module's note on the host, over SSH.
 - A slow image build through image_build (a build context, and a script) prints its wait.
-- One real stack (sdprogress, ports 27580/27582) whose app starts 7 s late (services.command):
+- One real stack (sdprogress, ports 27580/27582) whose app starts 5 s late (services.command):
   its first deploy prints the slot's health wait; a no-op redeploy prints nothing; promote to
   stable right after a canary prints the wait for the canary's window.
 Every line is one plain line (no terminal codes), and no progress file is left on the host.
@@ -25,8 +25,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LOCK_PLAYBOOK = ROOT / "tests" / "integration" / "playbooks" / "lock_hold.yml"
 NAME, PORT, ADMIN_PORT = "sdprogress", 27580, 27582
-WINDOW_SECONDS = 20
-START_DELAY = 7
+WINDOW_SECONDS = 15
+START_DELAY = 5
 LINE = re.compile(r"^Waiting for (?P<what>.+) on (?P<host>\S+): (?P<elapsed>\d+) s(?: of at most (?P<limit>[\d.]+) s)?$",
                   re.M)
 
