@@ -385,8 +385,8 @@ def test_a_young_canarys_window_is_noted(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     ({"name": "shop:1", "path": "/p/build/app", "build_args": {"BASE_IMAGE": "base:1"}},
      ("community.docker.docker_image",
-      {"name": "shop:1", "source": "build", "build": {"path": "/p/build/app", "args": {"BASE_IMAGE": "base:1"},
-                                                       "pull": False}},
+      {"name": "shop:1", "source": "build",
+       "build": {"path": "/p/build/app", "args": {"BASE_IMAGE": "base:1"}, "pull": False}},
       "shop:1 to be built (docker build)")),
     ({"name": "shop:1", "path": "/p/ctx"},
      ("community.docker.docker_image",
@@ -408,8 +408,8 @@ def test_image_build_calls(args, expected):
                     "a script that builds x)"),
     ({"name": "x", "path": "/p", "script": ["true"]}, "image_build: give exactly one of path"),
     ({"name": "x", "script": "make image"}, "image_build: script must be a list of strings (an argv), not 'str'"),
-    ({"name": "x", "path": "/p", "pull": True}, "image_build: unsupported option(s) pull; use name, path, "
-                                                 "build_args, script"),
+    ({"name": "x", "path": "/p", "pull": True},
+     "image_build: unsupported option(s) pull; use name, path, build_args, script"),
 ], ids=["no name", "neither", "both", "script as text", "unknown option"])
 def test_image_build_refusals(args, message):
     with pytest.raises(AnsibleActionFail) as info:
