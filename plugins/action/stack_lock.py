@@ -26,6 +26,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import (
     TAKE_OVER_QUIET_SECONDS,
     controller_gone,
     controller_identity,
+    holder_summary,
 )
 from ansible_collections.swiftdeploy.stack.plugins.plugin_utils._progress import shown, with_progress_path
 
@@ -55,7 +56,7 @@ class ActionModule(ActionBase):
             reply = self._run_module(dict(args, take_over=lock_id, wait=wait), task_vars,
                                      "the lock of a gone playbook to be quiet, to take it over", wait)
         elif first.get("failed") and lock_id and int(args.get("wait") or 0) > 0:
-            reply = self._run_module(args, task_vars, "the stack lock held by %s" % holder_text(first.get("holder")),
+            reply = self._run_module(args, task_vars, "the stack lock held by %s" % holder_summary(first.get("holder")),
                                      int(args["wait"]))
         else:
             reply = first
@@ -80,12 +81,3 @@ def window_of(args):
         return "the canary's window of app metrics", float(host.get("window_seconds") or 0) or None
     return None, None
 
-
-def holder_text(holder):
-    """user (playbook deploy.yml, AWX job 42) from host web1, from a lock's public holder."""
-    holder = holder if isinstance(holder, dict) else {}
-    about = ["playbook %s" % holder["playbook"]] if holder.get("playbook") else []
-    if holder.get("awx_job_id") not in (None, ""):
-        about.append("AWX job %s" % holder["awx_job_id"])
-    who = str(holder.get("user") or "another run")
-    return "%s%s from host %s" % (who, " (%s)" % ", ".join(about) if about else "", holder.get("host") or "unknown")

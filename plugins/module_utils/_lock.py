@@ -150,7 +150,7 @@ class LockState:
             when = "since %s (%s ago)" % (rfc3339(self.since), human_age(self.age))
         return "%s %s" % (self.who(), when)
 
-    def who(self, where="on host"):
+    def who(self):
         """root (playbook deploy.yml, AWX job 42) on host web1"""
         holder = self.holder
         if holder is None:
@@ -163,7 +163,21 @@ class LockState:
             about.append("AWX job %s" % holder["awx_job_id"])
         if about:
             who += " (%s)" % ", ".join(about)
-        return "%s %s %s" % (who, where, holder.get("host") or "unknown")
+        return "%s on host %s" % (who, holder.get("host") or "unknown")
+
+
+def holder_summary(holder):
+    """root (playbook deploy.yml, AWX job 42, controller ctl1): a lock's holder in a progress
+    line, which names the managed host itself."""
+    if not isinstance(holder, dict):
+        return "an unknown run"
+    about = ["playbook %s" % holder["playbook"]] if holder.get("playbook") else []
+    if holder.get("awx_job_id") not in (None, ""):
+        about.append("AWX job %s" % holder["awx_job_id"])
+    controller = holder.get("controller")
+    if isinstance(controller, dict) and controller.get("host"):
+        about.append("controller %s" % controller["host"])
+    return "%s%s" % (holder.get("user") or "an unknown user", " (%s)" % ", ".join(about) if about else "")
 
 
 def read_lock(path, now):
@@ -421,7 +435,7 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
         if not waited:
             # For the action plugin's progress lines (module_utils/_progress.py); the module
             # clears it once acquire returns.
-            progress.note("the stack lock held by %s" % state.who("from host"), wait, clock() - (monotonic() - started))
+            progress.note("the stack lock held by %s" % holder_summary(state.holder), wait, clock() - (monotonic() - started))
         waited = True
         sleep(min(poll, remaining))
 

@@ -87,7 +87,7 @@ def test_a_run_waiting_for_the_lock_says_so_every_few_seconds_also_under_ansible
     held = holder.communicate(timeout=120)[0]
     waited = runner.stdout.read()
     assert holder.returncode == 0 and runner.rc == 0, held + waited
-    wanted = r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 81\) from host \S+"
+    wanted = r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 81, controller \S+\)"
     lines = progress_lines(waited, wanted)
     assert len(lines) >= 1, waited
     elapsed = [line[1] for line in lines]
@@ -133,8 +133,8 @@ def test_the_wait_a_module_notes_on_the_host_is_read_over_ssh(ssh_host, ansible_
     run = run_playbook(playbook, "-e", "swiftdeploy_anchor_dir=%s" % (tmp_path / "anchors"), inventory=inventory)
     holder.communicate(timeout=120)
     assert run.rc == 0, run.describe()
-    lines = progress_lines(run.stdout, r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 83\) "
-                                       r"from host \S+")
+    lines = progress_lines(run.stdout, r"the stack lock held by tester \(playbook lock_hold\.yml, AWX job 83, "
+                                       r"controller \S+\)")
     assert lines and all(limit == 30.0 for _what, _elapsed, limit in lines), run.describe()
     assert "on %s:" % host in run.stdout, run.describe()
     assert "the stack to be torn down" not in run.stdout, run.describe()

@@ -352,7 +352,7 @@ def test_a_lock_wait_is_noted_with_its_holder_and_limit(tmp_path):
     with host_progress.activate(fake.path):
         with pytest.raises(lock.LockHeldError):
             lock.acquire(lock_path, {"user": "alice"}, host="web2", pid=2, wait=1, **kwargs)
-    assert fake.seen[0] == {"what": "the stack lock held by bob (playbook deploy.yml) from host web1",
+    assert fake.seen[0] == {"what": "the stack lock held by bob (playbook deploy.yml)",
                             "limit": 1.0, "started": 1000.0}
     assert len(fake.seen) == 4 and all(seen == fake.seen[0] for seen in fake.seen)
 
@@ -418,14 +418,15 @@ def test_image_build_refusals(args, message):
 
 
 @pytest.mark.parametrize("holder, expected", [
-    ({"user": "bob", "playbook": "deploy.yml", "awx_job_id": "42", "host": "ctl1"},
-     "bob (playbook deploy.yml, AWX job 42) from host ctl1"),
-    ({"user": "bob", "host": "ctl1"}, "bob from host ctl1"),
-    ({}, "another run from host unknown"),
-    (None, "another run from host unknown"),
-])
-def test_the_lock_holder_as_the_action_names_it(holder, expected):
-    assert stack_lock.holder_text(holder) == expected
+    ({"user": "bob", "playbook": "deploy.yml", "awx_job_id": "42", "host": "web1",
+      "controller": {"host": "ctl1", "pid": 7}}, "bob (playbook deploy.yml, AWX job 42, controller ctl1)"),
+    ({"user": "bob", "host": "web1"}, "bob"),
+    ({"user": "bob", "awx_job_id": 0, "controller": {"pid": 7}}, "bob (AWX job 0)"),
+    ({}, "an unknown user"),
+    (None, "an unknown run"),
+], ids=["all", "user only", "job 0, controller without a host", "empty", "unreadable"])
+def test_the_lock_holder_in_a_progress_line(holder, expected):
+    assert lock.holder_summary(holder) == expected
 
 
 @pytest.mark.parametrize("args, expected", [
