@@ -148,13 +148,9 @@ class LockState:
             when = "since %s (%s in the future)" % (rfc3339(self.since), human_age(-self.age))
         else:
             when = "since %s (%s ago)" % (rfc3339(self.since), human_age(self.age))
-        return "%s %s" % (self.who(), when)
-
-    def who(self):
-        """root (playbook deploy.yml, AWX job 42) on host web1"""
         holder = self.holder
         if holder is None:
-            return "an unknown run (the lock file is empty or not JSON)"
+            return "an unknown run (the lock file is empty or not JSON) %s" % when
         who = str(holder.get("user") or "an unknown user")
         about = []
         if holder.get("playbook"):
@@ -163,7 +159,7 @@ class LockState:
             about.append("AWX job %s" % holder["awx_job_id"])
         if about:
             who += " (%s)" % ", ".join(about)
-        return "%s on host %s" % (who, holder.get("host") or "unknown")
+        return "%s on host %s %s" % (who, holder.get("host") or "unknown", when)
 
 
 def holder_summary(holder):
