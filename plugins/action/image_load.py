@@ -27,7 +27,8 @@ def size_text(path):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # The copy action makes (and removes) its own temporary directory, only when it copies.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
