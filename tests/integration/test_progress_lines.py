@@ -1,8 +1,8 @@
 """Long waits print progress lines in the play output; fast runs print none (docs/progress.md).
 
-- A lock held by another run for ~6 s: the waiting run prints "Waiting for the stack lock held
-  by ... on localhost: N s of at most 30 s" lines, N growing, in ansible-playbook's output and
-  under ansible-runner (AWX) as stdout and as events; the holder, which never waited, prints
+- A lock held by another run (ansible-playbook) for ~6 s: the waiting run, an ansible-runner job
+  as AWX runs it, prints "Waiting for the stack lock held by ... on localhost: N s of at most
+  30 s" lines, N growing, in its stdout and its events; the holder, which never waited, prints
   none. No Docker.
 - The same wait in a module whose action knows nothing of it (stack_teardown's lock wait): the
   line names the holder only because the action read the module's note on the host, over SSH.
