@@ -80,4 +80,3 @@ def window_of(args):
     if host.get("metrics_urls"):
         return "the canary's window of app metrics", float(host.get("window_seconds") or 0) or None
     return None, None
-
