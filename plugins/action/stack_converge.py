@@ -12,6 +12,10 @@ from ansible_collections.swiftdeploy.stack.plugins.plugin_utils._recording_actio
 
 class ActionModule(RecordingAction):
     MODULE = "swiftdeploy.stack.stack_converge"
+    WAITING_FOR = "the stack to converge"
+
+    def progress_directory(self, args):
+        return args.get("project_path")
 
     def history_of(self, args):
         history = args.get("history") or {}

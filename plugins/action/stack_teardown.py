@@ -7,6 +7,8 @@ is kept as the history's anchor on the controller, and a purged history's anchor
 
 from __future__ import annotations
 
+import posixpath
+
 from ansible_collections.swiftdeploy.stack.plugins.plugin_utils._recording_action import RecordingAction
 
 HISTORY_FILE = "history.jsonl"
@@ -14,6 +16,11 @@ HISTORY_FILE = "history.jsonl"
 
 class ActionModule(RecordingAction):
     MODULE = "swiftdeploy.stack.stack_teardown"
+    WAITING_FOR = "the stack to be torn down"
+
+    def progress_directory(self, args):
+        # Beside the lock: a teardown may remove the project directory.
+        return posixpath.dirname(str(args.get("lock_path") or "")) or None
 
     def history_of(self, args):
         history = args.get("history") or {}

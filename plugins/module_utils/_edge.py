@@ -31,6 +31,7 @@ import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import _figures
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 
 DIRECTORY = "edge"
 # nginx's user in the official image and in images/nginx-debian; the compose file runs it so.
@@ -299,7 +300,9 @@ def measure(directory, window_seconds, life_starts=None, wait_for=(), clock=time
                    or [now - window_seconds])
     wait = min(window_seconds, youngest + window_seconds - now)
     if wait > 0:
-        sleep(wait)
+        with progress.waiting("the canary (slot %s) to be a %g s window old" % (", ".join(wait_for), window_seconds),
+                              wait):
+            sleep(wait)
         now = clock()
     result = read_window(directory, window_seconds, now, life_starts)
     result["window_source"] = "edge-waited" if wait > 0 else "edge"

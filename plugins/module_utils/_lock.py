@@ -35,6 +35,8 @@ import secrets
 import threading
 import time
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
+
 # Readable by the lock directory's group (the users who deploy, see make_directory), so that a
 # run of another user can name the holder and judge its heartbeat; the token is only a digest.
 LOCK_FILE_MODE = 0o640
@@ -158,6 +160,20 @@ class LockState:
         if about:
             who += " (%s)" % ", ".join(about)
         return "%s on host %s %s" % (who, holder.get("host") or "unknown", when)
+
+
+def holder_summary(holder):
+    """root (playbook deploy.yml, AWX job 42, controller ctl1): a lock's holder in a progress
+    line, which names the managed host itself."""
+    if not isinstance(holder, dict):
+        return "an unknown run"
+    about = ["playbook %s" % holder["playbook"]] if holder.get("playbook") else []
+    if holder.get("awx_job_id") not in (None, ""):
+        about.append("AWX job %s" % holder["awx_job_id"])
+    controller = holder.get("controller")
+    if isinstance(controller, dict) and controller.get("host"):
+        about.append("controller %s" % controller["host"])
+    return "%s%s" % (holder.get("user") or "an unknown user", " (%s)" % ", ".join(about) if about else "")
 
 
 def read_lock(path, now):
@@ -412,6 +428,10 @@ def acquire(path, holder, host, pid, wait=0, ttl=3600, token=None, check_mode=Fa
                                 holder=public_holder(state.holder),
                                 waited_seconds=round(monotonic() - started, 3) if waited else 0.0,
                                 lock_id=state.lock_id)
+        if not waited:
+            # For the action plugin's progress lines (module_utils/_progress.py); the module
+            # clears it once acquire returns.
+            progress.note("the stack lock held by %s" % holder_summary(state.holder), wait, clock() - (monotonic() - started))
         waited = True
         sleep(min(poll, remaining))
 

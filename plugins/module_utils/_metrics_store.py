@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import (
     STATE_FORMAT,
@@ -147,7 +148,8 @@ def measure_windows(urls, seconds, use_history=True, timeout=5.0):
         else:
             previous[url] = (older, "history")
     if any(source == "waited" for _older, source in previous.values()):
-        time.sleep(seconds)
+        with progress.waiting("a %g s window of the app slots' metrics" % seconds, seconds):
+            time.sleep(seconds)
     for url, (older, source) in previous.items():
         try:
             current = scrape(url, timeout)

@@ -37,6 +37,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
     containers_started,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import NOT_RUN
 
 PROJECT_DIR_MODE = 0o750
@@ -331,7 +332,8 @@ class StackHost(object):
 
     def compose_up(self, number, why):
         """Bring the whole project up and wait for it; returns what compose printed."""
-        with self.log.action(number, "compose up", why):
+        with self.log.action(number, "compose up", why), \
+                progress.waiting("the stack's containers to start and be healthy", self.options["wait_timeout"]):
             try:
                 return self.engine.compose_up(self.project, wait_timeout=self.options["wait_timeout"])
             except EngineError as exc:
@@ -346,7 +348,7 @@ class StackHost(object):
     def start_slots(self, number, services):
         """Start the slots' services and wait until each is healthy; {service: container name}."""
         detail = ", ".join(services)
-        with self.log.action(number, "start slots", detail):
+        with self.log.action(number, "start slots", detail), progress.waiting("%s to be created and started" % detail):
             out = self.engine.compose_up(self.project, services)
         return self.wait_slots(number, services, out)
 
@@ -364,7 +366,8 @@ class StackHost(object):
         the probe answers, and fails when it has not answered `start_period` + `retries` x
         `interval` seconds after it started (see outside_health_limit).
         """
-        with self.log.action(number, "wait slots", ", ".join(services)) as record:
+        with self.log.action(number, "wait slots", ", ".join(services)) as record, \
+                progress.waiting("%s to be healthy" % ", ".join(services), self.options["wait_timeout"]):
             # `up` names the containers it touched ("Container <project>-app-green-1  Started");
             # compose ps is asked only when that cannot be matched to every service.
             touched = containers_started(up_output)
@@ -453,7 +456,8 @@ class StackHost(object):
         """SIGHUP to the slots' containers, then wait until each one's /healthz reports the mode
         its file now names. wanted: {slot: mode}."""
         detail = ", ".join("%s to %s" % item for item in sorted(wanted.items()))
-        with self.log.action(number, "switch mode", detail) as record:
+        with self.log.action(number, "switch mode", detail) as record, \
+                progress.waiting("%s to switch mode" % ", ".join(sorted(wanted)), MODE_TIMEOUT):
             for slot in sorted(wanted):
                 entry = running[self.prefix + slot]
                 self.engine.kill(entry.get("ID") or entry.get("Name"), "HUP")
@@ -540,7 +544,8 @@ class StackHost(object):
         self.wait_generation(number, generation, "after the reload")
 
     def wait_generation(self, number, generation, when):
-        with self.log.action(number, "wait generation") as record:
+        with self.log.action(number, "wait generation") as record, \
+                progress.waiting("nginx to serve generation %s" % generation, GENERATION_TIMEOUT):
             deadline = time.monotonic() + GENERATION_TIMEOUT
             while True:
                 served, error = self.served_generation(max(0.2, min(1.0, deadline - time.monotonic())))
@@ -559,7 +564,8 @@ class StackHost(object):
     # -- leaving slots and the end ----------------------------------------------------------------
 
     def drain(self, number, seconds, detail):
-        with self.log.action(number, "drain", "%g s for requests already sent to %s" % (seconds, detail)):
+        with self.log.action(number, "drain", "%g s for requests already sent to %s" % (seconds, detail)), \
+                progress.waiting("the requests already sent to %s to finish" % detail, seconds):
             time.sleep(seconds)
 
     def remove(self, number, names, detail):
@@ -570,13 +576,14 @@ class StackHost(object):
             with self.log.action(number, "retire old workers", "%.2f s more for nginx's old workers to stop accepting"
                                  % retire):
                 time.sleep(retire)
-        with self.log.action(number, "remove slots", detail):
+        with self.log.action(number, "remove slots", detail), \
+                progress.waiting("%s to stop" % detail, STOP_SECONDS * max(1, len(names))):
             for name in names:
                 self.engine.stop(name, STOP_SECONDS)
                 self.engine.remove(name)
 
     def wait_health(self, url, timeout):
-        with self.log.action(None, "wait health", url) as record:
+        with self.log.action(None, "wait health", url) as record, progress.waiting("%s to answer" % url, timeout):
             deadline = time.monotonic() + timeout
             while True:
                 try:

@@ -14,6 +14,10 @@ description:
   - Loads O(archive) (made by M(swiftdeploy.stack.image_export) and copied to the host) with
     C(docker image load), unless O(image) already has O(image_id) on the host, then checks that
     O(image) names O(image_id). The archive is removed afterwards (O(remove)).
+  - With O(src), the action plugin first copies that archive from the controller into the
+    directory of O(archive), as M(ansible.builtin.copy) does (mode C(0600)).
+  - A copy or a load that takes a few seconds prints progress lines in the play output
+    (C(docs/progress.md) in the collection).
 author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -23,6 +27,12 @@ options:
     description: The archive's path on the host.
     type: path
     required: true
+  src:
+    description:
+      - The archive on the controller, copied to the directory of O(archive) (created when
+        missing) under its own name before the load; give O(archive) that name. Not copied in
+        check mode. Handled by the action plugin; the module ignores it.
+    type: path
   image:
     description: The image reference the archive holds.
     type: str
@@ -82,7 +92,8 @@ def main():
     module = AnsibleModule(argument_spec={"archive": {"type": "path", "required": True},
                                           "image": {"type": "str", "required": True},
                                           "image_id": {"type": "str", "required": True},
-                                          "remove": {"type": "bool", "default": True}},
+                                          "remove": {"type": "bool", "default": True},
+                                          "src": {"type": "path"}},
                            supports_check_mode=True)
     params = module.params
     try:

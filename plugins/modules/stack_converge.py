@@ -42,6 +42,7 @@ extends_documentation_fragment:
   - swiftdeploy.stack.attributes
   - swiftdeploy.stack.attributes.recording_action
   - swiftdeploy.stack.session
+  - swiftdeploy.stack.progress
   - ansible.builtin.files
 options:
   project_path:
@@ -479,6 +480,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import DEFAULT_FILE_MODE, PlanError, parse_mode
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converger import Converger
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
@@ -563,8 +565,10 @@ def record(session, events, phase, changed=None, slots=None):
 
 def main():
     argument_spec = dict(ARGUMENT_SPEC, **session_argument_spec())
+    argument_spec.update(progress.ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, add_file_common_args=True)
     params = module.params
+    progress.start(params["progress_path"])
     if not params["steps"]:
         module.fail_json(msg="steps: give at least one step (files and state)")
     try:

@@ -40,6 +40,7 @@ author:
   - SwiftDeploy contributors (!UNKNOWN)
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
+  - swiftdeploy.stack.progress
 options:
   path:
     description: The lock file, for example C(/run/lock/swiftdeploy/<stack>.lock).
@@ -353,6 +354,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as edge_log
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import open_engine
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._host import measure
@@ -457,10 +459,12 @@ def main():
                 "window_seconds": {"type": "float", "default": 0},
                 "edge": {"type": "dict", "options": edge_log.ARGUMENT_SPEC},
             }},
+            **progress.ARGUMENT_SPEC
         },
         supports_check_mode=True,
     )
     params = module.params
+    progress.start(params["progress_path"])
     path = params["path"]
     problem = option_problem(params["wait"], params["ttl"], stale_after=params["stale_after"])
     if problem:
@@ -471,6 +475,7 @@ def main():
                              wait=params["wait"], ttl=params["ttl"], token=params["token"],
                              stale_after=params["stale_after"], controller=params["controller"],
                              take_over=params["take_over"], check_mode=module.check_mode)
+            progress.clear()  # the lock's wait, if there was one
             try:
                 result["files"] = read_files(params["read"])
             except (OSError, ValueError) as exc:

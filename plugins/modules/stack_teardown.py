@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - swiftdeploy.stack.attributes
   - swiftdeploy.stack.attributes.recording_action
+  - swiftdeploy.stack.progress
 options:
   project_path:
     description:
@@ -234,6 +235,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import LockError, acquire, option_problem
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import inside, remove
@@ -291,6 +293,7 @@ class Teardown:
         except OSError as exc:
             self.module.fail_json(msg="cannot take the lock %s: %s; check that its directory is writable by the "
                                       "remote user." % (self.params["lock_path"], exc.strerror or exc), **self.result)
+        progress.clear()  # the lock's wait, if there was one
         self.result["waited_seconds"] = lock["waited_seconds"]
         self.result["taken_over"] = lock["taken_over"]
         return lock
@@ -301,7 +304,8 @@ class Teardown:
         try:
             engine = open_engine(runner=lambda argv: self.module.run_command(argv, check_rc=False),
                                  check_mode=self.check, docker=self.module.get_bin_path("docker"))
-            output = engine.compose_down(self.project, self.params["timeout"])
+            with progress.waiting("the stack's containers to stop and be removed", None):
+                output = engine.compose_down(self.project, self.params["timeout"])
         except EngineError as exc:
             raise TeardownError("%s; nothing was removed or recorded" % exc)
         lines = [line for line in output.splitlines() if line.strip()]
@@ -362,8 +366,10 @@ def main():
         }},
     }
     argument_spec.update((name, spec) for name, spec in session_argument_spec().items() if name != "release_lock")
+    argument_spec.update(progress.ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
+    progress.start(params["progress_path"])
     if params["timeout"] < 0:
         module.fail_json(msg="timeout: %d is negative; give the seconds each container has to stop (default 5)."
                              % params["timeout"])

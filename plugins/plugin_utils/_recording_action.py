@@ -4,7 +4,8 @@
 
 """The action of every module that appends to a stack's history: run the module on the host,
 then keep the last record it appended as the history's anchor on the controller
-(module_utils/_anchors.py) and in the job's stats.
+(module_utils/_anchors.py) and in the job's stats. While the module waits, the play shows
+progress lines (plugin_utils/_progress.py).
 
 This is a private plugin_utils file: its API may change without notice.
 """
@@ -24,6 +25,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._anchors import 
     stats,
     write_anchor,
 )
+from ansible_collections.swiftdeploy.stack.plugins.plugin_utils._progress import shown, with_progress_path
 
 DEFAULT_ANCHOR_DIR = "anchors"
 
@@ -32,6 +34,12 @@ class RecordingAction(ActionBase):
     """Subclasses name their module and say where its stack and history are in its arguments."""
 
     MODULE = None
+    # The wait a progress line names when the module has noted none (module_utils/_progress.py).
+    WAITING_FOR = None
+
+    def progress_directory(self, args):
+        """The directory on the host for the module's progress file, or None for none."""
+        return None
 
     def history_of(self, args):
         """(stack, history path on the host, whether this call purges the history)."""
@@ -39,7 +47,9 @@ class RecordingAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(RecordingAction, self).run(tmp, task_vars)
-        result.update(self._execute_module(module_name=self.MODULE, module_args=self._task.args, task_vars=task_vars))
+        args, path = with_progress_path(self._task.args, self.progress_directory(self._task.args))
+        with shown(self, task_vars, self.WAITING_FOR, None, path):
+            result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
         if self._task.check_mode:
             return result
         try:
