@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import pathlib
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import combine
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import combine  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
