@@ -159,8 +159,7 @@ def test_a_host_that_cannot_be_reached_is_a_row_not_a_crash(obs, status_run, fle
 
 
 def test_audit_writes_one_fleet_report_naming_every_host(obs, status_run, tmp_path):
-    report_dir, fleet_report = tmp_path / "reports", tmp_path / "chosen" / "fleet.md"
-    fleet_report.parent.mkdir()
+    report_dir, fleet_report = tmp_path / "reports", tmp_path / "chosen" / "fleet.md"  # a new directory
     run = obs.run("audit", "-e", f"report_dir={report_dir}", "-e", f"fleet_report={fleet_report}")
     assert run.returncode == 0, run.describe()
     for host in obs.hosts:
