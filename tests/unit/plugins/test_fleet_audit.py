@@ -87,3 +87,45 @@ def test_the_fleet_is_verified_only_when_every_host_is(outcomes, verified):
 def test_an_outcome_of_another_version_names_the_host(outcome, message):
     with pytest.raises(_fleet_audit.FleetAuditError, match=message):
         _fleet_audit.fleet_audit({"h1": outcome}, ["h1"])
+
+
+def render_fleet_report(data):
+    """The role's fleet report template, rendered as the template module does (trim_blocks, the
+    collection's filters under their full names)."""
+    import pathlib
+
+    import jinja2
+
+    from ansible_collections.swiftdeploy.stack.plugins.filter.markdown import FilterModule
+
+    template = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy" / "templates" / \
+        "audit_fleet_report.md.j2"
+    env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters.update({"swiftdeploy.stack." + name: function for name, function in FilterModule().filters().items()})
+    return env.from_string(template.read_text()).render(swiftdeploy_fleet_report=data)
+
+
+def test_the_fleet_report_names_each_host_its_verdict_and_the_merged_timeline():
+    hostile = dict(ev(2, 1), details="| {{ 7 * 7 }} <b>")
+    outcomes = {"h1": {"audit": audit([ev(1, 1)]), "report": "/r/h1/audit_report.md"},
+                "h2": {"audit": audit([hostile, ev(3, 2)], verified=False, problem=BROKEN), "report": "/r/h2.md"},
+                "h3": None}
+    text = render_fleet_report(_fleet_audit.fleet_audit(outcomes, ["h1", "h2", "h3"], "shop"))
+    lines = text.splitlines()
+    assert lines[0] == "# Fleet audit report: stack shop on 3 hosts"
+    assert "**NOT VERIFIED**: 1 host with a broken hash chain (h2); 1 host not audited (h3)." in text
+    assert ("| h1 | verified | 1 | 2026-12-07T10:01:00.000Z | 2026-12-07T10:01:00.000Z | - | "
+            "/r/h1/audit_report.md |") in lines
+    assert any(line.startswith("| h2 | BROKEN at line 3 (edited) | 2 |") for line in lines), text
+    assert "| h3 | NOT AUDITED | - | - | - | " + _fleet_audit.NOT_REACHED + " | - |" in lines
+    timeline = text.split("## Timeline", 1)[1]
+    rows = [line for line in timeline.splitlines() if line.startswith("| 2026")]
+    assert [row.split(" | ")[1] for row in rows] == ["h1", "h2", "h2"]
+    # A value from a history is escaped: no table break, no HTML, no template evaluated.
+    assert "\\| {{ 7 \\* 7 }} &lt;b&gt;" in rows[1], rows[1]
+
+
+def test_a_verified_fleet_says_so():
+    text = render_fleet_report(_fleet_audit.fleet_audit({"h1": {"audit": audit([])}}, ["h1"], "shop"))
+    assert "**Verified**: the hash chain of every host's history holds (0 events in all)." in text
+    assert "No events other than status scrapes on any host." in text
