@@ -115,7 +115,7 @@ def test_the_fleet_report_names_each_host_its_verdict_and_the_merged_timeline():
     assert lines[0] == "# Fleet audit report: stack shop on 3 hosts"
     assert "**NOT VERIFIED**: 1 host with a broken hash chain (h2); 1 host not audited (h3)." in text
     assert ("| h1 | verified | 1 | 2026-12-07T10:01:00.000Z | 2026-12-07T10:01:00.000Z | - | "
-            "/r/h1/audit_report.md |") in lines
+            "/r/h1/audit\\_report.md |") in lines
     assert any(line.startswith("| h2 | BROKEN at line 3 (edited) | 2 |") for line in lines), text
     assert "| h3 | NOT AUDITED | - | - | - | " + _fleet_audit.NOT_REACHED + " | - |" in lines
     timeline = text.split("## Timeline", 1)[1]
