@@ -9,6 +9,8 @@ This is a private module_utils file: its API may change without notice. No Ansib
 
 from __future__ import annotations
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import combine
+
 
 def _track(scrape, live):
     window = scrape["window"]
@@ -33,7 +35,8 @@ def status_report(stack, live, scrapes, infrastructure, canary, host):
     """The status report: per track figures (scrapes: the metrics_scrape results of the stable
     and canary tracks, each with its loop item {track, slot}), the live state, both policies'
     verdicts (the opa_decision results), the host's figures, and under `event` the compact
-    status_scrape event the history keeps (with the seed CLI's field names)."""
+    status_scrape event the history keeps (with the seed CLI's field names), and under `window`
+    the host's tracks merged into one window (_metrics.combine), which a fleet's status merges."""
     tracks = dict((scrape["item"]["track"], _track(scrape, live)) for scrape in scrapes)
     judged_name = "canary" if "canary" in tracks else "stable"
     judged = tracks[judged_name]
@@ -46,6 +49,7 @@ def status_report(stack, live, scrapes, infrastructure, canary, host):
         "tracks": tracks,
         "policy": {"infrastructure": _verdict(infrastructure), "canary": canary_verdict},
         "host": host,
+        "window": combine([scrape["window"] for scrape in scrapes]),
     }
     report["event"] = {
         "req_s": float(round(sum(track["req_s"] for track in tracks.values() if track["req_s"] is not None), 2)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import re
 import sys
 
 import pytest
@@ -98,11 +99,15 @@ def test_a_new_event_shows_as_a_diff_in_check_mode(audit, parse_recap):
     append_event(str(path), {"event": "teardown", "stack": "sdaudit", "host": "web1",
                              "actor": {"user": "bob"}, "details": {"clean": True}})
     before = (audit.project / "audit_report.md").read_text()
+    fleet_before = (audit.reports / "fleet_audit_report.md").read_text()
     run = audit(check=True)  # with --diff
     assert run.rc == 0, run.describe()
-    assert parse_recap(run.stdout)["localhost"]["changed"] == 1
+    # The host's report and the fleet report (its timeline gains the teardown), neither written.
+    assert parse_recap(run.stdout)["localhost"]["changed"] == 2
     assert "+| Teardowns | 1 |" in run.stdout and "-| Teardowns | 0 |" in run.stdout, run.describe()
+    assert re.search(r"^\+\| [0-9T:.\-]+Z \| localhost \| \d+ \| teardown \|", run.stdout, re.M), run.describe()
     assert (audit.project / "audit_report.md").read_text() == before
+    assert (audit.reports / "fleet_audit_report.md").read_text() == fleet_before
 
 
 def test_an_overridden_template_is_used(audit, tmp_path):

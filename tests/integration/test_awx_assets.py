@@ -19,6 +19,15 @@ What is proved here:
     runs the modules themselves, with the arguments the playbook templates for them, which says
     more than validating hand-built arguments against their argument_spec would.
 
+  - the workflow of awx/workflow_templates.yml (canary on one host -> approval -> judge -> rolling
+    deploy of the rest -> audit): its graph (one root, no cycle, every node reachable, the
+    approval node's failure path drops the canary), each node runs a template of
+    job_templates.yml with only the survey variables AWX would accept from a node (answers
+    valid for the survey), a limit only where the template prompts for one, limits that split
+    a fleet into the canary host and the rest (Ansible's own host patterns), a workflow survey
+    whose variables a node's playbook reads, and the artifacts each job publishes accepted as
+    extra variables by the playbooks after it (AWX passes them on);
+
 What cannot be tested: no AWX server is reachable from this machine, so nothing is created,
 AWX's database-level checks (names resolving to an organisation, project, inventory,
 credential; the playbook being in the synced project) do not run, and the surveys are not
@@ -30,6 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import re
 import subprocess
 
 import jinja2
@@ -405,7 +415,7 @@ def test_configure_refuses_to_start_without_the_project_and_image(repo_root, con
 
 
 TAGS = ("swiftdeploy_awx_execution_environment", "swiftdeploy_awx_project", "swiftdeploy_awx_inventory",
-        "swiftdeploy_awx_group", "swiftdeploy_awx_job_templates")
+        "swiftdeploy_awx_group", "swiftdeploy_awx_job_templates", "swiftdeploy_awx_workflow_templates")
 
 
 @pytest.fixture(scope="module")
@@ -480,3 +490,220 @@ def test_a_bad_template_fails_on_its_arguments_not_the_network(repo_root, config
     (result,) = task["hosts"]["localhost"]["results"]
     assert "ask_variables_on_launch" in result["msg"] and "boolean" in result["msg"], result["msg"]
     assert "127.0.0.1:9" not in result["msg"]
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow: canary on one host -> approval -> judge -> rolling deploy of the rest -> audit
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workflows(repo_root):
+    return yaml.safe_load((repo_root / "awx" / "workflow_templates.yml").read_text())["swiftdeploy_awx_workflow_templates"]
+
+
+def _edges(node):
+    related = node.get("related") or {}
+    return [(kind, target["identifier"]) for kind in ("success_nodes", "failure_nodes", "always_nodes")
+            for target in related.get(kind) or []]
+
+
+def _graph(workflow):
+    nodes = {node["identifier"]: node for node in workflow["workflow_nodes"]}
+    assert len(nodes) == len(workflow["workflow_nodes"]), "duplicate node identifiers in %s" % workflow["name"]
+    return nodes, {name: _edges(node) for name, node in nodes.items()}
+
+
+def _job_nodes(workflow):
+    return [node for node in workflow["workflow_nodes"] if node["unified_job_template"]["type"] == "job_template"]
+
+
+def test_the_workflow_graph_is_canary_approval_judge_rollout_audit(workflows):
+    (workflow,) = workflows
+    nodes, edges = _graph(workflow)
+    for name, out in edges.items():
+        for _kind, target in out:
+            assert target in nodes, "%s: node %s leads to %s, which is not a node" % (workflow["name"], name, target)
+    children = {target for out in edges.values() for _kind, target in out}
+    roots = [name for name in nodes if name not in children]
+    assert roots == ["canary"], roots
+    # No cycle, and every node reachable from the root.
+    order, seen = [], set()
+
+    def visit(name, path):
+        assert name not in path, "cycle through %s" % " -> ".join(path + [name])
+        if name in seen:
+            return
+        seen.add(name)
+        for _kind, target in edges[name]:
+            visit(target, path + [name])
+        order.append(name)
+
+    visit("canary", [])
+    assert seen == set(nodes), "unreachable nodes: %s" % sorted(set(nodes) - seen)
+    # The happy path, node by node, and what each outcome leads to.
+    assert edges["canary"] == [("success_nodes", "approve")]
+    assert edges["approve"] == [("success_nodes", "judge"), ("failure_nodes", "drop_canary")]
+    assert edges["judge"] == [("success_nodes", "rollout"), ("failure_nodes", "audit")]
+    assert edges["rollout"] == [("always_nodes", "audit")] and edges["drop_canary"] == [("always_nodes", "audit")]
+    assert edges["audit"] == [] and nodes["audit"].get("all_parents_must_converge") is False
+    approval = nodes["approve"]["unified_job_template"]
+    assert approval["type"] == "workflow_approval" and approval["timeout"] > 0 and approval["name"]
+    assert "limit" not in nodes["approve"] and "extra_data" not in nodes["approve"]
+    playbooks = {node["identifier"]: node["unified_job_template"]["name"] for node in _job_nodes(workflow)}
+    assert playbooks == {"canary": "SwiftDeploy promote", "judge": "SwiftDeploy promote",
+                         "drop_canary": "SwiftDeploy rollback", "rollout": "SwiftDeploy deploy",
+                         "audit": "SwiftDeploy audit"}
+    assert nodes["canary"]["extra_data"]["mode"] == "canary" and nodes["judge"]["extra_data"]["mode"] == "stable"
+    assert nodes["drop_canary"]["extra_data"]["to"] == "canary"
+
+
+def test_each_node_gives_its_template_only_what_awx_accepts(workflows, templates, repo_root):
+    by_name = {template["name"]: template for template in templates}
+    for workflow in workflows:
+        for node in _job_nodes(workflow):
+            where = "%s, node %s" % (workflow["name"], node["identifier"])
+            template = by_name.get(node["unified_job_template"]["name"])
+            assert template is not None, "%s runs %r, which job_templates.yml does not define" % (
+                where, node["unified_job_template"]["name"])
+            assert (repo_root / template["playbook"]).is_file()
+            questions = {q["variable"]: q for q in (template.get("survey_spec") or {"spec": []})["spec"]}
+            data = node.get("extra_data") or {}
+            # A node's extra_data reaches the job only for what the survey asks (no template prompts
+            # for variables), and each answer must pass the survey's rules.
+            assert template["ask_variables_on_launch"] is False
+            assert set(data) <= set(questions), "%s: %s are not survey variables of %s" % (
+                where, sorted(set(data) - set(questions)), template["name"])
+            for variable, question in questions.items():
+                answers = dict(data)
+                if variable not in answers and question.get("default", "") != "":
+                    answers[variable] = question["default"]
+                assert awx_answer_errors(question, answers) == [], (where, variable)
+            if "limit" in node:
+                assert template["ask_limit_on_launch"] is True, "%s: %s does not prompt for a limit" % (
+                    where, template["name"])
+
+
+def test_the_workflow_survey_passes_awx_validation_and_feeds_a_node(workflows, templates, repo_root, argument_specs):
+    by_name = {template["name"]: template for template in templates}
+    for workflow in workflows:
+        survey = workflow["survey_spec"]
+        assert awx_survey_spec_errors(survey) == []
+        assert workflow["ask_variables_on_launch"] is False and workflow["ask_limit_on_launch"] is False
+        reads = set()
+        for node in _job_nodes(workflow):
+            reads |= playbook_interface(repo_root, by_name[node["unified_job_template"]["name"]]["playbook"],
+                                        argument_specs)[0]
+        for question in survey["spec"]:
+            assert question["type"] in ("multiplechoice", "integer"), question["variable"]
+            assert awx_answer_errors(question, {question["variable"]: question["default"]}) == [], question
+            # Workflow survey answers go to every job: some node's playbook must read each.
+            assert question["variable"] in reads, (
+                "%s asks %s, which no node's playbook reads (playbooks/deploy.yml reads the rolling deploy's "
+                "swiftdeploy_batch)" % (workflow["name"], question["variable"]))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_the_limits_split_the_fleet_into_the_canary_host_and_the_rest(workflows, tmp_path, count):
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    (workflow,) = workflows
+    nodes = {node["identifier"]: node for node in workflow["workflow_nodes"]}
+    path = tmp_path / "hosts.yml"
+    names = ["web%d" % index for index in range(1, count + 1)]
+    path.write_text(yaml.safe_dump({"all": {"hosts": {"other": None},
+                                            "children": {"swiftdeploy": {"hosts": {name: None for name in names}}}}}))
+    inventory = InventoryManager(loader=DataLoader(), sources=[str(path)])
+
+    def targeted(node):  # the playbooks' hosts (the swiftdeploy group) within the node's limit
+        group = {host.name for host in inventory.get_hosts("swiftdeploy")}
+        limit = node.get("limit")
+        return sorted(group if limit is None else group & {host.name for host in inventory.get_hosts(limit)})
+
+    assert targeted(nodes["canary"]) == targeted(nodes["judge"]) == targeted(nodes["drop_canary"]) == ["web1"]
+    assert targeted(nodes["rollout"]) == names[1:]
+    assert targeted(nodes["audit"]) == names
+
+
+def _published_results(repo_root, playbook):
+    """The set_stats names the role's task files of a playbook's entry point publish."""
+    entry = pathlib.Path(playbook).stem
+    names = set()
+    for path in sorted((repo_root / "roles" / "swiftdeploy" / "tasks").glob("%s*.yml" % entry)):
+        for task in _all_tasks(yaml.safe_load(path.read_text()) or []):
+            data = (task.get("ansible.builtin.set_stats") or {}).get("data")
+            if isinstance(data, dict):
+                names |= set(data)
+            elif isinstance(data, str):
+                names |= set(re.findall(r"'(swiftdeploy_[a-z0-9_]+)'\s*:", data))
+    return names
+
+
+def _all_tasks(tasks):
+    for task in tasks:
+        if isinstance(task, dict):
+            yield task
+            for key in ("block", "rescue", "always"):
+                yield from _all_tasks(task.get(key) or [])
+
+
+def test_each_job_accepts_the_artifacts_of_the_jobs_before_it(workflows, templates, repo_root, run_playbook, tmp_path):
+    """AWX passes each job's set_stats artifacts on to the jobs after it as extra variables; the
+    playbooks refuse the role's internal names given that way, so each node's playbook runs here
+    with every artifact published before it and must not refuse one (it stops at the missing
+    manifest instead)."""
+    by_name = {template["name"]: template for template in templates}
+    (workflow,) = workflows
+    nodes, edges = _graph(workflow)
+    parents = {name: [source for source, out in edges.items() for _kind, target in out if target == name]
+               for name in nodes}
+
+    def before(name, seen=()):
+        found = set()
+        for parent in parents[name]:
+            if parent in seen:
+                continue
+            node = nodes[parent]
+            if node["unified_job_template"]["type"] == "job_template":
+                found |= _published_results(repo_root, by_name[node["unified_job_template"]["name"]]["playbook"])
+            found |= before(parent, seen + (parent,))
+        return found
+
+    assert "swiftdeploy_promote" in before("judge")  # the parser finds what the promote tasks publish
+    checked = 0
+    for node in _job_nodes(workflow):
+        artifacts = before(node["identifier"])
+        if not artifacts:
+            continue
+        playbook = by_name[node["unified_job_template"]["name"]]["playbook"]
+        extra = tmp_path / ("%s.json" % node["identifier"])
+        extra.write_text(json.dumps(dict({name: {"from": "an earlier job"} for name in artifacts},
+                                         swiftdeploy_manifest=str(tmp_path / "no-manifest.yml"),
+                                         **(node.get("extra_data") or {}))))
+        run = run_playbook(playbook, "-i", "localhost,", "-c", "local", "-e", "swiftdeploy_hosts=localhost",
+                           "-e", "@%s" % extra)
+        assert run.rc != 0
+        assert "set by the role itself" not in run.stdout, "%s (%s) refuses an earlier job's artifact:\n%s" % (
+            node["identifier"], playbook, run.describe())
+        assert "no-manifest.yml" in run.stdout, run.describe()
+        checked += 1
+    assert checked >= 3
+
+
+def test_configure_sends_each_workflow_unchanged(check_runs, workflows):
+    sent = {args["name"]: args for args, _msg, _err in check_runs["swiftdeploy_awx_workflow_templates"]}
+    (inventory,) = [args for args, _msg, _err in check_runs["swiftdeploy_awx_inventory"]]
+    assert sorted(sent) == sorted(workflow["name"] for workflow in workflows)
+    for workflow in workflows:
+        args = sent[workflow["name"]]
+        assert args["inventory"] == inventory["name"] and args["organization"] == inventory["organization"]
+        assert args["survey_enabled"] is True and args["survey_spec"] == workflow["survey_spec"]
+        assert args["destroy_current_nodes"] is True
+        for key in ("ask_variables_on_launch", "ask_limit_on_launch", "allow_simultaneous"):
+            assert args[key] is workflow[key], (workflow["name"], key)
+        sent_nodes = {node["identifier"]: node for node in args["workflow_nodes"]}
+        for node in workflow["workflow_nodes"]:
+            got = sent_nodes[node["identifier"]]
+            assert got["unified_job_template"]["name"] == node["unified_job_template"]["name"]
+            assert got.get("limit") == node.get("limit") and (got.get("extra_data") or {}) == node.get("extra_data", {})

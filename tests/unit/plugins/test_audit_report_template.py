@@ -116,8 +116,13 @@ def test_the_role_uses_its_template_unless_told_otherwise():
     option = specs["argument_specs"]["audit"]["options"]["swiftdeploy_audit_report_template"]
     assert (option["type"], option["default"]) == ("str", AUDIT_TEMPLATE.name)
     tasks = yaml.safe_load((role / "tasks" / "audit.yml").read_text())
-    [render] = [task for task in tasks if "ansible.builtin.template" in task]
-    assert render["ansible.builtin.template"]["src"] == "{{ swiftdeploy_audit_report_template }}"
+    every = [task for top in tasks for task in [top] + top.get("block", []) + top.get("rescue", [])]
+    renders = [task["ansible.builtin.template"] for task in every if "ansible.builtin.template" in task]
+    # Each host's report, then the fleet report on the controller, each from its own template.
+    assert [render["src"] for render in renders] == ["{{ swiftdeploy_audit_report_template }}",
+                                                     "{{ swiftdeploy_audit_fleet_report_template }}"]
+    assert defaults["swiftdeploy_audit_fleet_report_template"] == "audit_fleet_report.md.j2"
+    assert (role / "templates" / defaults["swiftdeploy_audit_fleet_report_template"]).is_file()
 
 
 @pytest.mark.parametrize("limit", [0, -1, True, "10"])
