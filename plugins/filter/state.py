@@ -85,9 +85,12 @@ def state_generations(targets, current, found=True):
         raise AnsibleFilterError(str(exc))
 
 
-def status_report_filter(scrapes, stack, live, infrastructure, canary, host):
+def status_report_filter(scrapes, stack, live, infrastructure, canary, host, edge=None):
     """The status report of one refresh (module_utils/_status.py)."""
-    return status_report(stack, live, scrapes, infrastructure, canary, host)
+    try:
+        return status_report(stack, live, scrapes, infrastructure, canary, host, edge)
+    except ValueError as exc:
+        raise AnsibleFilterError("%s. Check the slot with logs.yml; nothing was changed." % exc)
 
 
 class FilterModule(object):

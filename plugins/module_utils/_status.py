@@ -12,11 +12,26 @@ from __future__ import annotations
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import combine
 
 
-def _track(scrape, live):
-    window = scrape["window"]
+def track_window(scrape, edge=None):
+    """A track's window: the app's own since the previous refresh, or, for an app without
+    /metrics (its scrape failed), nginx's figures of its slot over the last canary window
+    (edge: host_resources_info's `edge` result); None when neither measured it."""
+    if scrape.get("window") is not None:
+        return scrape["window"]
+    slots = (edge or {}).get("slots") or {}
+    return slots.get(scrape["item"]["slot"])
+
+
+def _track(scrape, live, edge=None):
+    window = track_window(scrape, edge)
+    if window is None:
+        raise ValueError("the %s slot %s could not be measured: %s" % (
+            scrape["item"]["track"], scrape["item"]["slot"],
+            scrape.get("msg") or (edge or {}).get("error") or "no metrics and no edge figures"))
     sample = scrape.get("sample") or {}
     slot = scrape["item"]["slot"]
     return {
+        "source": "app" if scrape.get("window") is not None else "edge",
         "slot": slot,
         "version": live["slots"][slot]["version"],
         "req_s": window["req_per_s"], "requests": window["requests"], "errors": window["errors"],
@@ -31,13 +46,14 @@ def _verdict(decision):
             "error": (decision.get("decision") or {}).get("error")}
 
 
-def status_report(stack, live, scrapes, infrastructure, canary, host):
+def status_report(stack, live, scrapes, infrastructure, canary, host, edge=None):
     """The status report: per track figures (scrapes: the metrics_scrape results of the stable
     and canary tracks, each with its loop item {track, slot}), the live state, both policies'
     verdicts (the opa_decision results), the host's figures, and under `event` the compact
     status_scrape event the history keeps (with the seed CLI's field names), and under `window`
-    the host's tracks merged into one window (_metrics.combine), which a fleet's status merges."""
-    tracks = dict((scrape["item"]["track"], _track(scrape, live)) for scrape in scrapes)
+    the host's tracks merged into one window (_metrics.combine), which a fleet's status merges.
+    A track whose app has no /metrics (its scrape failed) is measured at the edge (`edge`)."""
+    tracks = dict((scrape["item"]["track"], _track(scrape, live, edge)) for scrape in scrapes)
     judged_name = "canary" if "canary" in tracks else "stable"
     judged = tracks[judged_name]
     canary_verdict = dict(_verdict(canary), track=judged_name)
@@ -49,7 +65,7 @@ def status_report(stack, live, scrapes, infrastructure, canary, host):
         "tracks": tracks,
         "policy": {"infrastructure": _verdict(infrastructure), "canary": canary_verdict},
         "host": host,
-        "window": combine([scrape["window"] for scrape in scrapes]),
+        "window": combine([track_window(scrape, edge) for scrape in scrapes]),
     }
     report["event"] = {
         "req_s": float(round(sum(track["req_s"] for track in tracks.values() if track["req_s"] is not None), 2)),

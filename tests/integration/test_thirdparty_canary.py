@@ -100,7 +100,14 @@ def test_a_failing_canary_is_denied_at_the_edge_and_rolled_back(stack, thirdpart
     with Traffic(PORT, threads=2) as traffic:
         run = stack.run("promote", "-e", "mode=canary", manifest=manifest)
         assert run.rc == 0, run.describe()
+        # status.yml on an app with no /metrics: both tracks measured at the edge, and the canary
+        # policy's verdict on the figures promote judges.
+        status = stack.run("status", manifest=manifest)
         run = stack.run("promote", "-e", "mode=stable", manifest=manifest)  # waits for the window
+    assert status.rc == 0, status.describe()
+    assert status.stdout.count("app mode n/a (no /metrics: figures at the edge)") == 2, status.stdout
+    assert "canary (canary track): FAIL" in status.stdout, status.stdout
+    assert "first sample" not in status.stdout
     assert run.rc != 0, run.describe()
     assert "measured by nginx" in run.output and "exceeds the maximum" in run.output, run.describe()
     assert "rolled back" in run.output
