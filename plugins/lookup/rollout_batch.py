@@ -53,18 +53,26 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.swiftdeploy.stack.plugins.action.manifest_info import load_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import BatchError, parse_batch
 
+OPTIONS = {"batch": "", "manifest": "manifest.yml"}
+
 
 class LookupModule(LookupBase):
 
+    # The two options are read as given (documented above), without the configuration
+    # system: the lookup runs while a play's keywords are templated, before any host.
     def run(self, terms, variables=None, **kwargs):
-        self.set_options(var_options=variables, direct=kwargs)
+        unknown = sorted(set(kwargs) - set(OPTIONS))
+        if terms or unknown:
+            raise AnsibleLookupError("swiftdeploy.stack.rollout_batch takes only the options %s, not %s."
+                                     % (" and ".join(OPTIONS), ", ".join(unknown) or "terms"))
+        options = dict(OPTIONS, **kwargs)
         try:
-            batches = parse_batch(self.get_option("batch"))
+            batches = parse_batch(options["batch"])
         except BatchError as exc:
             raise AnsibleLookupError("%s Nothing was deployed." % exc)
         if batches:
             return batches
-        path = os.path.abspath(os.path.expanduser(self.get_option("manifest")))
+        path = os.path.abspath(os.path.expanduser(str(options["manifest"] or "manifest.yml")))
         manifest, problem = load_manifest(path)
         if problem is not None:
             return []

@@ -129,6 +129,8 @@ def batch_number(hosts, batches, host):
 
 
 # What a host's part in a rollout ended as (the role's _swiftdeploy_rollout.result).
+# Where the summary lists hosts the rollout never touched: they serve what they served before.
+NOT_REACHED = "unchanged (not reached)"
 RESULTS = ("deployed", "unchanged", "failed", "not_reached", "reverted", "revert_failed", "kept")
 
 
@@ -144,7 +146,8 @@ def rollout_summary(hosts, rollout_id, batches):
     halted_batch = min((hosts[name].get("batch") or 0) for name in failed) if failed else None
     releases = {}
     for name in ordered:
-        version = hosts[name].get("version") or "none"
+        version = hosts[name].get("version") or (
+            NOT_REACHED if hosts[name].get("result") == "not_reached" else "none")
         releases.setdefault(version, []).append(name)
 
     def having(*results):
