@@ -142,7 +142,7 @@ def main():
             bench.run(hosts, "2.0.0")
             bench.run(hosts, "1.0.0")
             figures = collections.defaultdict(list)
-            failures = collections.defaultdict(lambda: collections.Counter())
+            failures = collections.defaultdict(collections.Counter)
             answered = collections.Counter()
             version = "1.0.0"
             cases = [("rolling, 3 hosts, batch 1", hosts, ("-e", "swiftdeploy_batch=1")),
