@@ -288,3 +288,16 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
     assert summary["releases"] == {"2.0.0": ["h1", "h2"], "unchanged (not reached)": ["h3"]}, summary
     assert {name: part["result"] for name, part in stats["hosts"].items()} == {
         "h1": "reverted", "h2": "failed", "h3": "not_reached"}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "-e swiftdeploy_batch: 0 is out of range; use a number of hosts (1 or more)"),
+    ("[1,half]", "-e swiftdeploy_batch[1]: half is not a batch size; use a number of hosts (1 or more)"),
+])
+def test_a_bad_batch_setting_stops_the_run_before_any_host(run_playbook, value, message):
+    """Read while the plays' keywords are templated: nothing runs, no traceback."""
+    run = run_playbook("deploy", "-e", f"swiftdeploy_batch={value}")
+    assert run.rc != 0, run.describe()
+    text = " ".join(run.output.split())
+    assert message in text and "Nothing was deployed." in text, run.describe()
+    assert "Traceback" not in run.output and "TASK [" not in run.stdout, run.describe()
