@@ -9,7 +9,7 @@ each time, with continuous HTTP traffic on every host's own address:
   - a rolling deploy over the 3 hosts with batch 100% (all three side by side),
   - a deploy of one host alone (deploy.yml without a batch, an inventory of one host),
 
-and prints each wall time (the median of --rounds), the failed requests per host (target 0) and
+(each client thread paced to RATE requests a second, two per host) and prints each wall time (the median of --rounds), the failed requests per host (target 0) and
 the ratio batch 100% / one host (target <= 1.5). Everything it started is removed at the end.
 Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
 
@@ -43,8 +43,14 @@ RELEASES = {"1.0.0": "swiftdeploy-bench/fleet:1", "2.0.0": "swiftdeploy-bench/fl
 TARGET_RATIO = 1.5
 
 
+# Requests per second each client thread sends (two threads per host). Paced: unpaced clients
+# (about 500 requests a second per host) would take this 2-CPU machine's time from the deploys
+# they measure, and more so when three hosts deploy side by side.
+RATE = 50
+
+
 class HostTraffic(Traffic):
-    """Keep-alive clients on a fleet host's own address."""
+    """Keep-alive clients on a fleet host's own address, each paced to RATE requests a second."""
 
     def __init__(self, address, port):
         super().__init__(port, threads=2)
@@ -52,6 +58,25 @@ class HostTraffic(Traffic):
 
     def connection(self):
         return http.client.HTTPConnection(self.address, self.port, timeout=10)
+
+    def _client(self):
+        conn = self.connection()
+        interval, next_at = 1.0 / RATE, time.monotonic()
+        while not self._stop.is_set():
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                entry = (time.monotonic(), response.status, False)
+            except (OSError, http.client.HTTPException) as exc:
+                entry = (time.monotonic(), type(exc).__name__, False)
+                conn.close()
+                conn = self.connection()
+            with self._lock:
+                self.responses.append(entry)
+            next_at += interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        conn.close()
 
 
 def docker(*args):
