@@ -10,7 +10,9 @@ each time, with continuous HTTP traffic on every host's own address:
   - a deploy of one host alone (deploy.yml without a batch, an inventory of one host),
 
 (each client thread paced to RATE requests a second, two per host) and prints each wall time (the median of --rounds), the failed requests per host (target 0) and
-the ratio batch 100% / one host (target <= 1.5). Everything it started is removed at the end.
+the ratio batch 100% / one host (target <= 1.5), with how busy the machine's CPUs were meanwhile
+(the fleet hosts are containers on this machine: three hosts deploying side by side share its
+CPUs). Everything it started is removed at the end.
 Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
 
     make bench-fleet      (or: .venv/bin/python scripts/bench_fleet.py [--rounds N])
@@ -79,6 +81,15 @@ class HostTraffic(Traffic):
         conn.close()
 
 
+def cpu_times():
+    """(busy, total) jiffies of the whole machine (/proc/stat): the fleet hosts are containers on
+    it, so their work, Ansible's and the load's all count."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
 def docker(*args):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=600)
 
@@ -95,6 +106,7 @@ class Bench:
     def __init__(self, fleet, hosts, workdir):
         self.fleet, self.hosts, self.workdir = fleet, hosts, workdir
         self.example = yaml.safe_load((REPO / "manifest.yml").read_text())
+        self.cpu_busy = 0.0
 
     def manifest(self, version):
         data = dict(self.example, stack=STACK)
@@ -127,11 +139,14 @@ class Bench:
         loads = [HostTraffic(host.address, PORT) for host in self.hosts]
         for load in loads:
             load.__enter__()
+        busy_before, total_before = cpu_times()
         try:
             seconds = self.run(hosts, version, *args)
         finally:
+            busy_after, total_after = cpu_times()
             for load in loads:
                 load.__exit__(None, None, None)
+        self.cpu_busy = (busy_after - busy_before) / max(1, total_after - total_before)
         failed = {host.name: sum(load.failures().values()) for host, load in zip(self.hosts, loads)}
         served = {host.name: load.successes for host, load in zip(self.hosts, loads)}
         return seconds, failed, served
@@ -169,6 +184,7 @@ def main():
             figures = collections.defaultdict(list)
             failures = collections.defaultdict(collections.Counter)
             answered = collections.Counter()
+            busy = collections.defaultdict(list)
             version = "1.0.0"
             cases = [("rolling, 3 hosts, batch 1", hosts, ("-e", "swiftdeploy_batch=1")),
                      ("rolling, 3 hosts, batch 100%", hosts, ("-e", "swiftdeploy_batch=100%")),
@@ -180,15 +196,18 @@ def main():
                     figures[name].append(seconds)
                     failures[name].update(failed)
                     answered.update(served)
-                    print("round %d: %-30s %6.1f s  failed requests %s" % (
-                        round_number, name, seconds, dict(failed)))
+                    busy[name].append(bench.cpu_busy)
+                    print("round %d: %-30s %6.1f s  CPUs busy %3.0f%%  failed requests %s" % (
+                        round_number, name, seconds, 100 * bench.cpu_busy, dict(failed)))
                     if len(targets) == 1:
                         # Bring every host to the same release for the next round (untimed).
                         bench.run(hosts, version)
             print()
-            print("%-32s %10s  %s" % ("median wall time", "seconds", "failed requests per host (target 0)"))
+            print("%-32s %10s  %10s  %s" % ("median wall time", "seconds", "CPUs busy",
+                                            "failed requests per host (target 0)"))
             for name, _targets, _args in cases:
-                print("%-32s %10.1f  %s" % (name, statistics.median(figures[name]), dict(failures[name])))
+                print("%-32s %10.1f  %9.0f%%  %s" % (name, statistics.median(figures[name]),
+                                                   100 * statistics.median(busy[name]), dict(failures[name])))
             ratio = statistics.median(figures[cases[1][0]]) / statistics.median(figures[cases[2][0]])
             print("ratio batch 100%% / one host: %.2f (target <= %.1f) %s" % (
                 ratio, TARGET_RATIO, "ok" if ratio <= TARGET_RATIO else "ABOVE TARGET"))
