@@ -9,8 +9,8 @@ each time, with continuous HTTP traffic on every host's own address:
   - a rolling deploy over the 3 hosts with batch 100% (all three side by side),
   - a deploy of one host alone (deploy.yml without a batch, an inventory of one host),
 
-(each client thread paced to RATE requests a second, two per host) and prints each wall time (the median of --rounds), the failed requests per host (target 0) and
-the ratio batch 100% / one host (target <= 1.5), with how busy the machine's CPUs were meanwhile
+(each client thread paced to RATE requests a second, two per host) and prints each wall time
+(the median of --rounds), the failed requests per host (target 0) and the ratio batch 100% / one host (target <= 1.5), with how busy the machine's CPUs were meanwhile
 (the fleet hosts are containers on this machine: three hosts deploying side by side share its
 CPUs). Everything it started is removed at the end.
 Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
@@ -206,8 +206,8 @@ def main():
             print("%-32s %10s  %10s  %s" % ("median wall time", "seconds", "CPUs busy",
                                             "failed requests per host (target 0)"))
             for name, _targets, _args in cases:
-                print("%-32s %10.1f  %9.0f%%  %s" % (name, statistics.median(figures[name]),
-                                                   100 * statistics.median(busy[name]), dict(failures[name])))
+                print("%-32s %10.1f  %9.0f%%  %s" % (
+                    name, statistics.median(figures[name]), 100 * statistics.median(busy[name]), dict(failures[name])))
             ratio = statistics.median(figures[cases[1][0]]) / statistics.median(figures[cases[2][0]])
             print("ratio batch 100%% / one host: %.2f (target <= %.1f) %s" % (
                 ratio, TARGET_RATIO, "ok" if ratio <= TARGET_RATIO else "ABOVE TARGET"))
