@@ -10,9 +10,9 @@ each time, with continuous HTTP traffic on every host's own address:
   - a deploy of one host alone (deploy.yml without a batch, an inventory of one host),
 
 (each client thread paced to RATE requests a second, two per host) and prints each wall time
-(the median of --rounds), the failed requests per host (target 0) and the ratio batch 100% / one host (target <= 1.5), with how busy the machine's CPUs were meanwhile
-(the fleet hosts are containers on this machine: three hosts deploying side by side share its
-CPUs). Everything it started is removed at the end.
+(the median of --rounds), the failed requests per host (target 0) and the ratio batch 100% /
+one host (target <= 1.5), with how busy the machine's CPUs were meanwhile (the fleet hosts are
+containers on this machine: three hosts deploying side by side share its CPUs). Everything it started is removed at the end.
 Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
 
     make bench-fleet      (or: .venv/bin/python scripts/bench_fleet.py [--rounds N])
