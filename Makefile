@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-audit bench-analysis clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-audit bench-analysis bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
@@ -59,6 +59,11 @@ bench-promote-thirdparty: setup
 
 bench-audit: setup
 	python scripts/bench_audit.py
+
+# A rolling deploy over three fleet hosts (their own dockerd and sshd) with batch 1, batch 100%
+# and one host alone, with the failed requests per host (docs/fleet-rollout.md).
+bench-fleet: setup
+	python scripts/bench_fleet.py
 
 # Canary analysis in simulation: false rollbacks of identical releases and time to detect a
 # regression, ours against a Flagger-like and a Kayenta-like judge (docs/analysis.md).

@@ -22,6 +22,7 @@ import re
 import unicodedata
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _manifest_service as service
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import BatchError, parse_batch
 
 # Every pattern below is matched with fullmatch() and written with ASCII classes only (no \w, \d
 # or $, which accept Unicode look-alikes or stop before a trailing newline), under re.ASCII.
@@ -138,6 +139,15 @@ def _is_contact(text):
 def _is_memory_size(text):
     match = _MEMORY_RE.fullmatch(text)
     return bool(match) and int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] >= _MEMORY_MINIMUM
+
+
+def _batch(path, value, errors):
+    """fleet.batch: a number, a percentage or a list of them, as Ansible's serial; null: none."""
+    try:
+        return parse_batch(value, path, "manifest field '%s'") or None
+    except BatchError as exc:
+        errors.append("%s" % exc)
+        return None
 
 
 def _resources(memory, cpus, pids):
@@ -278,6 +288,10 @@ SCHEMA = {
     "chaos": Field("dict", default={}, children={
         "allow_from": Field("list", default=[], item="cidr", max_length=256),
     }),
+    # A rolling deploy's default batch size, as Ansible's serial (docs/fleet-rollout.md).
+    "fleet": Field("dict", default={}, children={
+        "batch": Field("any", rule=_batch),
+    }),
 }
 
 
@@ -389,6 +403,7 @@ def _check_type(path, field, value, errors):
         "bool": isinstance(value, bool),
         "dict": isinstance(value, dict),
         "list": isinstance(value, list),
+        "any": True,
     }[field.kind]
     if ok:
         return True

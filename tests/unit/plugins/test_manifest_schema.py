@@ -270,7 +270,7 @@ def test_unknown_top_level_key():
     data = copy.deepcopy(SEED)
     data["contcat"] = "x@y.z"
     assert errors_of(data) == ["manifest field 'contcat': unknown key; did you mean 'contact'? remove it or use one "
-                               "of: canary, chaos, contact, network, nginx, opa, policy, services, stack."]
+                               "of: canary, chaos, contact, fleet, network, nginx, opa, policy, services, stack."]
 
 
 def test_every_error_is_reported_at_once():

@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# Copyright: SwiftDeploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Filters that apply a rolling deploy's rules (module_utils/_rollout.py) in the role."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import (
+    BatchError,
+    batch_number,
+    halt_message,
+    parse_batch,
+    rollout_summary,
+)
+
+
+def rollout_batch_number(hosts, batches, host):
+    """The 1-based batch of `host` when `hosts` are cut into `batches` as Ansible's serial does."""
+    try:
+        return batch_number(list(hosts), parse_batch(batches), str(host))
+    except BatchError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+def rollout_result(hosts, rollout_id, batches):
+    """The rollout's summary from each host's part ({host: {...}}), with the halt message."""
+    hosts = dict((str(name), dict(part)) for name, part in dict(hosts).items())
+    summary = rollout_summary(hosts, str(rollout_id), list(batches))
+    summary["message"] = halt_message(summary, hosts) if summary["result"] == "halted" else (
+        "Rollout %s completed: %d hosts in %s; hosts by release: %s." % (
+            summary["id"], len(hosts), summary["batches"],
+            "; ".join("%s: %s" % (version, ", ".join(names)) for version, names in sorted(summary["releases"].items()))))
+    return summary
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"rollout_batch_number": rollout_batch_number, "rollout_result": rollout_result}

@@ -1,0 +1,225 @@
+"""Rolling deploy benchmark over a fleet of three real Docker hosts (docs/fleet-rollout.md).
+
+Starts its own three fleet hosts (tests/integration/fleet.py: each a container with its own
+dockerd and sshd, reached over SSH at its own address), ships two releases of the example app to
+them (a warm-up: every later deploy finds its images there), then times, switching the release
+each time, with continuous HTTP traffic on every host's own address:
+
+  - a rolling deploy over the 3 hosts with batch 1 (one host after the other),
+  - a rolling deploy over the 3 hosts with batch 100% (all three side by side),
+  - a deploy of one host alone (deploy.yml without a batch, an inventory of one host),
+
+(each client thread paced to RATE requests a second, two per host) and prints each wall time
+(the median of --rounds), the failed requests per host (target 0) and the ratio batch 100% /
+one host (target <= 1.5), with how busy the machine's CPUs were meanwhile (the fleet hosts are
+containers on this machine: three hosts deploying side by side share its CPUs). Everything it started is removed at the end.
+Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
+
+    make bench-fleet      (or: .venv/bin/python scripts/bench_fleet.py [--rounds N])
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
+from traffic import Traffic  # noqa: E402  pylint: disable=wrong-import-position
+
+STACK = "benchfleet"
+PORT = 18580
+APP_IMAGE = "swift-deploy-1-node:latest"
+RELEASES = {"1.0.0": "swiftdeploy-bench/fleet:1", "2.0.0": "swiftdeploy-bench/fleet:2"}
+TARGET_RATIO = 1.5
+
+
+# Requests per second each client thread sends (two threads per host). Paced: unpaced clients
+# (about 500 requests a second per host) would take this 2-CPU machine's time from the deploys
+# they measure, and more so when three hosts deploy side by side.
+RATE = 50
+
+
+class HostTraffic(Traffic):
+    """Keep-alive clients on a fleet host's own address, each paced to RATE requests a second."""
+
+    def __init__(self, address, port):
+        super().__init__(port, threads=2)
+        self.address = address
+
+    def connection(self):
+        return http.client.HTTPConnection(self.address, self.port, timeout=10)
+
+    def _client(self):
+        conn = self.connection()
+        interval, next_at = 1.0 / RATE, time.monotonic()
+        while not self._stop.is_set():
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                entry = (time.monotonic(), response.status, False)
+            except (OSError, http.client.HTTPException) as exc:
+                entry = (time.monotonic(), type(exc).__name__, False)
+                conn.close()
+                conn = self.connection()
+            with self._lock:
+                self.responses.append(entry)
+            next_at += interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        conn.close()
+
+
+def cpu_times():
+    """(busy, total) jiffies of the whole machine (/proc/stat): the fleet hosts are containers on
+    it, so their work, Ansible's and the load's all count."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def docker(*args):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=600)
+
+
+def ansible_env():
+    env = dict(os.environ)
+    env["PATH"] = "%s%s%s" % (REPO / ".venv" / "bin", os.pathsep, env.get("PATH", ""))
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return env
+
+
+class Bench:
+    def __init__(self, fleet, hosts, workdir):
+        self.fleet, self.hosts, self.workdir = fleet, hosts, workdir
+        self.example = yaml.safe_load((REPO / "manifest.yml").read_text())
+        self.cpu_busy = 0.0
+
+    def manifest(self, version):
+        data = dict(self.example, stack=STACK)
+        data["services"] = dict(data["services"], image=RELEASES[version], version=version,
+                                log_volume=f"{STACK}-logs")
+        data["nginx"] = dict(data["nginx"], port=PORT, admin_port=PORT + 2)
+        data["network"] = dict(data.get("network", {}), name=f"{STACK}-net")
+        path = self.workdir / f"manifest-{version}.yml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def run(self, hosts, version, *args):
+        inventory = self.fleet.inventory(self.workdir / f"inventory-{len(hosts)}.yml", hosts,
+                                         swiftdeploy_image_source="controller",
+                                         swiftdeploy_image_cache_dir=str(self.workdir / "cache"),
+                                         swiftdeploy_anchor_dir=str(self.workdir / "anchors"))
+        command = ["ansible-playbook", str(REPO / "playbooks" / "deploy.yml"), "-i", str(inventory),
+                   "-e", f"swiftdeploy_manifest={self.manifest(version)}", *args]
+        started = time.monotonic()
+        proc = subprocess.run(command, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False,
+                              timeout=900)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            print("deploy.yml failed (%d):\n%s\n%s" % (proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:]))
+            sys.exit(2)
+        return seconds
+
+    def timed(self, hosts, version, *args):
+        """Wall time of a deploy, and the failed requests on each host meanwhile."""
+        loads = [HostTraffic(host.address, PORT) for host in self.hosts]
+        for load in loads:
+            load.__enter__()
+        busy_before, total_before = cpu_times()
+        try:
+            seconds = self.run(hosts, version, *args)
+        finally:
+            busy_after, total_after = cpu_times()
+            for load in loads:
+                load.__exit__(None, None, None)
+        self.cpu_busy = (busy_after - busy_before) / max(1, total_after - total_before)
+        failed = {host.name: sum(load.failures().values()) for host, load in zip(self.hosts, loads)}
+        served = {host.name: load.successes for host, load in zip(self.hosts, loads)}
+        return seconds, failed, served
+
+    def teardown(self):
+        inventory = self.fleet.inventory(self.workdir / "inventory-all.yml", self.hosts)
+        subprocess.run(["ansible-playbook", str(REPO / "playbooks" / "teardown.yml"), "-i", str(inventory),
+                        "-e", f"swiftdeploy_manifest={self.manifest('1.0.0')}", "-e", "clean=true"],
+                       cwd=REPO, env=ansible_env(), capture_output=True, check=False, timeout=600)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three deploys (default %(default)s)")
+    rounds = parser.parse_args().rounds
+    if rounds < 1:
+        parser.error("--rounds: %d is not a number of rounds; give 1 or more" % rounds)
+    if docker("image", "inspect", APP_IMAGE).returncode != 0:
+        sys.exit(f"{APP_IMAGE} is missing: run scripts/build-images.sh (make setup does)")
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        workdir = Path(tmp)
+        for key, image in RELEASES.items():
+            (workdir / "Dockerfile").write_text(f"FROM {APP_IMAGE}\nLABEL org.swiftdeploy.bench.fleet={key}\n")
+            if docker("build", "-q", "-t", image, str(workdir)).returncode != 0:
+                sys.exit(f"building {image} failed")
+        fleet = Fleet(workdir)
+        try:
+            hosts = fleet.hosts(3)
+            bench = Bench(fleet, hosts, workdir)
+            print("fleet: %s" % ", ".join(f"{host.name} {host.address}" for host in hosts))
+            # Warm-up: every host gets both releases' images (shipped from here), so the timed
+            # deploys measure the deploy itself.
+            bench.run(hosts, "2.0.0")
+            bench.run(hosts, "1.0.0")
+            figures = collections.defaultdict(list)
+            failures = collections.defaultdict(collections.Counter)
+            answered = collections.Counter()
+            busy = collections.defaultdict(list)
+            version = "1.0.0"
+            cases = [("rolling, 3 hosts, batch 1", hosts, ("-e", "swiftdeploy_batch=1")),
+                     ("rolling, 3 hosts, batch 100%", hosts, ("-e", "swiftdeploy_batch=100%")),
+                     ("one host alone", hosts[:1], ())]
+            for round_number in range(1, rounds + 1):
+                for name, targets, args in cases:
+                    version = "2.0.0" if version == "1.0.0" else "1.0.0"
+                    seconds, failed, served = bench.timed(targets, version, *args)
+                    figures[name].append(seconds)
+                    failures[name].update(failed)
+                    answered.update(served)
+                    busy[name].append(bench.cpu_busy)
+                    print("round %d: %-30s %6.1f s  CPUs busy %3.0f%%  failed requests %s" % (
+                        round_number, name, seconds, 100 * bench.cpu_busy, dict(failed)))
+                    if len(targets) == 1:
+                        # Bring every host to the same release for the next round (untimed).
+                        bench.run(hosts, version)
+            print()
+            print("%-32s %10s  %10s  %s" % ("median wall time", "seconds", "CPUs busy",
+                                            "failed requests per host (target 0)"))
+            for name, _targets, _args in cases:
+                print("%-32s %10.1f  %9.0f%%  %s" % (
+                    name, statistics.median(figures[name]), 100 * statistics.median(busy[name]), dict(failures[name])))
+            ratio = statistics.median(figures[cases[1][0]]) / statistics.median(figures[cases[2][0]])
+            print("ratio batch 100%% / one host: %.2f (target <= %.1f) %s" % (
+                ratio, TARGET_RATIO, "ok" if ratio <= TARGET_RATIO else "ABOVE TARGET"))
+            print("ratio batch 1 / one host: %.2f" % (
+                statistics.median(figures[cases[0][0]]) / statistics.median(figures[cases[2][0]])))
+            print("requests answered per host: %s" % dict(answered))
+            bench.teardown()
+        finally:
+            fleet.close()
+            for image in RELEASES.values():
+                docker("rmi", image)
+
+
+if __name__ == "__main__":
+    main()
