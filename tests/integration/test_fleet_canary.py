@@ -9,8 +9,9 @@ h1, h2 and h3 (tests/integration/fleet.py), its images shipped from here
     error rate, so the one decision is deny, it is rolled back on every host, and h2 is named an
     outlier in the output and in every host's history;
   a healthy canary of 2.0.0 -> allowed once, rolled forward on every host;
-  canary.hosts: 1 -> the canary starts on h1 only, h2 and h3 are left unchanged; judging it ends
-    it on h1 and says there is nothing to promote on the others.
+  canary.hosts: 1 -> the canary starts on h1 only, h2 and h3 are left unchanged; with h3
+    unreachable the judgement is refused (never on part of the fleet) and nothing changes; judging
+    it then ends it on h1 and says there is nothing to promote on the others.
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ class Fleet3:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def inventory(self, name, manifests):
-        """An inventory of the three hosts, each with its own manifest (a host var)."""
+    def inventory(self, name, manifests, **host_vars):
+        """An inventory of the three hosts, each with its own manifest (a host var), and more
+        variables per host ({host name: {var: value}})."""
         path = self.root / f"inventory-{name}.yml"
-        hosts = {host.name: host.inventory_vars(swiftdeploy_manifest=str(manifests[host.name]))
+        hosts = {host.name: host.inventory_vars(swiftdeploy_manifest=str(manifests[host.name]),
+                                                **host_vars.get(host.name, {}))
                  for host in self.hosts}
         path.write_text(yaml.safe_dump({"swiftdeploy": {"hosts": hosts}}, sort_keys=False))
         return path
@@ -247,6 +250,15 @@ def test_canary_hosts_1_starts_the_canary_on_the_first_host_only(stack, deployed
         promote = [event for event in stack.history(h1) if event["event"] == "promote"][-1]
         assert promote["details"]["fleet"] == {"canary_hosts": ["h1"], "play_hosts": ["h1", "h2", "h3"],
                                                "canary_hosts_setting": 1}
+        # A host of the play that cannot be reached: no judgement on part of the fleet, nothing changed.
+        canary_state = stack.state(h1)
+        unreachable = stack.inventory("one-h3-down", {host.name: one for host in stack.hosts}, h3={"ansible_port": 1})
+        run = stack.run("promote", unreachable, "-e", "mode=stable")
+        assert run.rc != 0, run.describe()
+        assert ("The fleet canary is not judged on part of the fleet: h3 could not be measured or failed before the "
+                "judgement (see its error above). Nothing was changed on any host.") in " ".join(run.stdout.split()), \
+            run.describe()
+        assert stack.state(h1) == canary_state
         # Judged on h1 alone; on h2 and h3 there is nothing to end, and they say so.
         run = stack.run("promote", inventory, "-e", "mode=stable")
     assert run.rc == 0, run.describe()
