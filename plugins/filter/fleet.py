@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._fleet import FleetError, merge
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._fleet import FleetError, canary_hosts, judgement, merge
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._fleet_audit import FleetAuditError, fleet_audit
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._fleet_status import (
     FleetStatusError,
@@ -65,7 +65,21 @@ def fleet_audit_filter(outcomes, hosts, stack=None, limit=500):
         raise AnsibleFilterError(str(exc))
 
 
+def fleet_canary_hosts(hosts, setting=None):
+    """The first hosts of `hosts` that a new canary starts on, for the manifest's canary.hosts."""
+    return canary_hosts(hosts, setting)
+
+
+def fleet_canary_judgement(windows, play_hosts, active_hosts):
+    """What one decision for a fleet canary rests on, or why there can be none."""
+    if not isinstance(windows, dict):
+        raise AnsibleFilterError("fleet_canary_judgement expects a mapping of host to window figures, not %s"
+                                 % type(windows).__name__)
+    return judgement(windows, play_hosts, active_hosts)
+
+
 class FilterModule(object):
     def filters(self):
         return {"fleet_merge": fleet_merge, "fleet_status": fleet_status_filter, "fleet_table": fleet_table,
-                "fleet_audit": fleet_audit_filter}
+                "fleet_audit": fleet_audit_filter, "fleet_canary_hosts": fleet_canary_hosts,
+                "fleet_canary_judgement": fleet_canary_judgement}

@@ -14,6 +14,10 @@ window: its error rate is at least OUTLIER_ERROR_FACTOR times theirs and OUTLIER
 percentage points above it, or its P99 is at least OUTLIER_P99_FACTOR times theirs and
 OUTLIER_P99_MS above it. A host with fewer than OUTLIER_MIN_REQUESTS requests in the window is
 never named (too little data to say); nor is any host of a fleet of one.
+
+A fleet canary (docs/fleet-canary.md) starts on the first hosts of the play (`canary_hosts`,
+from the manifest's canary.hosts) and is judged once for all of them (`judgement`): never on
+part of the fleet, so a host of the play that dropped out before the judgement refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ OUTLIER_P99_FACTOR = 2.0
 OUTLIER_P99_MS = 50.0
 
 FIGURE_KEYS = ("requests", "errors", "latency_buckets", "window_seconds")
+# The figures a policy and a history event get for each host and for the fleet (no histogram).
+SUMMARY_KEYS = ("requests", "errors", "error_rate_percent", "p99_latency_ms", "window_seconds")
 
 
 class FleetError(ValueError):
@@ -79,3 +85,84 @@ def _outlier_reasons(figures, others):
         if mine >= OUTLIER_P99_FACTOR * theirs and mine >= theirs + OUTLIER_P99_MS:
             reasons.append("P99 %.1f ms against %.1f ms on the other hosts" % (mine, theirs))
     return reasons
+
+
+def canary_hosts(hosts, setting):
+    """The hosts a new fleet canary starts on: the first ones of `hosts` (the play's, in inventory
+    order) for canary.hosts `setting`, as the manifest gives it validated.
+
+    None: every host. A whole number N: the first N (every host when the fleet has fewer). "P%":
+    the first P percent of the hosts, rounded up, so at least one.
+    """
+    hosts = list(hosts)
+    if setting is None:
+        return hosts
+    if isinstance(setting, str):
+        percent = int(setting.rstrip("%"))
+        count = max(1, -(-len(hosts) * percent // 100))
+    else:
+        count = int(setting)
+    return hosts[:count]
+
+
+def summary(figures):
+    """The figures shown and recorded for a host or the fleet: counts, rates, no histogram."""
+    return dict((key, figures.get(key)) for key in SUMMARY_KEYS)
+
+
+def judgement(windows, play_hosts, active_hosts):
+    """What one decision for a fleet canary rests on, or why there can be none.
+
+    windows       {host: its canary's window figures} of every host with a canary still in the play
+    play_hosts    every host of the play (ansible_play_hosts_all), in inventory order
+    active_hosts  the hosts still in the play (ansible_play_hosts): a host that could not be
+                  measured, or failed earlier, is not among them
+
+    Returns {refused, hosts, fleet, per_host, outliers, policy, lines}:
+    refused   None, or the message every canary host fails with (nothing is changed anywhere):
+              the fleet is never judged on part of its hosts
+    hosts     the judged hosts in play order
+    fleet     the merged figures (summary keys), per_host {host: summary}, outliers as merge()
+    policy    the canary policy's input.fleet: {size, hosts, outliers}
+    lines     what the play shows: the merged figures, then each host's, outliers marked
+    outlier_lines  one line per outlier: "Outlier host h2: <reasons>"
+    """
+    play_hosts = [str(host) for host in play_hosts]
+    active = set(str(host) for host in active_hosts)
+    dropped = [host for host in play_hosts if host not in active]
+    hosts = [host for host in play_hosts if host in windows]
+    result = {"refused": None, "hosts": hosts, "fleet": None, "per_host": {}, "outliers": [], "policy": None,
+              "lines": [], "outlier_lines": []}
+    if dropped:
+        result["refused"] = (
+            "The fleet canary is not judged on part of the fleet: %s could not be measured or failed before the "
+            "judgement (see %s error above). Nothing was changed on any host. Fix %s and run promote.yml -e "
+            "mode=stable again, or end the canary on every host with rollback.yml."
+            % (", ".join(dropped), "its" if len(dropped) == 1 else "their",
+               "it" if len(dropped) == 1 else "them"))
+        return result
+    try:
+        merged = merge(dict((host, windows[host]) for host in hosts))
+    except FleetError as exc:
+        result["refused"] = ("The fleet canary cannot be judged: %s. Nothing was changed on any host." % exc)
+        return result
+    named = dict((entry["host"], entry["reasons"]) for entry in merged["outliers"])
+    per_host = dict((host, summary(merged["hosts"][host])) for host in hosts)
+    result.update(fleet=summary(merged["fleet"]), per_host=per_host, outliers=merged["outliers"],
+                  policy={"size": len(hosts), "hosts": per_host, "outliers": merged["outliers"]})
+    result["lines"] = ["Fleet canary on %d host%s (%s), figures merged: %s" % (
+        len(hosts), "" if len(hosts) == 1 else "s", ", ".join(hosts), _describe(merged["fleet"]))]
+    for host in hosts:
+        line = "  %s: %s" % (host, _describe(per_host[host]))
+        if host in named:
+            line += "; OUTLIER: %s" % "; ".join(named[host])
+            result["outlier_lines"].append("Outlier host %s: %s" % (host, "; ".join(named[host])))
+        result["lines"].append(line)
+    return result
+
+
+def _describe(figures):
+    rate, p99 = figures["error_rate_percent"], figures["p99_latency_ms"]
+    return "%d requests, error rate %s, P99 %s over %.1f s" % (
+        figures["requests"], "n/a" if rate is None else "%.2f%%" % rate,
+        "n/a" if p99 is None else "%.1f ms" % p99, figures["window_seconds"])

@@ -164,6 +164,28 @@ def _resources(memory, cpus, pids):
     })
 
 
+_CANARY_HOSTS_RE = re.compile(r"([0-9]{1,5})(%?)", re.ASCII)
+# A fleet canary starts on at most this many hosts by number (a percentage covers any fleet).
+_CANARY_HOSTS_MAX = 10000
+
+
+def _canary_hosts(path, value, errors):
+    """canary.hosts: a whole number of hosts, or a percentage of the fleet written "P%"; null for every host."""
+    match = _CANARY_HOSTS_RE.fullmatch(value) if isinstance(value, str) else None
+    if value is None:  # written empty: the default, every host
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _CANARY_HOSTS_MAX:
+        return value
+    if match and not match.group(2) and 1 <= int(match.group(1)) <= _CANARY_HOSTS_MAX:
+        return int(match.group(1))
+    if match and match.group(2) and 1 <= int(match.group(1)) <= 100:
+        return "%d%%" % int(match.group(1))
+    errors.append("manifest field '%s': %s is not a number of hosts or a percentage of the fleet; use a whole "
+                  "number of hosts from 1 to %d (e.g. 1) or a percentage from 1%% to 100%% in quotes (e.g. \"50%%\"), "
+                  "or remove it to start the canary on every host." % (path, _show(value), _CANARY_HOSTS_MAX))
+    return None
+
+
 SCHEMA = {
     "stack": Field("str", default="swiftdeploy", check=_STACK_NAME_RE,
                    fix="use a lower-case name of letters, digits, '_' and '-' (at most 63 characters); "
@@ -267,6 +289,8 @@ SCHEMA = {
                                     "metrics for %d s and a longer window could not be measured"
                                     % (APP_HISTORY_SECONDS, APP_HISTORY_SECONDS)),
         "metrics": Field("str", default="edge", choices=CANARY_METRICS),
+        # A fleet canary's hosts (docs/fleet-canary.md): None, every host of the play.
+        "hosts": Field("any", rule=_canary_hosts),
     }),
     "policy": Field("dict", default={}, children={
         "fail_open": Field("bool", default=False),

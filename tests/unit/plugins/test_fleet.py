@@ -74,3 +74,84 @@ def test_no_hosts_is_an_empty_window():
 def test_figures_that_cannot_be_merged_name_the_host(per_host, message):
     with pytest.raises(_fleet.FleetError, match=message):
         _fleet.merge(per_host)
+
+
+# --------------------------------------------------------------------------------------------
+# A fleet canary: its hosts (canary.hosts) and its one judgement
+# --------------------------------------------------------------------------------------------
+
+HOSTS = ["h1", "h2", "h3"]
+
+
+@pytest.mark.parametrize("hosts, setting, chosen", [
+    (HOSTS, None, HOSTS),                  # default: every host
+    (HOSTS, 1, ["h1"]),                    # the first N in the play's (inventory) order
+    (HOSTS, 2, ["h1", "h2"]),
+    (HOSTS, 5, HOSTS),                     # more than the fleet: every host
+    (HOSTS, "100%", HOSTS),
+    (HOSTS, "50%", ["h1", "h2"]),          # 1.5 hosts, rounded up
+    (HOSTS, "34%", ["h1", "h2"]),          # 1.02 hosts, rounded up
+    (HOSTS, "33%", ["h1"]),                # 0.99 hosts, rounded up
+    (HOSTS, "1%", ["h1"]),                 # at least one
+    (["b", "a"], 1, ["b"]),                # the order given, not sorted
+    ([], 2, []),
+    (["h%d" % n for n in range(1, 11)], "25%", ["h1", "h2", "h3"]),
+])
+def test_canary_hosts(hosts, setting, chosen):
+    assert _fleet.canary_hosts(hosts, setting) == chosen
+
+
+BAD = figures(100, 50, FAST)
+GOOD = figures(100, 0, FAST)
+
+
+@pytest.mark.parametrize("windows, active, refused", [
+    # every host measured: judged
+    ({"h1": GOOD, "h2": BAD, "h3": GOOD}, HOSTS, None),
+    # a host without a canary (outside canary.hosts) is still in the play: judged on the others
+    ({"h1": GOOD}, HOSTS, None),
+    # a host that could not be measured, or failed before, left the play: refused, naming it
+    ({"h1": GOOD, "h3": GOOD}, ["h1", "h3"], "not judged on part of the fleet: h2 could not be measured or failed "
+                                             "before the judgement (see its error above). Nothing was changed on any host. "
+                                             "Fix it and run"),
+    ({"h1": GOOD}, ["h1"], "h2, h3 could not be measured or failed before the judgement (see their error above)"),
+    # figures that cannot be merged
+    ({"h1": GOOD, "h2": {"requests": 3}}, HOSTS, "cannot be judged: host h2: its window figures have no errors"),
+])
+def test_judgement_refuses_part_of_the_fleet(windows, active, refused):
+    result = _fleet.judgement(windows, HOSTS, active)
+    if refused is None:
+        assert result["refused"] is None
+    else:
+        assert refused in result["refused"]
+        assert result["policy"] is None
+
+
+def test_judgement_merges_once_and_names_the_outlier():
+    result = _fleet.judgement({"h3": GOOD, "h2": BAD, "h1": GOOD}, HOSTS, HOSTS)
+    assert result["hosts"] == HOSTS  # the play's order
+    assert result["fleet"] == {"requests": 300, "errors": 50, "error_rate_percent": pytest.approx(100 * 50 / 300),
+                               "p99_latency_ms": result["fleet"]["p99_latency_ms"], "window_seconds": 60.0}
+    assert result["per_host"]["h2"]["error_rate_percent"] == 50.0
+    assert [entry["host"] for entry in result["outliers"]] == ["h2"]
+    assert result["policy"] == {"size": 3, "hosts": result["per_host"], "outliers": result["outliers"]}
+    assert "latency_buckets" not in result["policy"]["hosts"]["h1"]
+    assert result["lines"][0].startswith("Fleet canary on 3 hosts (h1, h2, h3), figures merged: 300 requests, "
+                                         "error rate 16.67%, P99 ")
+    assert result["lines"][2] == ("  h2: 100 requests, error rate 50.00%%, P99 %.1f ms over 60.0 s; OUTLIER: error "
+                                  "rate 50.00%% against 0.00%% on the other hosts"
+                                  % result["per_host"]["h2"]["p99_latency_ms"])
+    assert "OUTLIER" not in result["lines"][1] + result["lines"][3]
+    assert result["outlier_lines"] == ["Outlier host h2: error rate 50.00% against 0.00% on the other hosts"]
+
+
+def test_a_fleet_of_one_is_judged_on_its_own_figures():
+    result = _fleet.judgement({"h1": BAD}, ["h1"], ["h1"])
+    own = _fleet.summary(BAD)
+    assert result["fleet"] == own and result["per_host"] == {"h1": own} and result["outliers"] == []
+
+
+def test_no_requests_show_as_not_available():
+    empty = figures(0, 0, [])
+    result = _fleet.judgement({"h1": empty, "h2": empty}, ["h1", "h2"], ["h1", "h2"])
+    assert result["lines"][0].endswith("0 requests, error rate n/a, P99 n/a over 60.0 s")

@@ -69,7 +69,7 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
     assert result["canary"] == {"weight": 10, "image": "swift-deploy-1-node:latest", "version": "1.0.0",
-                                "window_seconds": 30, "metrics": "edge"}
+                                "window_seconds": 30, "metrics": "edge", "hosts": None}
     assert result["policy"]["fail_open"] is False
     assert result["policy"]["thresholds"]["min_requests"] == 20
     assert result["chaos"] == {"allow_from": []}
@@ -560,3 +560,24 @@ def test_tls_is_off_unless_enabled_and_its_keys_are_filled_in():
 ])
 def test_tls_fields_are_checked(tls, message):
     assert errors_of(with_tls(**tls)) == [message]
+
+
+@pytest.mark.parametrize("given, normalised", [
+    (1, 1), (3, 3), (10000, 10000), ("2", 2), ("50%", "50%"), ("100%", "100%"), ("1%", "1%"), ("007%", "7%"),
+    (None, None),
+])
+def test_canary_hosts_a_number_or_a_percentage(given, normalised):
+    assert validate_manifest(with_change("canary.hosts", given))["canary"]["hosts"] == normalised
+
+
+@pytest.mark.parametrize("given, shown", [
+    (0, "0"), (-1, "-1"), (10001, "10001"), (True, "true"), (1.5, "1.5"), ("0%", "'0%'"), ("101%", "'101%'"),
+    ("half", "'half'"), ("50 %", "'50 %'"), ("%50", "'%50'"), ("\uff15\uff10%", None), ([1], "[1]"), ("", "''"),
+])
+def test_canary_hosts_refused_naming_the_field_the_value_and_the_fix(given, shown):
+    (message,) = errors_of(with_change("canary.hosts", given))
+    assert message.startswith("manifest field 'canary.hosts': ")
+    if shown is not None:
+        assert message.startswith("manifest field 'canary.hosts': %s is not a number of hosts" % shown), message
+    assert message.endswith("use a whole number of hosts from 1 to 10000 (e.g. 1) or a percentage from 1% to 100% "
+                            "in quotes (e.g. \"50%\"), or remove it to start the canary on every host.")

@@ -174,6 +174,24 @@ def test_canary_decision(metrics, reasons):
     assert result["checked"]["min_requests"] == 20
 
 
+@pytest.mark.parametrize("merged, reasons", [
+    ({"requests": 300, "error_rate_percent": 0.0, "p99_latency_ms": 5.0, "window_seconds": 6}, []),
+    ({"requests": 300, "error_rate_percent": 16.67, "p99_latency_ms": 5.0, "window_seconds": 6},
+     ["error rate 16.67% exceeds the maximum 1.00%"]),
+], ids=["merged-healthy", "merged-over"])
+def test_a_fleet_is_judged_on_its_merged_metrics_whatever_input_fleet_holds(merged, reasons):
+    """docs/fleet-canary.md: input.fleet carries each host's figures and the outliers for rules of
+    one's own; the shipped policy decides on input.metrics, the merged figures, alone."""
+    fleet = {"size": 3, "outliers": [{"host": "h2", "reasons": ["error rate 50.00% against 0.00% on the other hosts"]}],
+             "hosts": {"h1": {"requests": 100, "errors": 0, "error_rate_percent": 0.0, "p99_latency_ms": 5.0,
+                              "window_seconds": 6},
+                       "h2": {"requests": 100, "errors": 50, "error_rate_percent": 50.0, "p99_latency_ms": None,
+                              "window_seconds": 6}}}
+    result = _embedded("canary", {"metrics": merged, "thresholds": MANIFEST_THRESHOLDS, "fleet": fleet})
+    assert result["reasons"] == reasons
+    assert result["allow"] is (reasons == [])
+
+
 def test_thresholds_from_the_manifest_win_over_data_json():
     result = _embedded("canary", {
         "metrics": {"requests": 120, "error_rate_percent": 0.4, "p99_latency_ms": 180.0, "window_seconds": 30},
