@@ -6,7 +6,8 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: converge_steps
-author: SwiftDeploy contributors
+author:
+  - SwiftDeploy contributors (!UNKNOWN)
 short_description: The files of each state a converge goes through, rendered on the controller
 description:
   - For each live state given, the files C(swiftdeploy.stack.stack_converge) writes for it
@@ -63,7 +64,6 @@ _list:
 import hashlib
 import json
 import os
-import re
 import tempfile
 
 import jinja2
@@ -92,8 +92,8 @@ def names_in(source):
         tree = jinja2.Environment(trim_blocks=True).parse(source)
     except jinja2.TemplateError:
         return None
-    if any(True for _node in tree.find_all((jinja2.nodes.Include, jinja2.nodes.Import, jinja2.nodes.FromImport,
-                                             jinja2.nodes.Extends))):
+    others = (jinja2.nodes.Include, jinja2.nodes.Import, jinja2.nodes.FromImport, jinja2.nodes.Extends)
+    if any(True for _node in tree.find_all(others)):
         return None  # another template's text would be part of the output
     return sorted(set(node.name for node in tree.find_all(jinja2.nodes.Name) if node.ctx == "load"))
 

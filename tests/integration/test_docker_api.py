@@ -88,7 +88,7 @@ def test_an_engine_that_is_not_there_is_named(tmp_path):
 
 @pytest.mark.parametrize("images", [
     pytest.param([IMAGE, "swiftdeploy-no-such-image:1"], id="present and absent"),
-    pytest.param([IMAGE.split(":")[0]], id="a name without its tag"),
+    pytest.param([IMAGE.split(":", maxsplit=1)[0]], id="a name without its tag"),
 ])
 def test_the_survey_through_the_socket_says_what_the_cli_says(api, app_image, images):
     """The lock's survey (image IDs, the data root) asks the socket instead of starting the CLI

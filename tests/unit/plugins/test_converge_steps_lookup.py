@@ -29,6 +29,7 @@ def plugin(variables):
     lookup._load_name = NAME  # pylint: disable=protected-access
     return lookup
 
+
 NGINX = "{% set live = swiftdeploy_live %}listen {{ swiftdeploy_stack.port }}; # {{ ansible_managed }} {{ live.stable }}\n"
 COMPOSE = "services: {{ swiftdeploy_live.slots | list }} {{ _swiftdeploy_nginx_conf_dir }}\n"
 LIVE = {"stable": "blue", "canary": None, "weight": 0, "generation": 1,
