@@ -47,8 +47,9 @@ test-min: setup
 bench-app: setup
 	python scripts/bench_app.py
 
+# COMPARE=REV: that revision and this checkout, interleaved, with the ratio new/old.
 bench-deploy: setup
-	python scripts/bench_deploy.py
+	python scripts/bench_deploy.py $(if $(COMPARE),--compare $(COMPARE))
 
 bench-promote: setup
 	python scripts/bench_promote.py

@@ -92,20 +92,22 @@ class DeployError(Exception):
 # The stack: a temporary manifest and project directory, deployed with Ansible
 # ---------------------------------------------------------------------------
 
-def ansible_env():
-    # Same environment as the Makefile, so the script also works when run directly.
+def ansible_env(tree=None):
+    # Same environment as the Makefile, so the script also works when run directly. tree: another
+    # checkout's playbooks and collection (bench_deploy.py --compare), with this checkout's venv.
     env = dict(os.environ)
     env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(REPO / ".collections")
+    env["ANSIBLE_CONFIG"] = str(Path(tree or REPO) / "ansible.cfg")
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(Path(tree or REPO) / ".collections")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     return env
 
 
-def write_manifest(work_dir, mode, image=None, keepalive_timeout=None):
-    """Copy the example manifest, renamed and re-ported so it cannot collide with the demo stack."""
-    manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
+def write_manifest(work_dir, mode, image=None, keepalive_timeout=None, tree=None):
+    """Copy the example manifest (tree's, by default this checkout's), renamed and re-ported so it
+    cannot collide with the demo stack."""
+    manifest = yaml.safe_load((Path(tree or REPO) / "manifest.yml").read_text())
     if image:
         manifest["services"]["image"] = image
     if keepalive_timeout is not None:
@@ -121,7 +123,7 @@ def write_manifest(work_dir, mode, image=None, keepalive_timeout=None):
     return path
 
 
-def run_playbook(playbook, manifest, project_dir, *extra_vars):
+def run_playbook(playbook, manifest, project_dir, *extra_vars, tree=None):
     """Run one playbook; return (exit status, output).
 
     ansible-playbook runs in its own session so a Ctrl-C meant for the benchmark does not kill it
@@ -132,7 +134,7 @@ def run_playbook(playbook, manifest, project_dir, *extra_vars):
             "-e", f"swiftdeploy_manifest={manifest}", "-e", f"swiftdeploy_project_dir={project_dir}"]
     for extra in extra_vars:
         argv += ["-e", extra]
-    proc = subprocess.Popen(argv, cwd=REPO, env=ansible_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=tree or REPO, env=ansible_env(tree), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _stderr = proc.communicate()

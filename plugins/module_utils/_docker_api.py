@@ -86,7 +86,8 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class DockerApi(object):
-    """inspect, kill, stop and remove containers through the engine's socket."""
+    """inspect, kill, stop and remove containers, and the images' IDs and the data root, through
+    the engine's socket."""
 
     def __init__(self, path, timeout=30.0):
         self.path = path
@@ -138,3 +139,18 @@ class DockerApi(object):
     def remove(self, container):
         """`docker rm --volumes <container>` of a stopped container."""
         self.request("DELETE", self._container(container), {"v": "1"})
+
+    def image_id(self, image):
+        """`docker image inspect --format {{.Id}} <image>`: its ID, or None when the engine has
+        no such image (HTTP 404)."""
+        try:
+            body = self.request("GET", "/images/%s/json" % urllib.parse.quote(image, safe="/:@"))[1]
+        except DockerApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return (body or {}).get("Id") or None
+
+    def root_dir(self):
+        """`docker info --format {{.DockerRootDir}}`, or None when the engine does not say."""
+        return (self.request("GET", "/info")[1] or {}).get("DockerRootDir") or None

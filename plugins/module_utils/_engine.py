@@ -11,8 +11,8 @@ containers (inspect, kill, stop, remove, exec, logs), images (their IDs, save, l
 independent docker commands side by side. Two implementations stand behind it:
 
 - `CliEngine`: every call starts the docker CLI (10 to 20 ms each on a quiet host);
-- `ApiEngine`: the same, but inspect, kill, stop and remove go through the Engine API on the
-  local unix socket (about 1 ms each), used when and only when the CLI would talk to that very
+- `ApiEngine`: the same, but inspect, kill, stop and remove, and the images' IDs and the data
+  root, go through the Engine API on the local unix socket (about 1 ms each), used when and only when the CLI would talk to that very
   socket (see _docker_api.local_socket). compose and exec always go through the CLI.
 
 `DryRunEngine` wraps either for check mode: reads go to the real engine, changes are recorded
@@ -238,7 +238,8 @@ class CliEngine(object):
 
 
 class ApiEngine(CliEngine):
-    """CliEngine with container inspect, kill, stop and remove through the Engine API socket."""
+    """CliEngine with container inspect, kill, stop and remove, and the survey of images and the
+    data root, through the Engine API socket."""
 
     def __init__(self, docker, socket_path, runner=subprocess_runner):
         super(ApiEngine, self).__init__(docker, runner)
@@ -261,6 +262,17 @@ class ApiEngine(CliEngine):
 
     def remove(self, container):
         self._call("docker rm --volumes %s" % container, lambda: self.api.remove(container))
+
+    def survey(self, images=(), root_dir=False):
+        """CliEngine.survey through the socket: one request of about 1 ms each, where each CLI
+        start costs 0.1 s on a busy host (the lock's survey on every deploy). An engine that
+        does not answer leaves it to the CLI."""
+        images = list(dict.fromkeys(images))
+        try:
+            return {"images": dict((image, self.api.image_id(image)) for image in images),
+                    "root_dir": self.api.root_dir() if root_dir else None}
+        except DockerApiError:
+            return super(ApiEngine, self).survey(images, root_dir)
 
 
 class DryRunEngine(object):

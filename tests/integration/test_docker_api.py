@@ -1,6 +1,6 @@
 """The Engine API calls stack_converge makes through the local socket, on the real Docker engine:
-inspect, kill with a signal, stop (twice), remove, and the engine's own error for a container
-that does not exist."""
+inspect, kill with a signal, stop (twice), remove, the engine's own error for a container
+that does not exist, and the lock's survey of images and the data root."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collectio
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api import (  # noqa: E402
     DockerApi, DockerApiError, local_socket,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import ApiEngine, CliEngine  # noqa: E402
 
 pytestmark = [pytest.mark.docker]
 
@@ -83,3 +84,16 @@ def test_an_engine_that_is_not_there_is_named(tmp_path):
     assert raised.value.status is None
     assert "the Docker engine at %s did not answer GET /containers/%s/json" % (tmp_path / "docker.sock", NAME) \
         in str(raised.value)
+
+
+@pytest.mark.parametrize("images", [
+    pytest.param([IMAGE, "swiftdeploy-no-such-image:1"], id="present and absent"),
+    pytest.param([IMAGE.split(":", maxsplit=1)[0]], id="a name without its tag"),
+])
+def test_the_survey_through_the_socket_says_what_the_cli_says(api, app_image, images):
+    """The lock's survey (image IDs, the data root) asks the socket instead of starting the CLI
+    once per image: the answers must be the CLI's own."""
+    through_api = ApiEngine("docker", api.path).survey(images, root_dir=True)
+    through_cli = CliEngine("docker").survey(images, root_dir=True)
+    assert through_api == through_cli
+    assert through_api["images"][images[0]].startswith("sha256:")

@@ -8,7 +8,9 @@ import os
 
 import pytest
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._docker_api import DockerApiError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
+    ApiEngine,
     CliEngine,
     DryRunEngine,
     EngineError,
@@ -104,6 +106,46 @@ def test_survey_asks_images_and_the_data_root_side_by_side():
                                          (0, "/var/lib/docker\n", "", 0.1)]
     assert engine.survey(["app:1", "app:2"], root_dir=True) == {
         "images": {"app:1": "sha256:1", "app:2": None}, "root_dir": "/var/lib/docker"}
+
+
+class FakeApi(object):
+    """The engine's socket: image IDs from a table, or no answer at all."""
+
+    def __init__(self, ids, root="/srv/docker", answers=True):
+        self.ids, self.root, self.answers, self.asked = ids, root, answers, []
+
+    def image_id(self, image):
+        self.asked.append(image)
+        if not self.answers:
+            raise DockerApiError("the Docker engine at /run/docker.sock did not answer")
+        return self.ids.get(image)
+
+    def root_dir(self):
+        return self.root
+
+
+def api_engine(api, runner=None):
+    engine = ApiEngine("docker", "/run/docker.sock", runner or Runner())
+    engine.api = api
+    return engine
+
+
+def test_the_api_engine_surveys_through_the_socket_without_starting_the_cli():
+    runner = Runner()
+    engine = api_engine(FakeApi({"app:1": "sha256:1"}), runner)
+    engine.side_by_side = lambda argvs: pytest.fail("the CLI was started: %s" % argvs)
+    assert engine.survey(["app:1", "app:2", "app:1"], root_dir=True) == {
+        "images": {"app:1": "sha256:1", "app:2": None}, "root_dir": "/srv/docker"}
+    assert engine.survey(["app:1"]) == {"images": {"app:1": "sha256:1"}, "root_dir": None}
+    assert runner.argvs == []
+
+
+def test_an_engine_socket_that_does_not_answer_leaves_the_survey_to_the_cli():
+    api = FakeApi({}, answers=False)
+    engine = api_engine(api)
+    engine.side_by_side = lambda argvs: [(0, "sha256:1\n", "", 0.1), (0, "/var/lib/docker\n", "", 0.1)]
+    assert engine.survey(["app:1"], root_dir=True) == {"images": {"app:1": "sha256:1"}, "root_dir": "/var/lib/docker"}
+    assert api.asked == ["app:1"]
 
 
 def test_no_docker_cli_is_a_clear_error(monkeypatch):
