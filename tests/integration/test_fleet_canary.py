@@ -143,20 +143,10 @@ def deployed(stack, parse_recap):
     return run
 
 
-def load_on(host, image):
-    """docker save here | docker load on the host: the image a host var names for that host only
-    (the controller ships the images of the first host's manifest, docs/images.md)."""
-    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    load = subprocess.run(host.ssh_command("docker", "load"), stdin=save.stdout, capture_output=True, timeout=300,
-                          check=False)
-    save.stdout.close()
-    assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
-
-
 def test_one_bad_host_denies_the_fleet_canary_and_it_is_rolled_back_on_every_host(stack, deployed, bad_image):
     good = stack.manifest("good", stack.app.images["2"], stack.app.versions["2"])
     bad = stack.manifest("bad", bad_image, stack.app.versions["2"])
-    load_on(stack.hosts[1], bad_image)
+    assert stack.hosts[1].image_id(bad_image) is None
     inventory = stack.inventory("bad", {"h1": good, "h2": bad, "h3": good})
     with AllTraffic(stack.traffic()) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=canary", "-e", "swiftdeploy_image_source=controller")
@@ -164,6 +154,9 @@ def test_one_bad_host_denies_the_fleet_canary_and_it_is_rolled_back_on_every_hos
         for host in stack.hosts:
             assert stack.state(host)["canary"] is not None, host.name
         assert "Fleet canary on h1, h2, h3 (3 of 3 hosts, canary.hosts: every host)." in " ".join(run.stdout.split())
+        # The image only h2's manifest names is shipped to h2 alone (every host's manifest counts).
+        assert "%s (" % bad_image in run.stdout and ") shipped from the controller to h2, no registry" in run.stdout
+        assert stack.hosts[1].image_id(bad_image) is not None and stack.hosts[0].image_id(bad_image) is None
         run = stack.run("promote", inventory, "-e", "mode=stable")  # waits for the window
     assert run.rc != 0, run.describe()
     text = " ".join(run.stdout.split())

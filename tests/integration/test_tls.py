@@ -311,8 +311,8 @@ def test_an_expired_certificate_is_refused_before_anything_is_deployed(tmp_path,
     assert docker("ps", "-aq", "--filter", "label=com.docker.compose.project=tlsitexp").stdout.strip() == ""
 
 
-def test_validate_reports_a_refused_pair_as_its_nginx_check_with_the_others(tmp_path, write_manifest, run_playbook,
-                                                                          validate_checks):
+def test_validate_reports_a_refused_pair_as_its_nginx_check_with_the_others(
+        tmp_path, write_manifest, run_playbook, validate_checks):
     pki = Pki(tmp_path)
     cert, _key, _fingerprint, _text = pki.server("one")
     _cert, other_key, _fingerprint, _text = pki.server("other")
