@@ -32,7 +32,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     running_services,
     slot_services,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import containers_started
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, containers_started
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host import ConvergeError
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -78,6 +78,7 @@ class Converger(object):
         self.changed = False
         self.files_changed = []
         self.diff = DiffTracker(diff, len(steps) > 1)
+        self.undo = None  # (files written, services started) of the step under way, until nginx routes
         # The project as the run has left it so far (in check mode: would have), by relpath:
         # (content or None, mode or None). Later steps are planned against it.
         self.view = {}
@@ -101,7 +102,13 @@ class Converger(object):
                 planned.append(self.plan(number, step, record))
         self.validate(planned)
         for number, (step, files, plan, compose) in enumerate(planned, 1):
-            self.apply(number, step, files, plan, compose)
+            self.undo = None
+            try:
+                self.apply(number, step, files, plan, compose)
+            except ConvergeError as exc:
+                if self.undo is None:
+                    raise
+                raise ConvergeError("%s\n%s" % (exc, self.undo_step(number, *self.undo)))
         if self.options["health_url"]:
             self.host.wait_health(self.options["health_url"], self.options["health_timeout"])
         final = self.steps[-1]["state"]
@@ -190,7 +197,12 @@ class Converger(object):
         # The containers after this step, while it is known without asking compose again.
         after = [entry for entry in entries if entry.get("Service") not in started]
         if started:
+            # Nothing routes to a slot before nginx is told: one that never gets healthy is
+            # removed and the step's files put back, so a restarted nginx or a later run never
+            # picks up a release that failed its health check.
+            self.undo = (plan.changes, [service for service in started if service not in running])
             names = host.start_slots(number, started)
+            self.undo = None
             after += [{"Service": service, "State": "running", "Name": names.get(service, ""), "ID": ""}
                       for service in started]
             report["slots_started"] = to_start
@@ -241,6 +253,24 @@ class Converger(object):
 
         host.settle(None if after is None else [entry for entry in after if entry.get("Service") not in leaving],
                     expected, nginx_before)
+
+    def undo_step(self, number, changes, started):
+        """Undo a step whose slots failed to start before nginx routed to them; the sentence that
+        says so (or why it could not be undone)."""
+        undone = []
+        try:
+            if started and self.host.remove_services(number, started):
+                undone.append("removed %s" % ", ".join(started))
+            if changes:
+                self.host.restore(number, changes)
+                undone.append("put back %s" % ", ".join(change.relpath for change in changes))
+        except (ConvergeError, EngineError, OSError) as exc:
+            return ("Nothing was routed to this step's slots, but undoing the step failed (%s): run deploy.yml "
+                    "again, or rollback.yml, once the cause is fixed." % exc)
+        if not undone:
+            return "Nothing was routed to this step's slots."
+        return ("Nothing was routed to this step's slots, so the step was undone (%s): the stack serves "
+                "what it served before." % "; ".join(undone))
 
     def route(self, number, generation, plan, nginx_before, nginx_fresh):
         """Make nginx serve this step's routing; returns reloaded, started or unchanged."""

@@ -210,6 +210,26 @@ class StackHost(object):
             for directory in sorted(directories):
                 fsync_directory(directory)
 
+    def restore(self, number, changes):
+        """Put back the files a step wrote before it failed (the step's `before` contents; a file
+        that did not exist is removed), state.json last, as write() orders them."""
+        with self.log.action(number, "restore", ", ".join(change.relpath for change in changes)):
+            directories = set()
+            for change in changes:
+                path = os.path.join(self.project, change.relpath)
+                if change.before is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                elif change.content_changed:
+                    self.atomic_write(path, change.before, change.mode_before if change.mode_before is not None
+                                      else change.mode)
+                elif change.mode_before is not None:
+                    os.chmod(path, change.mode_before)
+                directories.add(os.path.dirname(path))
+            for directory in sorted(directories):
+                if os.path.isdir(directory):
+                    fsync_directory(directory)
+
     def make_dirs(self, directory):
         missing = []
         while not os.path.isdir(directory):
@@ -582,6 +602,18 @@ class StackHost(object):
                 self.engine.stop(name, STOP_SECONDS)
                 self.engine.remove(name)
 
+    def remove_services(self, number, services):
+        """Stop and remove the containers of services right away (nothing routes to them); the
+        names removed."""
+        names = sorted(entry["Name"] for entry in self.engine.ps(self.project)
+                       if entry.get("Service") in services and entry.get("Name"))
+        if names:
+            with self.log.action(number, "remove failed slots", ", ".join(services)):
+                for name in names:
+                    self.engine.stop(name, STOP_SECONDS)
+                    self.engine.remove(name)
+        return names
+
     def wait_health(self, url, timeout):
         with self.log.action(None, "wait health", url) as record, progress.waiting("%s to answer" % url, timeout):
             deadline = time.monotonic() + timeout
@@ -603,6 +635,13 @@ class DryRunStackHost(StackHost):
 
     def write(self, number, changes):
         self.log.not_run(number, "write", ", ".join(change.relpath for change in changes))
+
+    def restore(self, number, changes):
+        self.log.not_run(number, "restore", ", ".join(change.relpath for change in changes))
+
+    def remove_services(self, number, services):
+        self.log.not_run(number, "remove failed slots", ", ".join(services))
+        return []
 
     def ps(self, number):
         if self.engine.simulating:

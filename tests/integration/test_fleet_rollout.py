@@ -261,6 +261,15 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
         assert not load.failures(), (host.name, load.failures())
     # Every host serves the release it had; h2 never routed to the broken one.
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3
+    # h2's failed step was undone: its state names the release it serves, its files do not name
+    # the broken slot, and no container of it is left (a restarted nginx routes as before).
+    h2_state = json.loads(h2.run("cat", f"{PROJECT}/state.json").stdout)
+    assert h2_state["canary"] is None and h2_state["slots"][h2_state["stable"]]["version"] == "2.0.0", h2_state
+    assert list(h2_state["slots"]) == [h2_state["stable"]], h2_state
+    idle = ({"blue", "green"} - {h2_state["stable"]}).pop()
+    assert f"app-{idle}" not in h2.run("cat", f"{PROJECT}/docker-compose.yml").stdout
+    assert f"{STACK}-app-{idle}-1" not in h2.docker("ps", "-a", "--format", "{{.Names}}").stdout
+    assert "the step was undone (removed app-" in text, run.describe()
 
     records = {host.name: rollout.history(host)[before[host.name]:] for host in hosts}
     h1_events = [record["event"] for record in records[h1.name]]

@@ -69,6 +69,7 @@ class FakeEngine(object):
         self.served = None  # the generation nginx serves
         self.calls = []
         self.fail_nginx_test = False
+        self.unhealthy = set()  # services whose containers Docker marks unhealthy
 
     def name(self, service):
         return "demo-%s-1" % service
@@ -124,8 +125,8 @@ class FakeEngine(object):
         return "\n".join(out)
 
     def inspect(self, container):
-        self.service_of(container)
-        return {"State": {"Status": "running", "Running": True, "Health": {"Status": "healthy"}},
+        health = "unhealthy" if self.service_of(container) in self.unhealthy else "healthy"
+        return {"State": {"Status": "running", "Running": True, "Health": {"Status": health}},
                 "NetworkSettings": {"Networks": {}}}
 
     def kill(self, container, signal_name):
@@ -279,6 +280,28 @@ def test_a_refused_nginx_conf_writes_nothing(project):
         converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
     assert open(os.path.join(project, "state.json")).read() == before
     assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+
+
+def test_a_slot_that_never_gets_healthy_is_removed_and_the_files_put_back(project):
+    engine = deployed(project)
+    names = ("state.json", "nginx/nginx.conf", "docker-compose.yml")
+    before = dict((name, open(os.path.join(project, name)).read()) for name in names)
+    engine.unhealthy.add("app-green")
+    with pytest.raises(ConvergeError) as failed:
+        converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    message = str(failed.value)
+    assert "app-green" in message and "the step was undone (removed app-green; put back " in message, message
+    assert "the stack serves what it served before" in message
+    # Started, never routed to (no reload), then removed; the files are the deployed ones again.
+    assert engine.calls == [("nginx -t",), ("up", "app-green"), ("stop", "app-green"), ("rm", "app-green")]
+    assert dict((name, open(os.path.join(project, name)).read()) for name in names) == before
+    assert not os.path.exists(os.path.join(project, "slots", "green", "mode"))
+    assert sorted(engine.containers) == ["app-blue", "nginx"] and engine.served == 1
+    # The next run plans the same canary again from the deployed state, and now it starts.
+    engine.unhealthy.clear()
+    engine.calls = []
+    converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    assert engine.calls == [("nginx -t",), ("up", "app-green"), ("kill", "nginx", "HUP")]
 
 
 def test_a_reload_an_interrupted_run_never_made_is_made(project):
