@@ -257,10 +257,12 @@ class Converger(object):
     def undo_step(self, number, changes, started):
         """Undo a step whose slots failed to start before nginx routed to them; the sentence that
         says so (or why it could not be undone)."""
-        undone = []
+        undone, logs = [], ""
         try:
-            if started and self.host.remove_services(number, started):
-                undone.append("removed %s" % ", ".join(started))
+            if started:
+                logs = self.host.remove_services(number, started)
+                if logs:
+                    undone.append("removed %s" % ", ".join(started))
             if changes:
                 self.host.restore(number, changes)
                 undone.append("put back %s" % ", ".join(change.relpath for change in changes))
@@ -270,7 +272,7 @@ class Converger(object):
         if not undone:
             return "Nothing was routed to this step's slots."
         return ("Nothing was routed to this step's slots, so the step was undone (%s): the stack serves "
-                "what it served before." % "; ".join(undone))
+                "what it served before.%s" % ("; ".join(undone), "\n" + logs if logs else ""))
 
     def route(self, number, generation, plan, nginx_before, nginx_fresh):
         """Make nginx serve this step's routing; returns reloaded, started or unchanged."""

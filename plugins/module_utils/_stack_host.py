@@ -60,6 +60,7 @@ HEALTH_PROBE_TIMEOUT = 0.5
 LOGS_TARGET = "/app/logs"
 LOGS_MODE = 0o1777
 STOP_SECONDS = 10  # docker stop's grace before SIGKILL; the app stops within a second of SIGTERM
+FAILED_LOG_LINES = 20  # of a slot that never got healthy, shown before it is removed
 
 
 def share_logs_volume(inspected, target=LOGS_TARGET):
@@ -602,17 +603,22 @@ class StackHost(object):
                 self.engine.stop(name, STOP_SECONDS)
                 self.engine.remove(name)
 
-    def remove_services(self, number, services):
-        """Stop and remove the containers of services right away (nothing routes to them); the
-        names removed."""
+    def remove_services(self, number, services, tail=FAILED_LOG_LINES):
+        """Stop and remove the containers of services right away (nothing routes to them); their
+        last `tail` log lines, read first, as text ("" when none was removed)."""
         names = sorted(entry["Name"] for entry in self.engine.ps(self.project)
                        if entry.get("Service") in services and entry.get("Name"))
-        if names:
-            with self.log.action(number, "remove failed slots", ", ".join(services)):
-                for name in names:
-                    self.engine.stop(name, STOP_SECONDS)
-                    self.engine.remove(name)
-        return names
+        if not names:
+            return ""
+        shown = []
+        for name, (_rc, out, err) in sorted(self.engine.logs(names, tail).items()):
+            lines = [line[:200] for line in (out + err).splitlines() if line.strip()][-tail:]
+            shown.append("Last log lines of %s:%s" % (name, "".join("\n  " + line for line in lines) or " none"))
+        with self.log.action(number, "remove failed slots", ", ".join(services)):
+            for name in names:
+                self.engine.stop(name, STOP_SECONDS)
+                self.engine.remove(name)
+        return "\n".join(shown)
 
     def wait_health(self, url, timeout):
         with self.log.action(None, "wait health", url) as record, progress.waiting("%s to answer" % url, timeout):
@@ -639,9 +645,9 @@ class DryRunStackHost(StackHost):
     def restore(self, number, changes):
         self.log.not_run(number, "restore", ", ".join(change.relpath for change in changes))
 
-    def remove_services(self, number, services):
+    def remove_services(self, number, services, tail=None):
         self.log.not_run(number, "remove failed slots", ", ".join(services))
-        return []
+        return ""
 
     def ps(self, number):
         if self.engine.simulating:

@@ -137,6 +137,10 @@ class FakeEngine(object):
         else:
             self.containers[service]["mode"] = self.mode_file(service)
 
+    def logs(self, containers, tail, since=None):
+        return dict((name, (0, "2026-12-07T10:00:00Z listening\n", "2026-12-07T10:00:01Z health: 503\n"))
+                    for name in containers)
+
     def stop(self, container, seconds):
         self.calls.append(("stop", self.service_of(container)))
 
@@ -292,6 +296,8 @@ def test_a_slot_that_never_gets_healthy_is_removed_and_the_files_put_back(projec
     message = str(failed.value)
     assert "app-green" in message and "the step was undone (removed app-green; put back " in message, message
     assert "the stack serves what it served before" in message
+    assert message.endswith("Last log lines of demo-app-green-1:\n  2026-12-07T10:00:00Z listening"
+                            "\n  2026-12-07T10:00:01Z health: 503"), message
     # Started, never routed to (no reload), then removed; the files are the deployed ones again.
     assert engine.calls == [("nginx -t",), ("up", "app-green"), ("stop", "app-green"), ("rm", "app-green")]
     assert dict((name, open(os.path.join(project, name)).read()) for name in names) == before
