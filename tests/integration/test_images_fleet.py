@@ -86,7 +86,19 @@ def shop_image(app_image):
 
 
 @pytest.fixture(scope="module")
-def fleet_stack(fleet_host, fleet, shop_image, write_manifest, run_playbook, tmp_path_factory):
+def fresh_hosts(fleet):
+    """h1 and h2 without the images these tests ship: the session's other fleet tests (which run
+    first) leave nginx on the hosts they deployed to, and these tests prove what a host that lacks
+    an image gets."""
+    hosts = fleet.hosts(2)
+    for host in hosts:
+        removed = host.docker("image", "rm", "-f", "nginx:latest", IMAGE)
+        assert host.image_id("nginx:latest") is None, (host.name, removed.stderr)
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def fleet_stack(fleet_host, fleet, fresh_hosts, shop_image, write_manifest, run_playbook, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("images-fleet")
     manifest = write_manifest(workdir / "manifest.yml", {"stack": STACK, "services.image": shop_image,
                                                          "network.name": f"{STACK}-net",
