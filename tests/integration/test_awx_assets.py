@@ -627,10 +627,16 @@ def test_the_limits_split_the_fleet_into_the_canary_host_and_the_rest(workflows,
 
 
 def _published_results(repo_root, playbook):
-    """The set_stats names the role's task files of a playbook's entry point publish."""
-    entry = pathlib.Path(playbook).stem
+    """The set_stats names the role's task files of a playbook's entry points publish (every
+    play's tasks_from: deploy.yml's rolling plays run rollout and rollout_finish too)."""
+    plays = yaml.safe_load((repo_root / "playbooks" / pathlib.Path(playbook).name).read_text()) or []
+    entries = sorted(set(task["ansible.builtin.import_role"]["tasks_from"] for play in plays
+                         for task in _all_tasks(play.get("tasks") or []) if "ansible.builtin.import_role" in task))
+    assert entries, "%s imports no entry point of the role" % playbook
     names = set()
-    for path in sorted((repo_root / "roles" / "swiftdeploy" / "tasks").glob("%s*.yml" % entry)):
+    paths = sorted(set(path for entry in entries
+                       for path in (repo_root / "roles" / "swiftdeploy" / "tasks").glob("%s*.yml" % entry)))
+    for path in paths:
         for task in _all_tasks(yaml.safe_load(path.read_text()) or []):
             data = (task.get("ansible.builtin.set_stats") or {}).get("data")
             if isinstance(data, dict):
