@@ -21,7 +21,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     validate_state,
     with_generations,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import planned_lines, status_report
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import judged_window, planned_lines, status_report
 
 TRANSITIONS = ("deploy", "canary", "roll_forward", "roll_back")
 
@@ -93,6 +93,11 @@ def status_report_filter(scrapes, stack, live, infrastructure, canary, host, edg
         raise AnsibleFilterError("%s. Check the slot with logs.yml; nothing was changed." % exc)
 
 
+def status_judged(scrapes, metrics, edge=None):
+    """The figures a status refresh's canary policy judges, or why they could not be read."""
+    return judged_window(scrapes, metrics, edge)
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -101,5 +106,6 @@ class FilterModule(object):
             "state_rollback": state_rollback,
             "state_generations": state_generations,
             "status_report": status_report_filter,
+            "status_judged": status_judged,
             "converge_plan": planned_lines,
         }

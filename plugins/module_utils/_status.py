@@ -22,6 +22,37 @@ def track_window(scrape, edge=None):
     return slots.get(scrape["item"]["slot"])
 
 
+def judged_window(scrapes, metrics, edge=None):
+    """The figures a status refresh's canary policy judges: the canary track's (the stable
+    track's without a canary), taken where promote.yml -e mode=stable would take them: nginx's
+    edge log over the last canary window with canary.metrics "edge" (the app's own window when
+    the edge could not be read), the app's /metrics since the previous refresh with "app".
+
+    Returns {track, slot, window}, or {track, slot, error} naming what could not be read and
+    where to look: the caller fails the host's refresh with it (the other hosts' rows are shown).
+    """
+    scrapes = dict((scrape["item"]["track"], scrape) for scrape in scrapes)
+    track = "canary" if "canary" in scrapes else "stable"
+    scrape = scrapes[track]
+    slot = scrape["item"]["slot"]
+    edge = edge or {}
+    window = None
+    if metrics == "edge":
+        window = (edge.get("slots") or {}).get(slot)
+    if window is None:
+        window = scrape.get("window")
+    if window is not None:
+        return {"track": track, "slot": slot, "window": window}
+    reasons = []
+    if metrics == "edge":
+        reasons.append("nginx's edge log: %s" % (edge.get("error") or "no figures of slot %s in it" % slot))
+    reasons.append("the app's /metrics: %s" % (scrape.get("msg") or "no window"))
+    return {"track": track, "slot": slot,
+            "error": "The %s track (slot %s) could not be measured: %s. Check that the slot runs and nginx "
+                     "serves it (status of the containers: logs.yml); nothing was changed."
+                     % (track, slot, "; ".join(reasons))}
+
+
 def _track(scrape, live, edge=None):
     window = track_window(scrape, edge)
     if window is None:

@@ -142,3 +142,22 @@ def test_rollback_to_the_previous_release_loses_no_request(stack, thirdparty_app
     assert not traffic.failures(), traffic.failures()
     assert traffic.successes > 20 and longest_gap(traffic) <= MAX_GAP_S, longest_gap(traffic)
     print("rollback: %d answers, longest gap %.3f s" % (traffic.successes, longest_gap(traffic)))
+
+
+def test_status_names_both_sources_when_neither_measures_the_app(stack):
+    """An app without /metrics whose edge log cannot be read either: status.yml fails that host
+    with a message naming the track, the edge log's reason and the app's, not a template error."""
+    edge = stack.project / "edge"
+    hidden = stack.project / "edge.hidden"
+    edge.rename(hidden)
+    edge.write_text("not a directory\n")  # nginx keeps writing into the renamed directory
+    try:
+        status = stack.run("status")
+    finally:
+        edge.unlink()
+        hidden.rename(edge)
+    assert status.rc != 0, status.describe()
+    assert "The stable track (slot " in status.output and "could not be measured: nginx's edge log:" in status.output, \
+        status.describe()
+    assert "the app's /metrics:" in status.output, status.describe()
+    assert "Traceback" not in status.output and "object has no attribute" not in status.output, status.describe()
