@@ -132,6 +132,8 @@ def export_image(engine, image, cache_dir, image_id=None):
         raise ImageError("%s is not on the controller" % image)
     path = os.path.join(cache_dir, archive_name(image_id))
     if os.path.isfile(path):
+        if not engine.dry_run:
+            os.utime(path)  # its last use, which prune_cache() goes by
         return {"image": image, "id": image_id, "archive": path, "exported": False, "bytes": os.path.getsize(path)}
     if engine.dry_run:
         engine.image_save(image, path)
@@ -150,6 +152,48 @@ def export_image(engine, image, cache_dir, image_id=None):
         if os.path.exists(partial):
             os.unlink(partial)
     return {"image": image, "id": image_id, "archive": path, "exported": True, "bytes": os.path.getsize(path)}
+
+
+ARCHIVE_RE = re.compile(r"[0-9a-f]{64}\.tar")
+PARTIAL_RE = re.compile(r"\.partial-[A-Za-z0-9_]+\.tar")
+# A partial archive this old is left by an export that died (a killed run), never a live one.
+PARTIAL_MAX_AGE_SECONDS = 24 * 3600
+
+
+def prune_cache(cache_dir, max_age_seconds, keep=(), now=None, dry_run=False):
+    """Remove the cache's archives unused for max_age_seconds (an archive's mtime is its last
+    use: export_image touches one it reuses), and partial archives of dead exports, except the
+    files named in keep (this run's). Only files named as this module names them are touched;
+    anything else in the directory is left alone. max_age_seconds 0 or less keeps everything.
+    Returns the sorted paths removed (that would be, with dry_run)."""
+    if max_age_seconds <= 0 or not os.path.isdir(cache_dir):
+        return []
+    now = time.time() if now is None else now
+    keep = set(os.path.abspath(path) for path in keep)
+    removed = []
+    for name in sorted(os.listdir(cache_dir)):
+        path = os.path.join(cache_dir, name)
+        if ARCHIVE_RE.fullmatch(name):
+            limit = max_age_seconds
+        elif PARTIAL_RE.fullmatch(name):
+            limit = PARTIAL_MAX_AGE_SECONDS
+        else:
+            continue
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.abspath(path) in keep:
+            continue
+        if now - found.st_mtime < limit:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+        removed.append(path)
+    return removed
 
 
 def load_image(engine, archive, image, image_id, remove=True):

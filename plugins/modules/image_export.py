@@ -40,11 +40,20 @@ options:
     description: The directory of the archives, created (mode 0700) when missing.
     type: path
     required: true
+  cache_max_age_days:
+    description:
+      - Archives in O(cache_dir) not used for this many days are removed after the export (an
+        archive's last use is its modification time, and a reused archive is touched), and so are
+        partial archives of exports that died more than a day ago. This run's archives are kept.
+        Only files named as this module names them are touched.
+      - V(0) keeps every archive.
+    type: float
+    default: 14
 attributes:
   check_mode:
     support: full
     details:
-      - Reports the archives it would write and writes none.
+      - Reports the archives it would write and remove, and writes or removes none.
   diff_mode:
     support: none
   idempotent:
@@ -79,18 +88,25 @@ images:
     "shop:2.1.0": {id: "sha256:4baaedf77c87e2b3b1e0a8d7f9c1c7f3d2a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9",
                    archive: /root/.cache/swiftdeploy/images/4baaedf77c87e2b3b1e0a8d7f9c1c7f3d2a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9.tar,
                    exported: true, bytes: 163840000}
+pruned:
+  description: The archives removed from O(cache_dir) because they were not used for O(cache_max_age_days) (that would be, in check mode).
+  returned: success
+  type: list
+  elements: str
+  sample: [/root/.cache/swiftdeploy/images/0d2a4f0e6c1b5a3d7e9f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d.tar]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._images import ImageError, export_image, to_export
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._images import ImageError, export_image, prune_cache, to_export
 
 
 def main():
     module = AnsibleModule(argument_spec={"images": {"type": "list", "elements": "str", "required": True},
                                           "hosts": {"type": "list", "elements": "dict", "default": []},
-                                          "cache_dir": {"type": "path", "required": True}},
+                                          "cache_dir": {"type": "path", "required": True},
+                                          "cache_max_age_days": {"type": "float", "default": 14}},
                            supports_check_mode=True)
     params = module.params
     images = list(dict.fromkeys(params["images"]))
@@ -104,11 +120,14 @@ def main():
                 found[image] = export_image(engine, image, params["cache_dir"], ids[image])
             else:
                 found[image] = {"image": image, "id": ids[image], "archive": None, "exported": False, "bytes": None}
+        pruned = prune_cache(params["cache_dir"], params["cache_max_age_days"] * 86400,
+                             keep=[entry["archive"] for entry in found.values() if entry["archive"]],
+                             dry_run=module.check_mode)
     except (EngineError, ImageError) as exc:
         module.fail_json(msg="cannot export the images for the hosts: %s" % exc)
     except OSError as exc:
         module.fail_json(msg="cache_dir: cannot write %s: %s" % (params["cache_dir"], exc.strerror or exc))
-    module.exit_json(changed=any(entry["exported"] for entry in found.values()), images=found)
+    module.exit_json(changed=any(entry["exported"] for entry in found.values()) or bool(pruned), images=found, pruned=pruned)
 
 
 if __name__ == "__main__":

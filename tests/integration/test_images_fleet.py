@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
 IMAGE = "swiftdeploy-test/shop:latest"  # not the example app: never built by the role
 STACK = "imgship"
+STALE_ARCHIVE = "e" * 64 + ".tar"
 
 
 def docker(*args, timeout=300, **kwargs):
@@ -119,6 +121,13 @@ def validate_before(fleet_stack):
 @pytest.fixture(scope="module")
 def first_deploy(fleet_stack, validate_before):
     assert fleet_stack.host.image_id(IMAGE) is None, "the fleet host must not have the image yet"
+    # An archive of an earlier run unused for 30 days, and a file that is not the export's: the
+    # export prunes the first (swiftdeploy_image_cache_max_age_days, 14) and leaves the second.
+    fleet_stack.cache_dir.mkdir(parents=True, exist_ok=True)
+    month_ago = time.time() - 30 * 86400
+    for name in (STALE_ARCHIVE, "README"):
+        (fleet_stack.cache_dir / name).write_text("old\n")
+        os.utime(fleet_stack.cache_dir / name, (month_ago, month_ago))
     return fleet_stack.deploy()
 
 
@@ -141,8 +150,9 @@ def test_images_are_shipped_from_the_controller_without_a_registry(fleet_stack, 
     assert f"{IMAGE} ({image_id}) shipped from the controller to {host.name}, no registry" in run.stdout, run.describe()
     assert f"nginx:latest ({nginx_id}) shipped from the controller to {host.name}" in run.stdout, run.describe()
     # Exported once into the cache, keyed by image ID; the copy on the host is gone after the load.
+    # The stale archive was pruned, the file that is not an archive kept.
     assert sorted(path.name for path in fleet_stack.cache_dir.iterdir()) == sorted(
-        [image_id.split(":")[1] + ".tar", nginx_id.split(":")[1] + ".tar"])
+        [image_id.split(":")[1] + ".tar", nginx_id.split(":")[1] + ".tar", "README"])
     assert host.run("ls", f"{fleet_stack.project}/images").stdout.split() == []
     assert host.image_id(IMAGE) == image_id and host.image_id("nginx:latest") == nginx_id
     assert "EXAMPLE APP BUILD" not in run.stdout and "AIR-GAPPED BUILD" not in run.stdout

@@ -3,6 +3,8 @@ rules of module_utils/_images.py, and export/load over a fake engine."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.swiftdeploy.stack.plugins.filter.images import image_missing_message, image_sources_filter
@@ -12,6 +14,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._images import (
     export_image,
     image_sources,
     is_example_app,
+    prune_cache,
     load_image,
     to_export,
     wanted_images,
@@ -229,3 +232,61 @@ def test_check_mode_loads_nothing(tmp_path):
     engine = FakeEngine({}, dry_run=True)
     assert load_image(engine, str(tmp_path / "none.tar"), "shop:2", ID_A)["loaded"] is True
     assert engine.images == {}
+
+
+# --------------------------------------------------------------------------------------------
+# The controller's cache stays bounded
+# --------------------------------------------------------------------------------------------
+
+DAY = 86400.0
+NOW = 1_900_000_000.0
+
+
+def _file(directory, name, age_days):
+    path = directory / name
+    path.write_text("x")
+    os.utime(path, (NOW - age_days * DAY, NOW - age_days * DAY))
+    return path
+
+
+@pytest.mark.parametrize("name, age_days, max_age_days, keep, removed", [
+    ("a" * 64 + ".tar", 15, 14, False, True),     # unused for longer than the limit
+    ("a" * 64 + ".tar", 13, 14, False, False),    # used within the limit
+    ("a" * 64 + ".tar", 400, 14, True, False),    # this run's archive, however old
+    ("a" * 64 + ".tar", 400, 0, False, False),    # 0 keeps everything
+    (".partial-abc_12.tar", 2, 14, False, True),  # an export that died more than a day ago
+    (".partial-abc_12.tar", 0.5, 14, False, False),  # may be an export running now
+    ("A" * 64 + ".tar", 400, 14, False, False),   # not a name the export writes
+    ("notes.txt", 400, 14, False, False),
+    ("a" * 63 + ".tar", 400, 14, False, False),
+])
+def test_prune_cache(tmp_path, name, age_days, max_age_days, keep, removed):
+    path = _file(tmp_path, name, age_days)
+    gone = prune_cache(str(tmp_path), max_age_days * DAY, keep=[str(path)] if keep else [], now=NOW)
+    assert gone == ([str(path)] if removed else [])
+    assert path.exists() is not removed
+
+
+def test_prune_cache_in_check_mode_removes_nothing(tmp_path):
+    path = _file(tmp_path, "b" * 64 + ".tar", 30)
+    assert prune_cache(str(tmp_path), 14 * DAY, now=NOW, dry_run=True) == [str(path)]
+    assert path.exists()
+
+
+def test_prune_cache_leaves_links_and_directories_alone(tmp_path):
+    target = _file(tmp_path, "keep.bin", 30)
+    link = tmp_path / ("c" * 64 + ".tar")
+    link.symlink_to(target)
+    os.utime(link, (NOW - 30 * DAY, NOW - 30 * DAY), follow_symlinks=False)
+    (tmp_path / ("d" * 64 + ".tar")).mkdir()
+    assert prune_cache(str(tmp_path), 14 * DAY, now=NOW) == []
+    assert prune_cache(str(tmp_path / "missing"), 14 * DAY, now=NOW) == []
+
+
+def test_a_reused_archive_counts_as_used(tmp_path):
+    engine = FakeEngine({"shop:2": ID_A})
+    cache = tmp_path / "cache"
+    archive = export_image(engine, "shop:2", str(cache))["archive"]
+    os.utime(archive, (NOW - 30 * DAY, NOW - 30 * DAY))
+    export_image(engine, "shop:2", str(cache))
+    assert prune_cache(str(cache), 14 * DAY) == []
