@@ -14,6 +14,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import 
     halt_message,
     parse_batch,
     rollout_summary,
+    with_lost_hosts,
 )
 
 
@@ -27,7 +28,10 @@ def rollout_batch_number(hosts, batches, host):
 
 def rollout_result(hosts, rollout_id, batches):
     """The rollout's summary from each host's part ({host: {...}}), with the halt message."""
-    hosts = dict((str(name), dict(part)) for name, part in dict(hosts).items())
+    try:
+        hosts = with_lost_hosts(dict((str(name), part) for name, part in dict(hosts).items()), list(batches))
+    except BatchError as exc:
+        raise AnsibleFilterError(str(exc))
     summary = rollout_summary(hosts, str(rollout_id), list(batches))
     summary["message"] = halt_message(summary, hosts) if summary["result"] == "halted" else (
         "Rollout %s completed: %d hosts in %s; hosts by release: %s." % (

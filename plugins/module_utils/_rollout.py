@@ -134,6 +134,26 @@ NOT_REACHED = "unchanged (not reached)"
 RESULTS = ("deployed", "unchanged", "failed", "not_reached", "reverted", "revert_failed", "kept")
 
 
+# The part of a host Ansible took out of the rolling play: it has none of its own.
+UNKNOWN = "unknown (unreachable)"
+LOST = ("became unreachable or failed outside the rollout's rescue during its batch, so its state is "
+        "unknown: check it with status.yml (rollback.yml -e to=previous if it serves the new release)")
+
+
+def with_lost_hosts(hosts, batches):
+    """hosts ({host: part}, in play order) with each missing part (None: a host Ansible took out
+    of the play) made a failure of its batch, whose state is unknown."""
+    order = list(hosts)
+    found = {}
+    for name in order:
+        part = hosts[name]
+        if part is None:
+            part = {"result": "failed", "batch": batch_number(order, parse_batch(batches), name),
+                    "failure": LOST, "version": None, "image": None, "unreachable": True}
+        found[name] = dict(part)
+    return found
+
+
 def rollout_summary(hosts, rollout_id, batches):
     """The rollout's outcome from each host's part: {host: {result, batch, version, image, ...}}.
 
@@ -147,7 +167,7 @@ def rollout_summary(hosts, rollout_id, batches):
     releases = {}
     for name in ordered:
         version = hosts[name].get("version") or (
-            NOT_REACHED if hosts[name].get("result") == "not_reached" else "none")
+            NOT_REACHED if hosts[name].get("result") == "not_reached" else UNKNOWN if hosts[name].get("unreachable") else "none")
         releases.setdefault(version, []).append(name)
 
     def having(*results):

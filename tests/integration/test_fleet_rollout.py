@@ -299,6 +299,51 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
         "h1": "reverted", "h2": "failed", "h3": "not_reached"}
 
 
+def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted(rollout, on_v1, images):
+    """h2's sshd is down when its batch starts (its stack still serves): Ansible would take it out
+    of the play and, its batch being all of it, end the playbook before any revert. The rollout
+    counts it as the batch's failure instead: halted at batch 2, h1 reverted, h3 untouched."""
+    hosts = rollout.hosts
+    h1, h2, h3 = hosts
+    assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3, "the previous tests must have run"
+    before = {host.name: len(rollout.history(host)) for host in hosts}
+    h3_containers = rollout.containers(h3)
+    good = rollout.manifest("v3", images["3"], "3.0.0")
+    loads = [HostTraffic(host.address, PORT) for host in hosts]
+    for load in loads:
+        load.__enter__()
+    try:
+        # Every sshd process, so no SSH master of an earlier run can still reach h2 either.
+        stopped = docker("exec", h2.container, "pkill", "-x", "sshd")
+        assert stopped.returncode == 0, stopped.stderr
+        run = rollout.run("deploy", {host.name: good for host in hosts}, "-e", "swiftdeploy_batch=1")
+    finally:
+        docker("exec", h2.container, "/usr/sbin/sshd")
+        for load in loads:
+            load.__exit__(None, None, None)
+    assert run.rc != 0, run.describe()
+    text = " ".join(run.stdout.split())
+    assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: unreachable when its batch started \(", text), \
+        run.describe()
+    assert "Reverted to the release they had before: h1 (2.0.0)." in text, run.describe()
+    assert "Not reached (untouched): h3." in text, run.describe()
+    for host, load in zip(hosts, loads):
+        assert load.successes > 50, (host.name, load.successes)
+        assert not load.failures(), (host.name, load.failures())
+    assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3
+    records = {host.name: rollout.history(host)[before[host.name]:] for host in hosts}
+    h1_events = [record["event"] for record in records[h1.name]]
+    assert h1_events[:2] == ["deploy", "rollout_batch"] and h1_events[-1] == "rollout_revert", h1_events
+    assert records[h2.name] == [] and records[h3.name] == []
+    assert rollout.containers(h3) == h3_containers
+    stats = run.stats()["swiftdeploy_rollout"]
+    assert {name: part["result"] for name, part in stats["hosts"].items()} == {
+        "h1": "reverted", "h2": "failed", "h3": "not_reached"}
+    assert stats["summary"]["releases"] == {"2.0.0": ["h1"], "unknown (unreachable)": ["h2"],
+                                           "unchanged (not reached)": ["h3"]}, \
+        stats["summary"]
+
+
 @pytest.mark.parametrize("value, message", [
     ("0", "-e swiftdeploy_batch: 0 is out of range; use a number of hosts (1 or more)"),
     ("[1,half]", "-e swiftdeploy_batch[1]: half is not a batch size; use a number of hosts (1 or more)"),

@@ -17,6 +17,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import 
     halt_message,
     parse_batch,
     rollout_summary,
+    with_lost_hosts,
     split_batches,
 )
 
@@ -182,6 +183,25 @@ def test_a_rollout_summary_says_who_serves_what(parts, expected):
     assert summary["id"] == "r1" and summary["batches"] == [1]
     for key, value in expected.items():
         assert summary[key] == value, key
+
+
+@pytest.mark.parametrize("batches, parts, lost_batch", [
+    ([1], {"h1": {"result": "deployed", "batch": 1, "version": "2.0.0"}, "h2": None,
+           "h3": {"result": "not_reached", "batch": 3}}, 2),
+    (["50%"], {"h1": {"result": "deployed", "batch": 1, "version": "2.0.0"}, "h2": {"result": "deployed", "batch": 1},
+               "h3": None, "h4": {"result": "not_reached", "batch": 2}}, 2),
+])
+def test_a_host_taken_out_of_the_play_is_a_failure_of_its_batch(batches, parts, lost_batch):
+    """A host with no part (Ansible took it out of the rolling play: unreachable during its deploy)
+    fails its batch with its state unknown, and the summary says so."""
+    lost = [name for name, part in parts.items() if part is None][0]
+    result = rollout_result(parts, "r1", batches)
+    assert result["result"] == "halted" and result["failed"] == [lost] and result["halted_batch"] == lost_batch
+    assert result["releases"]["unknown (unreachable)"] == [lost]
+    assert "%s failed (%s: became unreachable or failed outside the rollout's rescue" % (lost, lost) in result["message"]
+    assert "check it with status.yml" in result["message"]
+    assert with_lost_hosts(parts, batches)[lost]["unreachable"] is True
+    assert all(with_lost_hosts(parts, batches)[name] == part for name, part in parts.items() if part is not None)
 
 
 def test_a_halt_message_names_the_batch_the_failure_the_revert_and_the_untouched():
