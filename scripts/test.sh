@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks, unit and integration tests against the real Docker engine,
-# Molecule, then the oldest ansible-core. Every stage runs even when an earlier one fails, so one
+# the oldest ansible-core, then Molecule. Every stage runs even when an earlier one fails, so one
 # run shows every problem; the exit status is non-zero when any stage failed.
 #
 # Stages that cannot interfere run side by side (the machine has 2 cores and most integration
-# tests wait): ansible-test sanity beside ansible-lint, and the tests on the fleet beside those on
-# this machine's engine (see below). A stage run in the background writes its output to a log that
-# is printed whole, with the same stage lines, once the foreground stages beside it are done; a
-# failed background stage is named among the FAILED stages like any other.
+# tests wait): the tests on the fleet beside the static checks and the tests on this machine's
+# engine, except those that assert on wall-clock time, which run after them, alone. A stage run
+# in the background writes its output to a log that is printed whole, with the same stage lines,
+# once the foreground stages beside it are done; a failed background stage is named among the
+# FAILED stages like any other.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -64,31 +65,34 @@ join_background() {
   background_jobs=()
 }
 
-in_background "ansible-test sanity" stage "ansible-test sanity" bash scripts/sanity.sh
-stage "ansible-lint (production profile)" bash scripts/lint.sh
-join_background
-
 # The images both pytest processes below use, built here once rather than by both at once.
 stage "test images (fleet host, third-party app)" \
   bash -c 'python tests/integration/fleet.py image && python tests/fixtures/thirdparty_app/thirdparty_images.py'
 
 # The tests on the fleet (pytest marker `fleet`, set on every test that needs the fleet fixture)
-# and Molecule's fleet scenario, beside the tests on this machine's engine: the fleet's stacks run
-# in the fleet hosts' own dockerds, at the hosts' own addresses, so the two share no stack, port,
-# project directory or lock, and both mostly wait (on SSH, health checks, canary windows).
+# and Molecule's fleet scenario run beside the static checks and the tests on this machine's
+# engine: the fleet's stacks run in the fleet hosts' own dockerds, at the hosts' own addresses,
+# so the two share no stack, port, project directory or lock, and both mostly wait (on SSH,
+# health checks, canary windows).
 fleet_stages() {
   stage "pytest: fleet" pytest -q -p no:cacheprovider --durations=15 -m fleet tests
   stage "molecule: fleet" molecule test -s fleet
 }
 in_background "pytest: fleet, then molecule: fleet" fleet_stages
-stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 -m "not fleet" tests
-stage "molecule: default" molecule test -s default
-stage "molecule: canary" molecule test -s canary
-join_background
-
+stage "ansible-lint (production profile)" bash scripts/lint.sh
+stage "ansible-test sanity" bash scripts/sanity.sh
+stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 -m "not fleet and not timing" tests
 # meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the oldest
 # ansible-core it allows, in .venv-min.
 stage "oldest ansible-core (requirements-min.txt)" bash scripts/test-min.sh
+join_background
+
+# Tests that assert on wall-clock time (marker `timing`: progress lines, a canary judged before
+# it is a window old, lock heartbeats) and the Molecule scenarios on this engine, with nothing
+# beside them: the second process's load made them miss their times.
+stage "pytest: timing-sensitive integration" pytest -q -p no:cacheprovider --durations=10 -m "timing and not fleet" tests
+stage "molecule: default" molecule test -s default
+stage "molecule: canary" molecule test -s canary
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED stages: %s\n' "${failed[*]}"
