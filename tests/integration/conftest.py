@@ -26,6 +26,8 @@ Fixtures (none is autouse):
   fleet            real Docker hosts (each its own dockerd and sshd) started on demand:
                    fleet.hosts(n), fleet.inventory(path, hosts); see fleet.py
   fleet_host       the fleet's first host
+Every test that needs `fleet` (directly or through a fixture) is marked `fleet`
+(pytest_collection_modifyitems below): `-m fleet` selects them, `-m "not fleet"` the others.
 """
 
 from __future__ import annotations
@@ -455,3 +457,13 @@ def _venv_python() -> str:
 
 fleet = _fleet.fleet
 fleet_host = _fleet.fleet_host
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `fleet` every test that needs the fleet fixture, directly or through another fixture:
+    scripts/test.sh runs them (-m fleet) in a pytest process of their own, beside the tests on
+    this machine's engine (-m "not fleet"). Their stacks run in the fleet hosts' own dockerds at
+    their own addresses, so the two processes share no stack, port or lock."""
+    for item in items:
+        if "fleet" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fleet)

@@ -35,6 +35,9 @@ The same fleet outside pytest (the Molecule scenario `fleet` runs it; docs/fleet
       to it; prints the hosts and their addresses.
   python tests/integration/fleet.py down --inventory PATH [--name NAME]
       removes the hosts of NAME (containers and their volumes) and closes the ssh masters.
+  python tests/integration/fleet.py image
+      builds the host image when no image of its inputs' hash exists, and prints its tag
+      (scripts/test.sh, before the pytest processes that may each start a fleet).
 
 NAME (default `cli`) labels the containers instead of a pytest process id, so a pytest session
 never takes them for a dead session's leftovers.
@@ -158,6 +161,9 @@ class FleetHost:
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.private_key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            # Ansible's default ssh_args without -C: the hosts are on this machine's bridge, where
+            # compressing the image archives the deploys ship (hundreds of MB) only burns CPU.
+            "ansible_ssh_args": "-o ControlMaster=auto -o ControlPersist=60s",
             # Debian's python3 on the host has python3-docker and python3-requests.
             "ansible_python_interpreter": self.python,
             "ansible_control_path_dir": str(self.control_path_dir),
@@ -308,12 +314,21 @@ def close_control_masters(control_path_dir: pathlib.Path):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Start or remove a fleet of Docker hosts reached over SSH.")
-    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("action", choices=["up", "down", "image"])
     parser.add_argument("count", nargs="?", type=int, default=3, help="how many hosts `up` starts (default 3)")
-    parser.add_argument("--inventory", required=True, type=pathlib.Path,
+    parser.add_argument("--inventory", type=pathlib.Path,
                         help="the inventory `up` writes; the key and ssh sockets are kept in its directory")
     parser.add_argument("--name", default="cli", help="the fleet's label, apart from pytest's (default cli)")
     args = parser.parse_args(argv)
+    if args.action == "image":
+        try:
+            print(ensure_host_image())
+        except (Exception, pytest.fail.Exception) as exc:  # pylint: disable=broad-except
+            print(f"fleet host image: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.inventory is None:
+        parser.error(f"{args.action} needs --inventory PATH")
     if not args.name.replace("-", "").isalnum() or args.name.isdigit():
         parser.error(f"--name {args.name!r}: use letters, digits and '-', not only digits (those are pytest's)")
     workdir = args.inventory.absolute().parent / f"fleet-{args.name}"

@@ -19,11 +19,11 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import subprocess
 
 import pytest
 import yaml
 
+from helpers import failing_image
 from traffic import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
@@ -112,11 +112,8 @@ class AllTraffic:
 @pytest.fixture(scope="module")
 def bad_image(thirdparty_app):
     """thirdparty-app:2 answering 50 of every 100 requests to / with a 500."""
-    build = subprocess.run(["docker", "build", "-q", "-t", BAD_TAG, "-"], input="FROM %s\nENV FAIL_PERCENT=50\n"
-                           % thirdparty_app.images["2"], capture_output=True, text=True, timeout=300, check=False)
-    assert build.returncode == 0, build.stderr
-    yield BAD_TAG
-    subprocess.run(["docker", "image", "rm", "-f", BAD_TAG], capture_output=True, check=False)
+    with failing_image(thirdparty_app.images["2"], BAD_TAG, 50) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ the session's hosts, so everything here is named apart, and the host is left wit
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import pathlib
@@ -30,6 +29,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / ".collections"))
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._anchors import anchor_path, read_anchor  # noqa: E402
 
+from helpers import http_get, version_served  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
@@ -47,18 +47,11 @@ def docker(*args, timeout=60):
 
 def get(address, port, path="/"):
     """One request on a fresh connection: (status, headers as a dict, body bytes)."""
-    conn = http.client.HTTPConnection(address, port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
+    return http_get(port, path, host=address)
 
 
-def version_served(address):
-    status, _headers, body = get(address, PORT)
-    return status, json.loads(body)["version"]
+def served(address):
+    return version_served(PORT, host=address)
 
 
 class FleetLife:
@@ -223,7 +216,7 @@ def test_a_canary_then_rollback_with_no_failed_request(life):
     assert life.containers_on_host() == {"app-blue": "running", "nginx": "running"}
     assert [event["event"] for event in life.history()][-2:] == ["promote", "rollback"]
     assert life.history()[-1]["details"]["reason"] == "fleet test"
-    assert version_served(host.address) == (200, "1.0.0")
+    assert served(host.address) == (200, "1.0.0")
     life.assert_nothing_on_the_controller()
     life.assert_anchor_matches_history()
 
@@ -247,7 +240,7 @@ def test_a_canary_rolled_forward_with_no_failed_request(life):
     assert state["slots"][state["stable"]]["version"] == "1.1.0", state
     assert [release["version"] for release in state["releases"]] == ["1.0.0", "1.1.0"]
     assert sorted(life.containers_on_host()) == [f"app-{state['stable']}", "nginx"]
-    assert version_served(host.address) == (200, "1.1.0")
+    assert served(host.address) == (200, "1.1.0")
     life.assert_nothing_on_the_controller()
 
 
@@ -262,7 +255,7 @@ def test_rollback_to_the_previous_release_with_no_failed_request(life):
     state = life.state()
     assert state["stable"] != before["stable"] and state["slots"][state["stable"]]["version"] == "1.0.0", state
     assert life.history()[-1]["event"] == "rollback_release"
-    assert version_served(host.address) == (200, "1.0.0")
+    assert served(host.address) == (200, "1.0.0")
     life.assert_nothing_on_the_controller()
     life.assert_anchor_matches_history()
 

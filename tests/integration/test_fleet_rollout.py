@@ -27,6 +27,7 @@ import subprocess
 import pytest
 import yaml
 
+from helpers import version_served
 from traffic import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
@@ -54,13 +55,7 @@ class HostTraffic(Traffic):
 
 
 def served(host):
-    conn = http.client.HTTPConnection(host.address, PORT, timeout=10)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())["version"]
-    finally:
-        conn.close()
+    return version_served(PORT, host=host.address)
 
 
 class Rollout:

@@ -36,7 +36,8 @@ NAME = "locktest-live"
 PORT, ADMIN_PORT = 27480, 27482
 WINDOW_SECONDS = 20
 
-pytestmark = pytest.mark.slow
+# timing: kills at chosen moments, heartbeats against stale_after (scripts/test.sh runs it alone).
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 
 def _load_history():

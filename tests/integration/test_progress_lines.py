@@ -22,6 +22,9 @@ import time
 
 import pytest
 
+# timing: which waits last long enough to print a line (scripts/test.sh runs it alone).
+pytestmark = pytest.mark.timing
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LOCK_PLAYBOOK = ROOT / "tests" / "integration" / "playbooks" / "lock_hold.yml"
 NAME, PORT, ADMIN_PORT = "sdprogress", 27580, 27582

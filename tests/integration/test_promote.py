@@ -32,7 +32,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils import _edge as 
 
 from traffic import Traffic  # tests/integration/traffic.py
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# timing: a canary judged before it is a window old, windows filled by traffic (scripts/test.sh runs it alone).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timing]
 
 NAME, PORT, ADMIN_PORT = "sdpromo", 17180, 17182
 WEIGHT = 10

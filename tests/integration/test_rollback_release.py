@@ -10,7 +10,6 @@ no signal; its canary is rolled forward by routing alone, in the same container.
 
 from __future__ import annotations
 
-import http.client
 import json
 import pathlib
 import re
@@ -18,6 +17,7 @@ import subprocess
 
 import pytest
 
+from helpers import version_served  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -29,16 +29,6 @@ MIN_REQUESTS = 20
 
 def docker(*args, timeout=60):
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def version_served(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())["version"]
-    finally:
-        conn.close()
 
 
 class Stack:

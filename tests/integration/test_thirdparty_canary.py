@@ -21,6 +21,7 @@ import subprocess
 import pytest
 import yaml
 
+from helpers import failing_image
 from traffic import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -69,11 +70,8 @@ class ThirdPartyStack:
 @pytest.fixture(scope="module")
 def bad_image(thirdparty_app):
     """thirdparty-app:2 that answers 40 of every 100 requests to / with a 500."""
-    build = subprocess.run(["docker", "build", "-q", "-t", BAD_TAG, "-"], input="FROM %s\nENV FAIL_PERCENT=40\n"
-                           % thirdparty_app.images["2"], capture_output=True, text=True, timeout=300, check=False)
-    assert build.returncode == 0, build.stderr
-    yield BAD_TAG
-    subprocess.run(["docker", "image", "rm", "-f", BAD_TAG], capture_output=True, check=False)
+    with failing_image(thirdparty_app.images["2"], BAD_TAG, 40) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")

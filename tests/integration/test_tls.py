@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import http.client
 import json
 import os
 import pathlib
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from helpers import http_get  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -97,13 +97,7 @@ def served_fingerprint(ca_file, port=PORT):
 
 
 def plain_get(port, path="/"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
+    return http_get(port, path)
 
 
 def files_holding(root, marks, skip=()):
