@@ -12,7 +12,11 @@ each time, with continuous HTTP traffic on every host's own address:
 (each client thread paced to RATE requests a second, two per host) and prints each wall time
 (the median of --rounds), the failed requests per host (target 0) and the ratio batch 100% /
 one host (target <= 1.5), with how busy the machine's CPUs were meanwhile (the fleet hosts are
-containers on this machine: three hosts deploying side by side share its CPUs). Everything it started is removed at the end.
+containers on this machine: three hosts deploying side by side share its CPUs) and the CPU
+seconds each part spent: the controller (ansible-playbook and every process it started, ssh
+included), the fleet hosts (each host container's own processes: sshd, the modules' Python,
+docker compose, its dockerd; not the stack's containers, which serve the load) and the load
+generator (this process). Everything it started is removed at the end.
 Exit status 0 whatever the figures (a benchmark, not a test); 2 when a playbook fails.
 
     make bench-fleet      (or: .venv/bin/python scripts/bench_fleet.py [--rounds N])
@@ -24,6 +28,7 @@ import argparse
 import collections
 import http.client
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -90,6 +95,36 @@ def cpu_times():
     return sum(fields) - idle, sum(fields)
 
 
+def children_cpu():
+    """CPU seconds of this process's waited-for children: ansible-playbook and what it started."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu():
+    """CPU seconds of this process: the load generator's client threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def container_cpu(container_id):
+    """CPU seconds a container's cgroup has used (cgroup v1 cpuacct or v2 cpu.stat); None when
+    neither is readable here."""
+    candidates = [(Path("/sys/fs/cgroup/cpuacct/docker") / container_id / "cpuacct.usage", 1e-9),
+                  (Path("/sys/fs/cgroup/system.slice") / f"docker-{container_id}.scope" / "cpu.stat", 1e-6),
+                  (Path("/sys/fs/cgroup/docker") / container_id / "cpu.stat", 1e-6)]
+    for path, unit in candidates:
+        try:
+            text = path.read_text(encoding="ascii")
+        except OSError:
+            continue
+        if path.name == "cpu.stat":
+            fields = dict(line.split() for line in text.splitlines() if line.strip())
+            return int(fields["usage_usec"]) * unit
+        return int(text.strip()) * unit
+    return None
+
+
 def docker(*args):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=600)
 
@@ -107,6 +142,13 @@ class Bench:
         self.fleet, self.hosts, self.workdir = fleet, hosts, workdir
         self.example = yaml.safe_load((REPO / "manifest.yml").read_text())
         self.cpu_busy = 0.0
+        self.cpu_seconds = {}
+        self.container_ids = [docker("inspect", "--format", "{{.Id}}", host.container).stdout.strip()
+                              for host in hosts]
+
+    def hosts_cpu(self):
+        figures = [container_cpu(container_id) for container_id in self.container_ids]
+        return None if None in figures else sum(figures)
 
     def manifest(self, version):
         data = dict(self.example, stack=STACK)
@@ -140,13 +182,17 @@ class Bench:
         for load in loads:
             load.__enter__()
         busy_before, total_before = cpu_times()
+        before = (children_cpu(), self.hosts_cpu(), own_cpu())
         try:
             seconds = self.run(hosts, version, *args)
         finally:
+            after = (children_cpu(), self.hosts_cpu(), own_cpu())
             busy_after, total_after = cpu_times()
             for load in loads:
                 load.__exit__(None, None, None)
         self.cpu_busy = (busy_after - busy_before) / max(1, total_after - total_before)
+        self.cpu_seconds = {part: (end - start if None not in (start, end) else None)
+                            for part, start, end in zip(("controller", "hosts", "load"), before, after)}
         failed = {host.name: sum(load.failures().values()) for host, load in zip(self.hosts, loads)}
         served = {host.name: load.successes for host, load in zip(self.hosts, loads)}
         return seconds, failed, served
@@ -156,6 +202,10 @@ class Bench:
         subprocess.run(["ansible-playbook", str(REPO / "playbooks" / "teardown.yml"), "-i", str(inventory),
                         "-e", f"swiftdeploy_manifest={self.manifest('1.0.0')}", "-e", "clean=true"],
                        cwd=REPO, env=ansible_env(), capture_output=True, check=False, timeout=600)
+
+
+def cpu_line(seconds):
+    return ", ".join("%s %.1f" % (part, value) for part, value in seconds.items() if value is not None) or "unknown"
 
 
 def main():
@@ -185,6 +235,7 @@ def main():
             failures = collections.defaultdict(collections.Counter)
             answered = collections.Counter()
             busy = collections.defaultdict(list)
+            cpu = collections.defaultdict(lambda: collections.defaultdict(list))
             version = "1.0.0"
             cases = [("rolling, 3 hosts, batch 1", hosts, ("-e", "swiftdeploy_batch=1")),
                      ("rolling, 3 hosts, batch 100%", hosts, ("-e", "swiftdeploy_batch=100%")),
@@ -197,8 +248,11 @@ def main():
                     failures[name].update(failed)
                     answered.update(served)
                     busy[name].append(bench.cpu_busy)
-                    print("round %d: %-30s %6.1f s  CPUs busy %3.0f%%  failed requests %s" % (
-                        round_number, name, seconds, 100 * bench.cpu_busy, dict(failed)))
+                    for part, value in bench.cpu_seconds.items():
+                        if value is not None:
+                            cpu[name][part].append(value)
+                    print("round %d: %-30s %6.1f s  CPUs busy %3.0f%%  failed requests %s  CPU s %s" % (
+                        round_number, name, seconds, 100 * bench.cpu_busy, dict(failed), cpu_line(bench.cpu_seconds)))
                     if len(targets) == 1:
                         # Bring every host to the same release for the next round (untimed).
                         bench.run(hosts, version)
@@ -208,6 +262,11 @@ def main():
             for name, _targets, _args in cases:
                 print("%-32s %10.1f  %9.0f%%  %s" % (
                     name, statistics.median(figures[name]), 100 * statistics.median(busy[name]), dict(failures[name])))
+            print()
+            print("%-32s %s" % ("median CPU seconds", "controller, fleet hosts, load generator"))
+            for name, _targets, _args in cases:
+                print("%-32s %s" % (name, cpu_line({part: statistics.median(values)
+                                                   for part, values in cpu[name].items()})))
             ratio = statistics.median(figures[cases[1][0]]) / statistics.median(figures[cases[2][0]])
             print("ratio batch 100%% / one host: %.2f (target <= %.1f) %s" % (
                 ratio, TARGET_RATIO, "ok" if ratio <= TARGET_RATIO else "ABOVE TARGET"))
