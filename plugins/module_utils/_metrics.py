@@ -23,7 +23,7 @@ import math
 import re
 
 # prometheus_client's parser, imported on the first parse rather than when a module starts: the
-# import costs about 0.1 s of CPU, and most module calls that load this file (the lock, the
+# import costs 10 to 20 ms of CPU, and most module calls that load this file (the lock, the
 # converge) parse no metrics. "parser" is None when it is not importable.
 _CLIENT = {}
 
@@ -36,6 +36,7 @@ def _client_families():
             parser = None
         _CLIENT["parser"] = parser
     return _CLIENT["parser"]
+
 
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
