@@ -238,10 +238,20 @@ options:
           mode:
             description: The mode this event concerns; by default O(history.mode).
             type: str
+          version:
+            description: The app version this event records; by default O(history.version).
+            type: str
           details:
             description: Anything else worth keeping about the event.
             type: dict
             default: {}
+          outcome:
+            description:
+              - Whether an C(after) or C(changed) event's C(details) get the converge's C(changed) and
+                C(slots). V(false) records the details as given, as M(swiftdeploy.stack.audit_event)
+                would after the converge (a rolling deploy's C(rollout_batch)) without its round trip.
+            type: bool
+            default: true
 attributes:
   check_mode:
     support: full
@@ -532,7 +542,9 @@ ARGUMENT_SPEC = {
             "event": {"type": "str", "required": True},
             "when": {"type": "str", "choices": ["before", "after", "changed"], "default": "after"},
             "mode": {"type": "str"},
+            "version": {"type": "str"},
             "details": {"type": "dict", "default": {}},
+            "outcome": {"type": "bool", "default": True},
         }},
     }},
 }
@@ -556,11 +568,11 @@ def record(session, events, phase, changed=None, slots=None):
         if event["when"] != phase and not (phase == "after" and event["when"] == "changed" and changed):
             continue
         details = dict(event["details"])
-        if phase == "after":
+        if phase == "after" and event.get("outcome", True):
             details["changed"] = bool(changed)
             if slots is not None:
                 details["slots"] = slots
-        session.record(event["event"], details, mode=event["mode"])
+        session.record(event["event"], details, mode=event["mode"], version=event.get("version"))
 
 
 def main():

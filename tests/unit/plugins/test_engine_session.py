@@ -237,3 +237,25 @@ def test_check_mode_previews_and_checks_nothing(tmp_path):
     assert session.record("deploy")["seq"] == 1
     assert not (tmp_path / "history.jsonl").exists()
     assert session.release() is False
+
+
+# stack_converge's after events: the converge's outcome is added unless the event says outcome:
+# false (a rolling deploy's rollout_batch, recorded as audit_event would record it), and an
+# event's own version replaces history.version.
+@pytest.mark.parametrize("outcome, version, details, recorded_version", [
+    (True, None, {"port": 8080, "changed": True, "slots": {"blue": {"version": "2.0.0"}}}, "1.0.0"),
+    (False, None, {"port": 8080}, "1.0.0"),
+    (False, "2.0.0", {"port": 8080}, "2.0.0"),
+])
+def test_converge_after_events_with_and_without_the_outcome(tmp_path, outcome, version, details, recorded_version):
+    from ansible_collections.swiftdeploy.stack.plugins.modules.stack_converge import record as record_events
+
+    session = Session(str(tmp_path / "history.jsonl"), None, None, stack="demo", version="1.0.0", mode="stable")
+    event = {"event": "rollout_batch", "when": "after", "mode": None, "version": version, "details": {"port": 8080},
+             "outcome": outcome}
+    record_events(session, [event], "before")
+    assert session.records == [], "an after event waits for the converge"
+    record_events(session, [event], "after", changed=True, slots={"blue": {"version": "2.0.0"}})
+    (record,) = session.records
+    assert (record["event"], record["details"], record["version"], record["mode"]) == (
+        "rollout_batch", details, recorded_version, "stable")

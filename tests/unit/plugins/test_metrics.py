@@ -568,7 +568,7 @@ def test_fallback_equals_client_on_the_app_output():
 def test_parse_is_the_same_with_either_parser(monkeypatch):
     text = app_output()
     with_client = parse(text, 1.0).to_dict()
-    monkeypatch.setattr(metrics, "_client_families", None)
+    monkeypatch.setitem(metrics._CLIENT, "parser", None)
     assert parse(text, 1.0).to_dict() == with_client
 
 
