@@ -129,7 +129,9 @@ def validate_state(state, where="state.json"):
 def _validate_slot_generations(where, state):
     stamps = state["slot_generations"]
     if not isinstance(stamps, dict) or sorted(stamps) != sorted(state["slots"]):
-        _fail(where, "slot_generations", stamps, "it must map each slot of 'slots' (%s) to the generation its "
+        shown = "for %s" % (", ".join(sorted(str(slot) for slot in stamps)) or "no slot") if isinstance(stamps, dict) \
+            else stamps
+        _fail(where, "slot_generations", shown, "it must map each slot of 'slots' (%s) to the generation its "
               "release was first routed at; remove it to stamp them again" % ", ".join(sorted(state["slots"])))
     for slot, stamp in stamps.items():
         if not _is_int(stamp) or not 1 <= stamp <= state["generation"]:
