@@ -584,7 +584,8 @@ def _cross_field_rules(manifest, errors):
     canary = manifest["canary"]
     if not canary["sticky"] and canary["sticky_max_age"] is not None:
         errors.append("manifest field 'canary.sticky_max_age': %s is set but canary.sticky is false, so it would be "
-                      "ignored; set canary.sticky: true for sticky sessions, or remove it." % _show(canary["sticky_max_age"]))
+                      "ignored; set canary.sticky: true for sticky sessions, or remove it."
+                      % _show(canary["sticky_max_age"]))
     if canary["sticky_max_age"] is None:
         canary["sticky_max_age"] = STICKY_MAX_AGE
     if canary["image"] is None:

@@ -348,7 +348,8 @@ def _stamps(previous, live):
     kept = (previous or {}).get("slot_generations") or {}
     stamps = {}
     for slot, spec in live["slots"].items():
-        same = previous is not None and slot in previous["slots"] and _release(previous["slots"][slot]) == _release(spec)
+        before = previous["slots"].get(slot) if previous is not None else None
+        same = before is not None and _release(before) == _release(spec)
         stamps[slot] = kept[slot] if same and slot in kept else live["generation"]
     return stamps
 

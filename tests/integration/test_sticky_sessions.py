@@ -1,8 +1,9 @@
 """Sticky sessions (canary.sticky) on a real stack: real Docker, the stack's nginx, real HTTP.
 
-One stack (sdsticky, ports 17580/17582) is deployed for the module and goes, test by test in file
-order, through a canary at 10%, its weight raised to 30% and 60%, a roll forward, a second canary
-(which lands in the slot the first release left) and a roll back. Clients are plain sockets: a
+One stack (sdsticky, ports 17580/17582) is deployed for the module without sticky sessions and
+goes, test by test in file order, through a canary at 10% that turns them on, its weight raised
+to 30% and 60%, a roll forward, a second canary (which lands in the slot the first release left)
+and a roll back. Clients are plain sockets: a
 "new client" sends no cookie; a client with a cookie sends the one nginx gave it, as a browser
 would. The release that answered is the version in the app's JSON body.
 """
@@ -151,6 +152,10 @@ class Stack:
         self.manifest = write_manifest(tmp_path / "manifest.yml", overrides)
         overrides["canary"] = dict(overrides["canary"], version="1.2.0")
         self.next_manifest = write_manifest(tmp_path / "manifest-next.yml", overrides)
+        # The stack is first deployed without sticky sessions, which the first promote turns on.
+        overrides["canary"] = {key: value for key, value in overrides["canary"].items()
+                               if key not in ("sticky", "sticky_max_age")}
+        self.plain_manifest = write_manifest(tmp_path / "manifest-plain.yml", overrides)
         self._run = run_playbook
 
     def run(self, playbook, *args, manifest=None):
@@ -173,7 +178,7 @@ class Stack:
 def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
     stack = Stack(tmp_path_factory.mktemp("sticky"), write_manifest, run_playbook)
     try:
-        stack.run("deploy")
+        stack.run("deploy", manifest=stack.plain_manifest)
         yield stack
     finally:
         run_playbook("teardown", "-e", "swiftdeploy_manifest=%s" % stack.manifest,
@@ -186,7 +191,12 @@ def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
 
 
 def test_new_clients_are_split_by_the_weight(stack):
+    # Without sticky sessions: no cookie, and nothing of them in the state.
+    assert visit()[:3] == (200, "1.0.0", [])
+    assert "slot_generations" not in stack.state()
+    # The promote that starts the canary turns them on: each slot is stamped.
     stack.run("promote", "-e", "mode=canary")
+    assert stack.state()["slot_generations"] == {"blue": 2, "green": 2}
     stable, canary = stack.release("stable"), stack.release("canary")
     assert stable[1] == "1.0.0" and canary[1] == "1.1.0"
     started = time.monotonic()
@@ -237,7 +247,8 @@ def test_clients_keep_their_release_while_the_weight_rises_and_through_the_roll_
     given = {(answer[0], cookies[answer[1]], answer[3]) for answer in cohort.answers if answer[3] is not None}
     assert {entry for entry in given if entry[0] != "roll forward"} == {("after", stable[0], canary[0])}, given
     state = stack.state()
-    assert state["canary"] is None and state["slot_generations"] == {canary[0].split(".")[0]: int(canary[0].split(".")[1])}
+    slot, stamp = canary[0].split(".")
+    assert state["canary"] is None and state["slot_generations"] == {slot: int(stamp)}
 
 
 def test_a_cookie_of_an_earlier_release_of_a_slot_is_a_new_clients(stack):

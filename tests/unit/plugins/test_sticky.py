@@ -71,7 +71,10 @@ def test_a_name_that_is_not_a_token_names_no_cookie(stack):
         cookie_name(stack)
 
 
-@pytest.mark.parametrize("slot, generation, value", [("blue", 1, "blue.1"), ("green", 2 ** 53, "green.9007199254740992")])
+@pytest.mark.parametrize("slot, generation, value", [
+    ("blue", 1, "blue.1"),
+    ("green", 2 ** 53, "green.9007199254740992"),
+])
 def test_a_release_value_is_its_slot_and_generation(slot, generation, value):
     assert release_value(slot, generation) == value
 

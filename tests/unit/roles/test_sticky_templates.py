@@ -12,7 +12,11 @@ import yaml
 from ansible_collections.swiftdeploy.stack.plugins.filter.nginx import sticky_routing
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import canary_target, initial_state, with_generations
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
+    canary_target,
+    initial_state,
+    with_generations,
+)
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
 MINIMAL = {"stack": "shop-eu", "services": {"image": "app:1", "port": 3000},
