@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
-import pathlib
 import re
 import socket
 import threading
@@ -59,7 +58,7 @@ def visit(cookie=None, raw_cookie=None, port=PORT):
                 break
             chunks.append(chunk)
     response = b"".join(chunks)
-    header_text, _, body = response.partition(b"\r\n\r\n")
+    header_text, _blank, body = response.partition(b"\r\n\r\n")
     lines = header_text.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
