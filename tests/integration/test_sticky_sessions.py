@@ -1,6 +1,6 @@
 """Sticky sessions (canary.sticky) on a real stack: real Docker, the stack's nginx, real HTTP.
 
-One stack (sdsticky, ports 17580/17582) is deployed for the module without sticky sessions and
+One stack (sdsticky, ports 19680/19682) is deployed for the module without sticky sessions and
 goes, test by test in file order, through a canary at 10% that turns them on, its weight raised
 to 30% and 60%, a roll forward, a second canary (which lands in the slot the first release left)
 and a roll back. Clients are plain sockets: a
@@ -24,7 +24,7 @@ from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-NAME, PORT, ADMIN_PORT = "sdsticky", 17580, 17582
+NAME, PORT, ADMIN_PORT = "sdsticky", 19680, 19682
 COOKIE = "swiftdeploy_release_%s" % NAME
 WINDOW_SECONDS = 5
 NEW_CLIENTS = 10000
