@@ -13,6 +13,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import (
     nginx_json,
     nginx_string,
 )
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._sticky import StickyError
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._sticky import sticky_routing as _sticky_routing
 
 
 def _wrap(func):
@@ -25,9 +27,19 @@ def _wrap(func):
     return filter_function
 
 
+def sticky_routing(stack, live):
+    """{cookie, slots: [{slot, value, set_cookie}]}: what nginx.conf's sticky routing is rendered
+    from (module_utils/_sticky.py)."""
+    try:
+        return _sticky_routing(stack, live)
+    except (StickyError, KeyError, TypeError) as exc:
+        raise AnsibleFilterError("sticky_routing: %s. Nothing was rendered." % exc)
+
+
 class FilterModule(object):
     def filters(self):
         return {
             "nginx_string": _wrap(nginx_string),
             "nginx_json": _wrap(nginx_json),
+            "sticky_routing": sticky_routing,
         }

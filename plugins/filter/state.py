@@ -76,11 +76,21 @@ def state_rollback(state, to=None, version=None, stamp=None, keep=5):
     return {"release": release, "from": state["slots"][state["stable"]], "state": target}
 
 
-def state_generations(targets, current, found=True):
-    """The states a converge goes through from `current`, each with its routing generation."""
+def _unstamped(state):
+    """A wanted state without the slot_generations a transition copied from the live state (its
+    slots may differ): with_generations stamps them again."""
+    if isinstance(state, dict) and "slot_generations" in state:
+        return dict((key, value) for key, value in state.items() if key != "slot_generations")
+    return state
+
+
+def state_generations(targets, current, found=True, sticky=False):
+    """The states a converge goes through from `current`, each with its routing generation and,
+    with sticky (canary.sticky), each slot's release generation (slot_generations)."""
     try:
         return with_generations(validate_state(current, "the live state"), found,
-                                [validate_state(target, "a wanted state") for target in targets])
+                                [validate_state(_unstamped(target), "a wanted state") for target in targets],
+                                sticky=bool(sticky))
     except StateError as exc:
         raise AnsibleFilterError(str(exc))
 

@@ -63,6 +63,8 @@ _CONTACT_MAX = 128
 # The example app (app/swiftdeploy_app.py, HISTORY_SECONDS) keeps a metrics snapshot a second
 # for this long; a canary window reaches back that far at most.
 APP_HISTORY_SECONDS = 600
+# How long a sticky-session cookie keeps a client on its release by default (an hour).
+STICKY_MAX_AGE = 3600
 # A string longer than this is refused before any pattern runs on it.
 _MAX_TEXT = 255
 # At most this many problems are listed; a manifest with more is not worth reading further.
@@ -291,6 +293,12 @@ SCHEMA = {
         "metrics": Field("str", default="edge", choices=CANARY_METRICS),
         # A fleet canary's hosts (docs/fleet-canary.md): None, every host of the play.
         "hosts": Field("any", rule=_canary_hosts),
+        # Sticky sessions (docs/sticky-sessions.md): a cookie keeps a client on its release.
+        "sticky": Field("bool", default=False),
+        # None: STICKY_MAX_AGE, filled in once canary.sticky is known to be on.
+        "sticky_max_age": Field("int", minimum=60, maximum=604800,
+                                fix="use how long a client keeps its release, a whole number of seconds from 60 to "
+                                    "604800 (a week)"),
     }),
     "policy": Field("dict", default={}, children={
         "fail_open": Field("bool", default=False),
@@ -574,6 +582,12 @@ def _cross_field_rules(manifest, errors):
                       "a trusted network only." % _show(manifest["opa"]["url"]))
     service.cross_rules(manifest["services"], errors)
     canary = manifest["canary"]
+    if not canary["sticky"] and canary["sticky_max_age"] is not None:
+        errors.append("manifest field 'canary.sticky_max_age': %s is set but canary.sticky is false, so it would be "
+                      "ignored; set canary.sticky: true for sticky sessions, or remove it."
+                      % _show(canary["sticky_max_age"]))
+    if canary["sticky_max_age"] is None:
+        canary["sticky_max_age"] = STICKY_MAX_AGE
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]
     if canary["version"] is None:

@@ -19,7 +19,8 @@ The transitions:
   roll_forward    the judged canary becomes the stable release in place
   roll_back       all traffic back to the stable slot, the canary gone
   rollback_target a kept release (_releases.py) stable again, through the idle slot
-  with_generations   number the states a converge goes through (routing generations)
+  with_generations   number the states a converge goes through (routing generations) and, for
+                     sticky sessions, stamp each slot with the generation its release arrived at
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ MODES = ("stable", "canary")
 STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
 # Kept by stacks deployed since releases are recorded (_releases.py); older states lack it.
-OPTIONAL_STATE_KEYS = ("releases",)
+# slot_generations: with sticky sessions (canary.sticky), the generation at which each slot's
+# release was first routed; a sticky cookie names a release by it (_sticky.py).
+OPTIONAL_STATE_KEYS = ("releases", "slot_generations")
 # Optional in a slot: the keyed hash (HMAC-SHA256, stack_secrets) of a service's secrets, never a
 # value (it names the slot's secrets directory, and a new hash is a new release); the ID of the
 # image the slot was started from (absent: not recorded).
@@ -118,7 +121,22 @@ def validate_state(state, where="state.json"):
             validate_releases(state["releases"], where)
         except ReleaseError as exc:
             raise StateError(str(exc))
+    if "slot_generations" in state:
+        _validate_slot_generations(where, state)
     return state
+
+
+def _validate_slot_generations(where, state):
+    stamps = state["slot_generations"]
+    if not isinstance(stamps, dict) or sorted(stamps) != sorted(state["slots"]):
+        shown = "for %s" % (", ".join(sorted(str(slot) for slot in stamps)) or "no slot") if isinstance(stamps, dict) \
+            else stamps
+        _fail(where, "slot_generations", shown, "it must map each slot of 'slots' (%s) to the generation its "
+              "release was first routed at; remove it to stamp them again" % ", ".join(sorted(state["slots"])))
+    for slot, stamp in stamps.items():
+        if not _is_int(stamp) or not 1 <= stamp <= state["generation"]:
+            _fail(where, "slot_generations.%s" % slot, stamp,
+                  "it must be a whole number from 1 to the state's generation (%d)" % state["generation"])
 
 
 def _validate_slot(where, path, spec):
@@ -312,17 +330,50 @@ def routing(state):
     return [state["stable"], state["canary"], int(state["weight"]), sorted(state["slots"])]
 
 
-def with_generations(current, found, targets):
+def _release(spec):
+    """What makes a slot's release: everything of its spec but its mode (a roll forward changes
+    the mode alone, and the release stays)."""
+    return dict(spec, mode=None)
+
+
+def _replaced(previous, target):
+    """Whether a slot of both states runs another release in target."""
+    return any(slot in previous["slots"] and _release(previous["slots"][slot]) != _release(spec)
+               for slot, spec in target["slots"].items())
+
+
+def _stamps(previous, live):
+    """live's slot_generations: a slot keeps its stamp while it runs the same release; a release
+    new in its slot is stamped with live's generation."""
+    kept = (previous or {}).get("slot_generations") or {}
+    stamps = {}
+    for slot, spec in live["slots"].items():
+        before = previous["slots"].get(slot) if previous is not None else None
+        same = before is not None and _release(before) == _release(spec)
+        stamps[slot] = kept[slot] if same and slot in kept else live["generation"]
+    return stamps
+
+
+def with_generations(current, found, targets, sticky=False):
     """The states a converge goes through, numbered: the generation moves only when nginx must
     route differently (stable, canary, weight or the set of slots), because every reload retires
     nginx's old workers, which close their idle keep-alive client connections. A stack's first
-    converge keeps the generation it starts with."""
+    converge keeps the generation it starts with.
+
+    sticky (canary.sticky): each state also gets slot_generations, the generation at which each
+    slot's release was first routed, and a slot that runs another release than before is a new
+    generation too, so that a generation names one release per slot (a sticky cookie is
+    '<slot>.<its stamp>'). Without it, states carry no slot_generations."""
     lives, previous, generation = [], current, int(current["generation"])
     for index, target in enumerate(targets):
         first_deploy = index == 0 and not found
-        if not first_deploy and routing(target) != routing(previous):
+        target = dict((key, value) for key, value in target.items() if key != "slot_generations")
+        moved = routing(target) != routing(previous) or (sticky and _replaced(previous, target))
+        if not first_deploy and moved:
             generation += 1
         live = dict(target, generation=generation)
+        if sticky:
+            live["slot_generations"] = _stamps(None if first_deploy else previous, live)
         lives.append(live)
         previous = live
     return lives

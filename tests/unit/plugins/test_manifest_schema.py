@@ -69,7 +69,8 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["opa"]["image"] == "openpolicyagent/opa:latest-static"
     assert result["stack"] == "swiftdeploy"
     assert result["canary"] == {"weight": 10, "image": "swift-deploy-1-node:latest", "version": "1.0.0",
-                                "window_seconds": 30, "metrics": "edge", "hosts": None}
+                                "window_seconds": 30, "metrics": "edge", "hosts": None, "sticky": False,
+                                "sticky_max_age": 3600}
     assert result["policy"]["fail_open"] is False
     assert result["policy"]["thresholds"]["min_requests"] == 20
     assert result["chaos"] == {"allow_from": []}
