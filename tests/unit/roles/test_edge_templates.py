@@ -25,7 +25,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import in
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
 MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443},
            "contact": "ops@example.com"}
-SOCKET = "unix:/var/log/swiftdeploy-edge/public.sock"
+SOCKET = "unix:/var/cache/nginx/swiftdeploy-public.sock"
 
 
 def render(name, nginx=None, live=None):
@@ -73,7 +73,7 @@ def test_the_edge_owns_the_public_ports_and_the_routing_nginx_only_the_admin_por
     assert all(volume["read_only"] for volume in edge["volumes"])
     assert edge["labels"]["org.swiftdeploy.edge-conf"] == "f" * 64
     assert edge["depends_on"] == ["nginx"]
-    assert nginx["command"][2].startswith("rm -f /var/log/swiftdeploy-edge/public.sock; ")
+    assert nginx["command"][2].startswith("rm -f /var/cache/nginx/swiftdeploy-public.sock; ")
 
 
 def test_the_routing_nginx_listens_on_the_socket_and_trusts_only_it_for_the_client_address():
