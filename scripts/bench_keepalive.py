@@ -22,7 +22,6 @@ import http.client
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml

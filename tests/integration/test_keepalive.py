@@ -152,8 +152,8 @@ def test_keepalive_clients_survive_every_switch(stack):
     assert state["canary"] is None and state["slots"][state["stable"]]["version"] == "1.1.0", state
     # Every step switched nginx (a new routing generation, so a reload of the routing nginx).
     assert all(after > before for before, after in zip(generations, generations[1:])), generations
-    assert clients.failures == [], "failed requests: %s of %d (%s)" % (clients.failures[:10], clients.sent,
-                                                                      dict(clients.results))
+    assert clients.failures == [], "failed requests: %s of %d (%s)" % (
+        clients.failures[:10], clients.sent, dict(clients.results))
     assert clients.opened == CLIENTS, "%d reconnects over %d requests" % (clients.opened - CLIENTS, clients.sent)
     assert clients.results[("POST", 405)] > 100 and clients.results[("GET", 200)] > 100, dict(clients.results)
     assert container_id("edge") == edge, "the edge container was recreated by a switch"
