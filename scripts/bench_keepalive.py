@@ -115,7 +115,7 @@ def main():
     sequence = keep["sequence"]
     ratio = keep["wrk"]["rps"] / close["wrk"]["rps"] if close["wrk"]["rps"] else float("inf")
     reconnects = keep["opened"] - keep["clients"]
-    promotes = ", ".join(f"{label.split(' ', 1)[1]} {seconds:.1f} s" for label, seconds in sequence["promotes"])
+    promotes = f"{len(sequence['promotes'])} of 4 run, " + " / ".join(f"{seconds:.1f}" for _label, seconds in sequence["promotes"]) + " s"
     rows = [
         (f"GET / at {CONNECTIONS} connections, close per request", f"{close['wrk']['rps']:.0f} req/s", "-", "-"),
         (f"GET / at {CONNECTIONS} connections, keep-alive via edge", f"{keep['wrk']['rps']:.0f} req/s", "-", "-"),
