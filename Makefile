@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-audit bench-analysis bench-fleet clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-keepalive bench-audit bench-analysis bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
@@ -57,6 +57,11 @@ bench-promote: setup
 # The same with the third-party-style test image (tests/fixtures/thirdparty_app), judged at the edge.
 bench-promote-thirdparty: setup
 	python scripts/bench_promote.py --app thirdparty
+
+# Client keep-alive across switches (nginx.edge): throughput at 64 connections against the
+# close-per-request default, and keep-alive clients through bench-promote's sequence (docs/keepalive.md).
+bench-keepalive: setup
+	python scripts/bench_keepalive.py
 
 bench-audit: setup
 	python scripts/bench_audit.py

@@ -11,7 +11,7 @@ author:
 short_description: The files of each state a converge goes through, rendered on the controller
 description:
   - For each live state given, the files C(swiftdeploy.stack.stack_converge) writes for it
-    (C(nginx/nginx.conf) and C(docker-compose.yml) from the role's templates, and each slot's
+    (C(nginx/nginx.conf), C(docker-compose.yml) and with O(edge) C(nginx/edge.conf) from the role's templates, and each slot's
     C(slots/<slot>/mode) unless O(mode_switch=none)), as that module's O(ignore:steps) option wants them.
   - The templates are rendered exactly as C(ansible.builtin.template)'s lookup renders them, with
     C(swiftdeploy_live) set to the state. Compiling them costs the controller 0.1 to 0.3 s a run,
@@ -39,6 +39,12 @@ options:
     type: str
     choices: [signal, none]
     default: signal
+  edge:
+    description:
+      - Also render C(nginx/edge.conf) (the edge nginx of the manifest's C(nginx.edge), docs/keepalive.md),
+        before the compose file, which gets its SHA-256 as C(_swiftdeploy_edge_conf_sha256).
+    type: bool
+    default: false
   cache_dir:
     description:
       - Where rendered files are kept on the controller (created mode 0700, files 0600, the oldest
@@ -77,6 +83,9 @@ from ansible.plugins.lookup import LookupBase
 
 TEMPLATES = (("nginx/nginx.conf", "nginx.conf.j2", "nginx_conf_mode"),
              ("docker-compose.yml", "docker-compose.yml.j2", "compose_mode"))
+# With edge: the edge nginx's file, rendered first; the compose file names its digest.
+EDGE_TEMPLATE = ("nginx/edge.conf", "edge.conf.j2", "nginx_conf_mode")
+EDGE_DIGEST = "_swiftdeploy_edge_conf_sha256"
 # Names whose value changes between two renders of the same inputs: such a template is never cached.
 UNCACHEABLE = frozenset(("lookup", "query", "q", "now", "template_run_date"))
 # What ansible_managed (a template itself) may name, from the template lookup's own variables.
@@ -157,18 +166,22 @@ class LookupModule(LookupBase):
         template = lookup_loader.get("ansible.builtin.template", loader=self._loader, templar=self._templar)
         code = None
         steps = []
+        templates = ((EDGE_TEMPLATE,) if self.get_option("edge") else ()) + TEMPLATES
         for live in lives:
             files = {}
-            for relpath, name, mode_option in TEMPLATES:
+            extra = {}
+            for relpath, name, mode_option in templates:
                 key = None
                 if cache.directory:
                     code = code or code_digest()
-                    key = self.key(name, live, variables, code)
+                    key = self.key(name, live, variables, code, extra)
                 content = cache.get(key)
                 if content is None:
-                    content = template.run([name], variables, template_vars={"swiftdeploy_live": live})[0]
+                    content = template.run([name], variables, template_vars=dict(extra, swiftdeploy_live=live))[0]
                     cache.put(key, content)
                 files[relpath] = {"content": content, "mode": self.get_option(mode_option)}
+                if name == EDGE_TEMPLATE[1]:
+                    extra[EDGE_DIGEST] = hashlib.sha256(content.encode("utf-8")).hexdigest()
             if self.get_option("mode_switch") == "signal":
                 for slot, spec in sorted(live["slots"].items()):
                     files["slots/%s/mode" % slot] = {"content": "%s\n" % spec["mode"], "mode": "0644"}
@@ -185,7 +198,7 @@ class LookupModule(LookupBase):
             self.cache.put(key, json.dumps(names))
             return names
 
-    def key(self, name, live, variables, code):
+    def key(self, name, live, variables, code, extra=None):
         """The SHA-256 of everything the template renders from, or None when it cannot be cached."""
         path = self.find_file_in_search_path(variables, "templates", name, ignore_missing=True)
         if not path:
@@ -195,7 +208,7 @@ class LookupModule(LookupBase):
         names = self.names(source)
         if names is None or UNCACHEABLE.intersection(names):
             return None
-        values = {"swiftdeploy_live": live}
+        values = dict(extra or {}, swiftdeploy_live=live)
         for var in names:
             if var in values:
                 continue

@@ -37,6 +37,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host impo
 
 COMPOSE_FILE = "docker-compose.yml"
 NGINX_SERVICE = "nginx"
+# The edge nginx's file (nginx.edge, docs/keepalive.md), beside nginx.conf: tested with it.
+EDGE_CONF = "edge.conf"
 
 
 class DiffTracker(object):
@@ -156,10 +158,12 @@ class Converger(object):
         confs, composes, slots = [], [], set()
         conf = self.options["nginx_conf"]
         for number, (step, files, plan, _compose) in enumerate(planned, 1):
-            if plan.nginx_conf_changed and self.options["validate_nginx"] and ("nginx", files[conf]["content"]) not in tested:
-                tested.add(("nginx", files[conf]["content"]))
-                confs.append((number, files[conf]["content"]))
-                slots.update(step["state"]["slots"])
+            edge = os.path.join(os.path.dirname(conf), EDGE_CONF)
+            for path, changed in ((conf, plan.nginx_conf_changed), (edge, edge in files and plan.content_changed(edge))):
+                if changed and self.options["validate_nginx"] and ("nginx", files[path]["content"]) not in tested:
+                    tested.add(("nginx", files[path]["content"]))
+                    confs.append((number, files[path]["content"]))
+                    slots.update(step["state"]["slots"])
             if plan.compose_changed and ("compose", files[COMPOSE_FILE]["content"]) not in tested:
                 tested.add(("compose", files[COMPOSE_FILE]["content"]))
                 composes.append((number, files[COMPOSE_FILE]["content"]))

@@ -69,6 +69,7 @@ class FakeEngine(object):
         self.served = None  # the generation nginx serves
         self.calls = []
         self.fail_nginx_test = False
+        self.nginx_tests = []  # the argv of every nginx -t
         self.unhealthy = set()  # services whose containers Docker marks unhealthy
 
     def name(self, service):
@@ -103,6 +104,7 @@ class FakeEngine(object):
                 results.append((0, "", "", 0.01))
             else:  # nginx -t, in the running nginx or a fresh container
                 self.calls.append(("nginx -t",))
+                self.nginx_tests.append(argv)
                 results.append((1, "", "refused: test-1.conf", 0.01) if self.fail_nginx_test else (0, "", "", 0.01))
         return results
 
@@ -266,6 +268,23 @@ def test_a_roll_back_reloads_before_it_removes_the_canary(project):
     result = converge(engine, project, live(3, {"blue": BLUE}))
     assert engine.calls == [("nginx -t",), ("kill", "nginx", "HUP"), ("stop", "app-green"), ("rm", "app-green")]
     assert result["steps"][0]["slots_removed"] == ["app-green"]
+
+
+def test_a_changed_edge_conf_is_tested_with_nginx_conf_and_an_unchanged_one_is_not(project):
+    engine = deployed(project)
+    engine.nginx_tests = []
+    state = live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10)
+    edge_step = step(state)
+    edge_step["files"]["nginx/edge.conf"] = {"content": "edge listener one\n", "mode": "0644"}
+    Converger(StackHost(engine, project, dict(OPTIONS), ActionLog(), http_get=engine.http), [edge_step],
+              dict(OPTIONS)).converge()
+    assert any("edge listener one\n" in " ".join(argv) for argv in engine.nginx_tests), engine.nginx_tests
+    engine.nginx_tests = []
+    again = step(dict(state, generation=3, weight=50))
+    again["files"]["nginx/edge.conf"] = {"content": "edge listener one\n", "mode": "0644"}
+    Converger(StackHost(engine, project, dict(OPTIONS), ActionLog(), http_get=engine.http), [again],
+              dict(OPTIONS)).converge()
+    assert engine.nginx_tests and not any("edge listener" in " ".join(argv) for argv in engine.nginx_tests)
 
 
 def test_several_steps_in_one_call_plan_against_each_other(project):

@@ -61,7 +61,7 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["services"] == dict(SEED["services"], mode_switch="signal",
                                       resources={"memory": "256m", "cpus": 1.0, "pids": 64}, **SERVICE_DEFAULTS)
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
-                               "admin_port": 8082, "keepalive_timeout": 0,
+                               "admin_port": 8082, "keepalive_timeout": 0, "edge": False,
                                "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
                                "tls": {"enabled": False, "cert_file": None, "key_file": None, "redirect_port": None,
                                        "hsts_max_age": 0, "expiry_warn_days": 30}}
@@ -253,7 +253,7 @@ def test_reasonable_contacts_are_accepted(contact):
 
 @pytest.mark.parametrize("section, key, expected", [
     ("nginx", "prot", "manifest field 'nginx.prot': unknown key; did you mean 'nginx.port'? remove it or use one of: "
-                      "admin_port, image, keepalive_timeout, port, proxy_timeout, resources, tls."),
+                      "admin_port, edge, image, keepalive_timeout, port, proxy_timeout, resources, tls."),
     ("services", "imgae", "manifest field 'services.imgae': unknown key; did you mean 'services.image'? remove it or "
                           "use one of: command, env, healthcheck, image, log_volume, mode, mode_switch, port, "
                           "resources, restart_policy, secrets, tmpfs, user, version."),
@@ -501,7 +501,7 @@ def test_deep_and_wide_values_get_a_bounded_message(value, shown):
 def test_odd_keys_get_a_message(key, where):
     data = copy.deepcopy(SEED)
     data["nginx"][key] = 1
-    assert errors_of(data) == ["manifest field '%s': unknown key; remove it or use one of: admin_port, image, "
+    assert errors_of(data) == ["manifest field '%s': unknown key; remove it or use one of: admin_port, edge, image, "
                                "keepalive_timeout, port, proxy_timeout, resources, tls." % where]
 
 

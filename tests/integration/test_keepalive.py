@@ -1,0 +1,164 @@
+"""nginx.edge on a real stack (docs/keepalive.md): keep-alive clients, GET and POST on persistent
+connections, through a canary start, a weight change, a roll forward, a second canary start and
+a rollback, lose no request and keep their connections; the edge container is never recreated,
+and the routing nginx's edge log (what a canary is judged on) counts every request once.
+
+One stack (sdkeep, ports 27780/27782), deployed once; one test, so the wall time stays short.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import pathlib
+import subprocess
+import threading
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NAME, PORT, ADMIN_PORT = "sdkeep", 27780, 27782
+CLIENTS = 4
+PAUSE = 0.01  # between two requests of one client: a steady load that leaves CPU to the playbooks
+
+
+def docker(*args, timeout=60):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class KeepAliveClients:
+    """CLIENTS threads, each on one persistent connection, alternating GET /?ka=N and POST /?ka=N
+    (the app answers 405 to a POST on /: an answer from the app through both nginx). Anything
+    else (an exception, a 5xx, a 4xx other than the POST's 405) is a failure; a connection closed
+    by the server is counted as a reconnect."""
+
+    def __init__(self):
+        self.results = collections.Counter()
+        self.failures = []
+        self.opened = 0
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(index,), daemon=True) for index in range(CLIENTS)]
+
+    def _client(self, index):
+        conn, number = None, 0
+        while not self._stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+                with self._lock:
+                    self.opened += 1
+            method = "POST" if number % 2 else "GET"
+            number += 1
+            target = "/?ka=%d-%d" % (index, number)
+            try:
+                if method == "POST":
+                    conn.request("POST", target, body=b'{"order": 1}', headers={"Content-Type": "application/json"})
+                else:
+                    conn.request("GET", target)
+                response = conn.getresponse()
+                response.read()
+                outcome = response.status
+                if response.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+                conn.close()
+                conn = None
+            ok = outcome == (405 if method == "POST" else 200)
+            with self._lock:
+                self.sent += 1
+                self.results[(method, outcome)] += 1
+                if not ok:
+                    self.failures.append((time.monotonic(), method, outcome))
+            time.sleep(PAUSE)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while self.sent < CLIENTS * 20:
+            assert time.monotonic() < deadline, "no answers on port %d within 30 s: %s" % (PORT, self.results)
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def container_id(service):
+    out = docker("ps", "-q", "--filter", "label=com.docker.compose.project=%s" % NAME,
+                 "--filter", "label=com.docker.compose.service=%s" % service).stdout.split()
+    assert len(out) == 1, "%s: %r" % (service, out)
+    return out[0]
+
+
+def edge_log_lines(project):
+    """The routing nginx's edge log lines of this test's clients (their URIs start /?ka=)."""
+    lines = []
+    for path in sorted((pathlib.Path(project) / "edge").glob("edge-*.log")):
+        lines += [line for line in path.read_text().splitlines() if line.split("\t")[-1].startswith("/?ka=")]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
+    work = tmp_path_factory.mktemp("keepalive")
+    project = work / "project"
+    manifest = write_manifest(work / "manifest.yml", {
+        "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
+        "nginx.edge": True, "nginx.keepalive_timeout": 60,
+        "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
+        "contact": "oncall@%s.example" % NAME,
+        "canary": {"weight": 20, "version": "1.1.0", "window_seconds": 5},
+        "policy": {"thresholds": {"min_requests": 20}}})
+    args = ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % project)
+    try:
+        run = run_playbook("deploy", *args)
+        assert run.rc == 0, run.describe()
+        yield lambda playbook, *extra: run_playbook(playbook, *args, *extra), project
+    finally:
+        down = run_playbook("teardown", *args)
+        assert down.rc == 0, down.describe()
+
+
+def test_keepalive_clients_survive_every_switch(stack):
+    run, project = stack
+    edge = container_id("edge")
+    # The routing nginx publishes no public port: the edge alone owns it.
+    ports = docker("port", container_id("nginx")).stdout
+    assert str(PORT) not in ports and "127.0.0.1:%d" % ADMIN_PORT in ports, ports
+    generations = [json.loads((project / "state.json").read_text())["generation"]]
+    with KeepAliveClients() as clients:
+        for label, playbook, extra in (
+                ("canary start", "promote", ("-e", "mode=canary")),
+                ("weight change", "promote", ("-e", "mode=canary", "-e", "weight=50")),
+                ("roll forward", "promote", ("-e", "mode=stable")),
+                ("second canary start", "promote", ("-e", "mode=canary")),
+                ("rollback", "rollback", ("-e", "reason=keepalive test"))):
+            result = run(playbook, *extra)
+            assert result.rc == 0, "%s: %s" % (label, result.describe())
+            generations.append(json.loads((project / "state.json").read_text())["generation"])
+            time.sleep(0.5)  # requests on the new routing, before the next switch
+    state = json.loads((project / "state.json").read_text())
+    assert state["canary"] is None and state["slots"][state["stable"]]["version"] == "1.1.0", state
+    # Every step switched nginx (a new routing generation, so a reload of the routing nginx).
+    assert all(after > before for before, after in zip(generations, generations[1:])), generations
+    assert clients.failures == [], "failed requests: %s of %d (%s)" % (
+        clients.failures[:10], clients.sent, dict(clients.results))
+    assert clients.opened == CLIENTS, "%d reconnects over %d requests" % (clients.opened - CLIENTS, clients.sent)
+    assert clients.results[("POST", 405)] > 100 and clients.results[("GET", 200)] > 100, dict(clients.results)
+    assert container_id("edge") == edge, "the edge container was recreated by a switch"
+    # The edge log counts every request once: no request was retried into a second line.
+    time.sleep(1.5)  # open_log_file_cache flushes; nginx writes each line at the request's end
+    lines = edge_log_lines(project)
+    assert len(lines) == clients.sent, "edge log: %d lines for %d requests" % (len(lines), clients.sent)
+    assert len(set(line.split("\t")[-1] for line in lines)) == clients.sent
