@@ -251,7 +251,7 @@ def decide(looked, decision, settings, now):
         verdict, reasons = "rollback", ["comparison with the baseline: " + text for text in analysis["reasons"]]
     elif decision is None:
         raise AutoError("a measured look needs the canary policy's decision")
-    elif not decision.get("allow") and not decision.get("hold"):
+    elif not decision.get("allow") and not _holds(decision, state, settings):
         verdict, reasons = "rollback", ["canary policy: " + text for text in decision.get("reasons") or []]
     elif decision.get("allow") and analysis["verdict"] == "pass":
         verdict = "promote" if state["step"] == len(steps) - 1 else "advance"
@@ -293,6 +293,15 @@ def decide(looked, decision, settings, now):
                      step_totals=_no_totals())
     return {"verdict": verdict, "reasons": reasons, "reason": "; ".join(reasons), "state": state,
             "done": verdict in ("promote", "rollback"), "line": line, "event": event}
+
+
+def _holds(decision, state, settings):
+    """Whether a deny is "not enough data yet": the policy's own hold, or, from a policy that does
+    not say (one of your own), fewer canary requests at this step than thresholds.min_requests."""
+    if isinstance(decision.get("hold"), bool):
+        return decision["hold"]
+    minimum = settings["thresholds"].get("min_requests")
+    return minimum is not None and state["step_totals"]["canary"]["requests"] < minimum
 
 
 def progress_line(looked, settings, verdict, reasons):

@@ -216,3 +216,10 @@ def test_the_progress_line():
     assert line.startswith("step 1/2 at 10% over 3.0 s: canary 60 req, 0.00% errors, P99 5.0 ms | baseline 540 req, "
                            "0.56% errors, P99 5.0 ms | e-value errors "), line
     assert ", rollback at 200 | ADVANCE: canary policy: allowed on 60 canary requests at 10%" in line
+
+
+@pytest.mark.parametrize("requests, verdict", [(10, "hold"), (60, "rollback")])
+def test_a_policy_without_hold_holds_on_fewer_requests_than_its_minimum(requests, verdict):
+    _state, looked = rollout((app(0, 0), app(0, 0)), (app(requests, 0), app(540, 0)))
+    decided = _auto.decide(looked, {"allow": False, "reasons": ["my own rule"]}, SETTINGS, 1003.0)
+    assert decided["verdict"] == verdict
