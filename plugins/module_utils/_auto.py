@@ -37,7 +37,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._analysis import
     slot_window_delta,
     update_analysis,
 )
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import combine, format_bound
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import EXCLUDED_PATHS, combine, format_bound
 
 STATE_VERSION = 1
 VERDICTS = ("hold", "advance", "promote", "rollback")
@@ -331,6 +331,25 @@ def counters_of(requests, errors, buckets, uptime=None):
     for bound, count in buckets:
         counters[BUCKET_PREFIX + format_bound(float(bound))] = count
     return {"counters": counters, "uptime": uptime}
+
+
+def app_reading(sample):
+    """counters_of() for a _metrics.Sample of the app's /metrics: application requests only
+    (probes and control paths excluded, as _metrics.window() excludes them), summed over paths."""
+    requests = errors = 0
+    buckets = {}
+    for (path, status), value in sample.requests.items():
+        if path in EXCLUDED_PATHS:
+            continue
+        requests += value
+        errors += value if len(status) == 3 and status.startswith("5") and status.isdigit() else 0
+    for path, bounds in sample.buckets.items():
+        if path in EXCLUDED_PATHS:
+            continue
+        for bound, count in bounds.items():
+            buckets[bound] = buckets.get(bound, 0) + count
+    return counters_of(int(requests), int(errors), [[bound, int(count)] for bound, count in sorted(buckets.items())],
+                       sample.uptime)
 
 
 def choose_bound(baseline_buckets, share=BOUND_SLOW_SHARE, minimum=BOUND_MIN_REQUESTS, default=DEFAULT_BOUND):

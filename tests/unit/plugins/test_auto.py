@@ -223,3 +223,18 @@ def test_a_policy_without_hold_holds_on_fewer_requests_than_its_minimum(requests
     _state, looked = rollout((app(0, 0), app(0, 0)), (app(requests, 0), app(540, 0)))
     decided = _auto.decide(looked, {"allow": False, "reasons": ["my own rule"]}, SETTINGS, 1003.0)
     assert decided["verdict"] == verdict
+
+
+def test_an_app_reading_counts_application_requests_only():
+    from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import parse
+    text = "\n".join([
+        'http_requests_total{method="GET",path="/",status_code="200"} 90',
+        'http_requests_total{method="GET",path="/",status_code="500"} 10',
+        'http_requests_total{method="GET",path="/healthz",status_code="200"} 500',
+        'http_request_duration_seconds_bucket{method="GET",path="/",le="0.1"} 95',
+        'http_request_duration_seconds_bucket{method="GET",path="/",le="+Inf"} 100',
+        'http_request_duration_seconds_bucket{method="GET",path="/healthz",le="0.1"} 500',
+        'http_request_duration_seconds_bucket{method="GET",path="/healthz",le="+Inf"} 500',
+        "app_uptime_seconds 12.5", ""])
+    assert _auto.app_reading(parse(text, 1000.0)) == {
+        "counters": {"requests": 100, "errors": 10, "le:0.1": 95, "le:+Inf": 100}, "uptime": 12.5}
