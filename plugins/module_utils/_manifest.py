@@ -342,7 +342,7 @@ SCHEMA = {
         "interval_seconds": Field("int", default=30, minimum=1, maximum=600,
                                   fix="use the seconds between two judgements of an automated rollout, a whole "
                                       "number from 1 to 600"),
-        "max_duration_seconds": Field("int", default=3600, minimum=10, maximum=86400,
+        "max_duration_seconds": Field("int", default=1800, minimum=10, maximum=86400,
                                       fix="use the longest an automated rollout may take, a whole number of seconds "
                                           "from 10 to 86400"),
     }),

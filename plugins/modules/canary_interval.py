@@ -21,7 +21,7 @@ description:
   - With O(edge) (C(canary.metrics=edge)) each slot's reading is its window from nginx's edge log
     since O(since) (without it, the last O(interval_seconds), from which a latency bound may be
     chosen).
-  - Judging is not done here: the controller merges the hosts' readings and decides once
+  - Judging is not done here. The controller merges the hosts' readings and decides once
     (the C(swiftdeploy.stack.auto_look) and C(swiftdeploy.stack.auto_decide) filters).
 author:
   - SwiftDeploy contributors (!UNKNOWN)
@@ -37,6 +37,13 @@ options:
     description: Seconds between two readings.
     type: float
     required: true
+  warm_up_seconds:
+    description:
+      - Without O(since), wait this long before the first reading, so that a canary that has just
+        started is judged from its second interval on (a process starting up is slower than one
+        that has served for a while, which is not what the comparison is about).
+    type: float
+    default: 0
   metrics_urls:
     description: Slot name to its metrics URL as the host reaches it. Give this or O(edge).
     type: dict
@@ -155,6 +162,7 @@ def main():
         argument_spec={
             "since": {"type": "float"},
             "interval_seconds": {"type": "float", "required": True},
+            "warm_up_seconds": {"type": "float", "default": 0},
             "metrics_urls": {"type": "dict"},
             "edge": {"type": "path"},
             "slots": {"type": "list", "elements": "str", "default": ["blue", "green"]},
@@ -184,7 +192,9 @@ def main():
             module.fail_json(msg="cannot save the rollout's state in %s: %s" % (params["state_path"], exc))
     since = params["since"]
     started = time.time()
-    wait = 0.0 if since is None else max(0.0, since + params["interval_seconds"] - started)
+    if not 0 <= params["warm_up_seconds"] <= 600:
+        module.fail_json(msg="warm_up_seconds: %s; give 0 to 600 seconds" % params["warm_up_seconds"])
+    wait = params["warm_up_seconds"] if since is None else max(0.0, since + params["interval_seconds"] - started)
     with KeepAlive(lock_path, params["lock_token"]) as keeper:
         time.sleep(wait)
     if keeper.lost:

@@ -70,7 +70,7 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["stack"] == "swiftdeploy"
     assert result["canary"] == {"weight": 10, "image": "swift-deploy-1-node:latest", "version": "1.0.0",
                                 "window_seconds": 30, "metrics": "edge", "hosts": None, "steps": None,
-                                "interval_seconds": 30, "max_duration_seconds": 3600}
+                                "interval_seconds": 30, "max_duration_seconds": 1800}
     assert result["analysis"] == {"alpha": 0.01, "min_canary_requests": 1000, "latency_bound_seconds": None,
                                   "baseline": "stable"}
     assert result["policy"]["fail_open"] is False
