@@ -189,6 +189,8 @@ def _canary_hosts(path, value, errors):
 # Latency histogram bounds in seconds, as the app and nginx's edge log both bucket requests.
 LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CANARY_STEPS_MAX = 20
+# An automated rollout runs one include per look (promote_auto.yml): at most this many.
+MAX_LOOKS = 3600
 
 
 def _canary_steps(path, value, errors):
@@ -645,6 +647,11 @@ def _cross_field_rules(manifest, errors):
                       "to at least %d, or shorten canary.interval_seconds."
                       % (canary["max_duration_seconds"], looks, canary["interval_seconds"],
                          looks * canary["interval_seconds"]))
+    if canary["max_duration_seconds"] > MAX_LOOKS * canary["interval_seconds"]:
+        errors.append("manifest field 'canary.max_duration_seconds': %d s is more than %d looks of "
+                      "canary.interval_seconds (%d s); lower it to at most %d, or lengthen canary.interval_seconds."
+                      % (canary["max_duration_seconds"], MAX_LOOKS, canary["interval_seconds"],
+                         MAX_LOOKS * canary["interval_seconds"]))
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]
     if canary["version"] is None:

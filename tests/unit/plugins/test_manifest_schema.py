@@ -657,3 +657,11 @@ def test_auto_rollout_max_duration_fits_a_look_per_step():
         "canary.interval_seconds."]
     data["canary"]["max_duration_seconds"] = 40
     assert validate_manifest(data)["canary"]["max_duration_seconds"] == 40
+
+
+def test_auto_rollout_looks_are_bounded():
+    data = with_change("canary.interval_seconds", 1)
+    data["canary"]["max_duration_seconds"] = 3601
+    assert errors_of(data) == [
+        "manifest field 'canary.max_duration_seconds': 3601 s is more than 3600 looks of canary.interval_seconds "
+        "(1 s); lower it to at most 3600, or lengthen canary.interval_seconds."]
