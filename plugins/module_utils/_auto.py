@@ -458,4 +458,3 @@ def _number(value):
 def _check_state(state):
     if not isinstance(state, dict) or any(key not in state for key in _STATE_KEYS):
         raise AutoError("the rollout state is missing or damaged: start the rollout with start() or resume()")
-
