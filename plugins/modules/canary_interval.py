@@ -81,6 +81,7 @@ attributes:
     details:
       - Each call reads the traffic of a new interval.
   platform:
+    support: full
     platforms: posix
 """
 
