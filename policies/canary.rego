@@ -6,6 +6,8 @@
 #                     (a rate or a quantile is null when there were no requests to compute it)
 #   input.thresholds  any of min_requests, max_error_rate_percent, max_p99_latency_ms; a key
 #                     that is absent falls back to data.swiftdeploy.thresholds (policies/data.json)
+#   input.analysis    optional: the comparison with the live baseline (an automated rollout);
+#                     a rejection denies, and the decision then also carries "hold"
 # A figure equal to its threshold passes. Too few requests, a missing figure, or a null rate or
 # quantile although requests were served, denies: the gate never allows on incomplete data.
 # See docs/policies.md.
@@ -100,6 +102,45 @@ reasons contains msg if {
 	])
 }
 
+# --- the comparison with the live baseline (promote.yml -e mode=auto, docs/auto-rollout.md) ---
+# input.analysis, when given: {"verdict": "pass" | "hold" | "rollback", "reasons": [text],
+# "errors": {...}, "latency": {...}} (the sequential test's figures, docs/analysis.md). A test that
+# rejected the canary denies; one still waiting for data does not (the rollout holds instead).
+
+_analysis_verdicts := {"pass", "hold", "rollback"}
+
+reasons contains "input analysis.verdict is missing or not one of pass, hold, rollback" if {
+	is_object(input.analysis)
+	not input.analysis.verdict in _analysis_verdicts
+}
+
+reasons contains concat("", ["the comparison with the baseline rejects the canary: ", text]) if {
+	input.analysis.verdict == "rollback"
+	some text in input.analysis.reasons
+	is_string(text)
+}
+
+reasons contains "the comparison with the baseline rejects the canary" if {
+	input.analysis.verdict == "rollback"
+	count([text | some text in input.analysis.reasons; is_string(text)]) == 0
+}
+
+_too_few if {
+	is_number(_metrics.requests)
+	is_number(thresholds.min_requests)
+	_metrics.requests < thresholds.min_requests
+}
+
+# Not enough data yet: too few requests for the thresholds to mean anything, and no rejection
+# by the comparison with the baseline. An automated rollout holds its step on it.
+default hold := false
+
+hold if {
+	not allow
+	_too_few
+	not input.analysis.verdict == "rollback"
+}
+
 allow := count(reasons) == 0
 
 # The figures the decision rests on; null where one is missing or not a number, so that no
@@ -109,12 +150,17 @@ checked := object.union(
 	{name: _number_or_null(thresholds, name) | some name in _threshold_names},
 )
 
-decision := {
+_decision := {
 	"allow": allow,
 	"reasons": sort([reason | some reason in reasons]),
 	"domain": "canary",
 	"checked": checked,
 }
+
+# With input.analysis (an automated rollout) the decision also says whether to hold.
+decision := object.union(_decision, {"hold": hold}) if {
+	is_object(input.analysis)
+} else := _decision
 
 _window := concat("", ["the ", _count(_metrics.window_seconds), " s window"]) if {
 	is_number(_metrics.window_seconds)

@@ -318,3 +318,64 @@ test_threshold_missing_everywhere_is_denied if {
 	d.allow == false
 	d.reasons == ["threshold min_requests is missing or not a number"]
 }
+
+# --- input.analysis: the comparison with the live baseline (an automated rollout) ---
+
+_decide_auto(metrics, analysis) := d if {
+	d := canary.decision with input.metrics as metrics with input.thresholds as _limits with input.analysis as analysis
+}
+
+test_analysis_pass_allows_and_does_not_hold if {
+	d := _decide_auto(_healthy, {"verdict": "pass", "reasons": ["errors: 1000 canary requests without evidence"]})
+	d.allow == true
+	d.hold == false
+}
+
+test_analysis_waiting_does_not_deny if {
+	d := _decide_auto(_healthy, {"verdict": "hold", "reasons": ["errors: 30 of the 1000 canary requests needed"]})
+	d.allow == true
+	d.hold == false
+}
+
+test_analysis_rejection_denies_naming_it if {
+	a := {"verdict": "rollback", "reasons": ["errors: the canary's 5xx rate is higher than the baseline's"]}
+	d := _decide_auto(_healthy, a)
+	d.allow == false
+	d.hold == false
+	d.reasons == ["the comparison with the baseline rejects the canary: errors: the canary's 5xx rate is higher than the baseline's"]
+}
+
+test_analysis_rejection_without_reasons_still_denies if {
+	d := _decide_auto(_healthy, {"verdict": "rollback"})
+	d.allow == false
+	d.reasons == ["the comparison with the baseline rejects the canary"]
+}
+
+test_too_few_requests_hold_even_with_a_high_rate if {
+	d := _decide_auto(object.union(_healthy, {"requests": 5, "error_rate_percent": 20.0}), {"verdict": "hold", "reasons": []})
+	d.allow == false
+	d.hold == true
+}
+
+test_too_few_requests_do_not_hold_a_rejected_canary if {
+	d := _decide_auto(_metrics_with("requests", 5), {"verdict": "rollback", "reasons": ["errors: worse"]})
+	d.allow == false
+	d.hold == false
+}
+
+test_enough_requests_over_a_threshold_do_not_hold if {
+	d := _decide_auto(_metrics_with("error_rate_percent", 20.0), {"verdict": "hold", "reasons": []})
+	d.allow == false
+	d.hold == false
+}
+
+test_a_bad_analysis_verdict_denies if {
+	d := _decide_auto(_healthy, {"verdict": "maybe"})
+	d.allow == false
+	d.reasons == ["input analysis.verdict is missing or not one of pass, hold, rollback"]
+}
+
+test_without_analysis_the_decision_has_no_hold if {
+	d := _decide(_healthy, _limits)
+	not "hold" in object.keys(d)
+}

@@ -188,6 +188,54 @@ def _canary_hosts(path, value, errors):
     return None
 
 
+# Latency histogram bounds in seconds, as the app and nginx's edge log both bucket requests.
+LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CANARY_STEPS_MAX = 20
+# An automated rollout runs one include per look (promote_auto.yml): at most this many.
+MAX_LOOKS = 3600
+
+
+def _canary_steps(path, value, errors):
+    """canary.steps: ascending whole percentages from 1 to 99 (the rollout then goes to 100); null: none."""
+    if value is None:
+        return None
+    ok = (isinstance(value, list) and 1 <= len(value) <= _CANARY_STEPS_MAX
+          and all(isinstance(step, int) and not isinstance(step, bool) and 1 <= step <= 99 for step in value)
+          and all(low < high for low, high in zip(value, value[1:])))
+    if not ok:
+        errors.append("manifest field '%s': %s is not a list of ascending canary weights; use 1 to %d whole "
+                      "percentages from 1 to 99 in ascending order, e.g. [5, 25, 50] (the rollout then goes to 100)."
+                      % (path, _show(value), _CANARY_STEPS_MAX))
+        return None
+    return list(value)
+
+
+def _latency_bound(path, value, errors):
+    """analysis.latency_bound_seconds: one of the histogram's bounds; null: chosen from the baseline."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) in LATENCY_BOUNDS:
+        return float(value)
+    errors.append("manifest field '%s': %s is not a latency bucket bound; use one of %s (seconds), or remove it "
+                  "to choose the bound from the baseline's latency before the canary starts."
+                  % (path, _show(value), ", ".join("%g" % bound for bound in LATENCY_BOUNDS)))
+    return None
+
+
+def _analysis_baseline(path, value, errors):
+    """analysis.baseline: only the live stable slot for now."""
+    if value == "stable":
+        return value
+    if value == "fresh":
+        errors.append("manifest field '%s': 'fresh' (a third slot running the stable image as a same-age baseline) "
+                      "is not supported yet; use 'stable' (the live stable slot is the baseline), or remove it."
+                      % path)
+    else:
+        errors.append("manifest field '%s': %s is not allowed; use 'stable' (the live stable slot is the baseline)."
+                      % (path, _show(value)))
+    return "stable"
+
+
 SCHEMA = {
     "stack": Field("str", default="swiftdeploy", check=_STACK_NAME_RE,
                    fix="use a lower-case name of letters, digits, '_' and '-' (at most 63 characters); "
@@ -302,6 +350,24 @@ SCHEMA = {
         "sticky_max_age": Field("int", minimum=60, maximum=604800,
                                 fix="use how long a client keeps its release, a whole number of seconds from 60 to "
                                     "604800 (a week)"),
+        # promote.yml -e mode=auto (docs/auto-rollout.md): the weights, then 100.
+        "steps": Field("any", rule=_canary_steps),
+        "interval_seconds": Field("int", default=30, minimum=1, maximum=600,
+                                  fix="use the seconds between two judgements of an automated rollout, a whole "
+                                      "number from 1 to 600"),
+        "max_duration_seconds": Field("int", default=1800, minimum=10, maximum=86400,
+                                      fix="use the longest an automated rollout may take, a whole number of seconds "
+                                          "from 10 to 86400"),
+    }),
+    # The comparison of a canary with its live baseline (docs/analysis.md, docs/auto-rollout.md).
+    "analysis": Field("dict", default={}, children={
+        "alpha": Field("number", default=0.01, minimum=0.0001, maximum=0.2,
+                       fix="use the highest acceptable rate of false rollbacks, from 0.0001 to 0.2, e.g. 0.01"),
+        "min_canary_requests": Field("int", default=1000, minimum=1, maximum=10000000,
+                                     fix="use the fewest canary requests an automated rollout may promote on, "
+                                         "1 or more, e.g. 1000"),
+        "latency_bound_seconds": Field("any", rule=_latency_bound),
+        "baseline": Field("str", default="stable", rule=_analysis_baseline),
     }),
     "policy": Field("dict", default={}, children={
         "fail_open": Field("bool", default=False),
@@ -591,6 +657,18 @@ def _cross_field_rules(manifest, errors):
                       % _show(canary["sticky_max_age"]))
     if canary["sticky_max_age"] is None:
         canary["sticky_max_age"] = STICKY_MAX_AGE
+    looks = len(canary["steps"] or [canary["weight"]]) + 1
+    if canary["max_duration_seconds"] < looks * canary["interval_seconds"]:
+        errors.append("manifest field 'canary.max_duration_seconds': %d s is shorter than %d looks of "
+                      "canary.interval_seconds (%d s), the least an automated rollout of these steps takes; raise it "
+                      "to at least %d, or shorten canary.interval_seconds."
+                      % (canary["max_duration_seconds"], looks, canary["interval_seconds"],
+                         looks * canary["interval_seconds"]))
+    if canary["max_duration_seconds"] > MAX_LOOKS * canary["interval_seconds"]:
+        errors.append("manifest field 'canary.max_duration_seconds': %d s is more than %d looks of "
+                      "canary.interval_seconds (%d s); lower it to at most %d, or lengthen canary.interval_seconds."
+                      % (canary["max_duration_seconds"], MAX_LOOKS, canary["interval_seconds"],
+                         MAX_LOOKS * canary["interval_seconds"]))
     if canary["image"] is None:
         canary["image"] = manifest["services"]["image"]
     if canary["version"] is None:

@@ -93,7 +93,7 @@ def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, 
                                   validate_certs=validate_certs)
     except PolicyError as exc:
         return _without_decision(engine, domain, exc, fail_open)
-    return {
+    result = {
         "allow": decision["allow"],
         "reasons": decision["reasons"],
         "domain": decision["domain"],
@@ -102,6 +102,9 @@ def decide(engine, domain, input_dict, *, policy_dir=None, url=None, timeout=5, 
         "error": None,
         "bypassed": False,
     }
+    if "hold" in decision:
+        result["hold"] = decision["hold"]
+    return result
 
 
 def check_url(url, engine):
@@ -209,12 +212,16 @@ def check_decision(decision, source, domain):
     if problem:
         raise PolicyError("malformed", "the decision from %s is malformed: %s; the policy must return "
                                        "{allow: boolean, reasons: [text], ...}" % (source, problem))
-    return {
+    checked = {
         "allow": decision["allow"],
         "reasons": list(decision["reasons"]),
         "domain": decision.get("domain", domain),
         "checked": dict(decision.get("checked", {})),
     }
+    # The canary policy's "hold" (not enough data yet), given for an automated rollout only.
+    if isinstance(decision.get("hold"), bool):
+        checked["hold"] = decision["hold"]
+    return checked
 
 
 def _json_type(value, present=True):

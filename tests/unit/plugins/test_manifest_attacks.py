@@ -145,13 +145,13 @@ def test_a_huge_duplicate_key_gets_a_bounded_message(tmp_path):
 
 
 @pytest.mark.parametrize("text, error", [
-    ("1: x\n", "manifest field '1': unknown key; remove it or use one of: canary, chaos, contact, fleet, network, nginx, opa, "
-               "policy, services, stack."),
-    ("null: x\n", "manifest field 'null (empty)': unknown key; remove it or use one of: canary, chaos, contact, "
+    ("1: x\n", "manifest field '1': unknown key; remove it or use one of: analysis, canary, chaos, contact, fleet, network, "
+               "nginx, opa, policy, services, stack."),
+    ("null: x\n", "manifest field 'null (empty)': unknown key; remove it or use one of: analysis, canary, chaos, contact, "
                   "fleet, network, nginx, opa, policy, services, stack."),
-    ("2024-01-01: x\n", "manifest field '2024-01-01': unknown key; remove it or use one of: canary, chaos, contact, "
+    ("2024-01-01: x\n", "manifest field '2024-01-01': unknown key; remove it or use one of: analysis, canary, chaos, contact, "
                         "fleet, network, nginx, opa, policy, services, stack."),
-    ("!!binary aGk=: x\n", "manifest field 'b'hi'': unknown key; remove it or use one of: canary, chaos, contact, "
+    ("!!binary aGk=: x\n", "manifest field 'b'hi'': unknown key; remove it or use one of: analysis, canary, chaos, contact, "
                            "fleet, network, nginx, opa, policy, services, stack."),
 ], ids=["int", "null", "date", "binary"])
 def test_keys_that_are_not_text_get_a_message(tmp_path, text, error):

@@ -70,7 +70,10 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["stack"] == "swiftdeploy"
     assert result["canary"] == {"weight": 10, "image": "swift-deploy-1-node:latest", "version": "1.0.0",
                                 "window_seconds": 30, "metrics": "edge", "hosts": None, "sticky": False,
-                                "sticky_max_age": 3600}
+                                "sticky_max_age": 3600, "steps": None,
+                                "interval_seconds": 30, "max_duration_seconds": 1800}
+    assert result["analysis"] == {"alpha": 0.01, "min_canary_requests": 1000, "latency_bound_seconds": None,
+                                  "baseline": "stable"}
     assert result["policy"]["fail_open"] is False
     assert result["policy"]["thresholds"]["min_requests"] == 20
     assert result["chaos"] == {"allow_from": []}
@@ -271,7 +274,7 @@ def test_unknown_top_level_key():
     data = copy.deepcopy(SEED)
     data["contcat"] = "x@y.z"
     assert errors_of(data) == ["manifest field 'contcat': unknown key; did you mean 'contact'? remove it or use one "
-                               "of: canary, chaos, contact, fleet, network, nginx, opa, policy, services, stack."]
+                               "of: analysis, canary, chaos, contact, fleet, network, nginx, opa, policy, services, stack."]
 
 
 def test_every_error_is_reported_at_once():
@@ -582,3 +585,84 @@ def test_canary_hosts_refused_naming_the_field_the_value_and_the_fix(given, show
         assert message.startswith("manifest field 'canary.hosts': %s is not a number of hosts" % shown), message
     assert message.endswith("use a whole number of hosts from 1 to 10000 (e.g. 1) or a percentage from 1% to 100% "
                             "in quotes (e.g. \"50%\"), or remove it to start the canary on every host.")
+
+
+# promote.yml -e mode=auto (docs/auto-rollout.md): the steps, the interval, the maximum duration
+# and the analysis settings.
+@pytest.mark.parametrize("path, given, normalised", [
+    ("canary.steps", [5, 25, 50], [5, 25, 50]),
+    ("canary.steps", [1], [1]),
+    ("canary.steps", [99], [99]),
+    ("canary.steps", None, None),
+    ("canary.interval_seconds", 2, 2),
+    ("canary.max_duration_seconds", 600, 600),
+    ("analysis.alpha", 0.05, 0.05),
+    ("analysis.min_canary_requests", 50, 50),
+    ("analysis.latency_bound_seconds", 0.1, 0.1),
+    ("analysis.latency_bound_seconds", 1, 1.0),
+    ("analysis.latency_bound_seconds", None, None),
+    ("analysis.baseline", "stable", "stable"),
+])
+def test_auto_rollout_settings_accepted(path, given, normalised):
+    section, key = path.split(".")
+    assert validate_manifest(with_change(path, given))[section][key] == normalised
+
+
+STEPS_FIX = ("is not a list of ascending canary weights; use 1 to 20 whole percentages from 1 to 99 in ascending "
+             "order, e.g. [5, 25, 50] (the rollout then goes to 100).")
+BOUND_FIX = ("is not a latency bucket bound; use one of 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 "
+             "(seconds), or remove it to choose the bound from the baseline's latency before the canary starts.")
+
+
+@pytest.mark.parametrize("path, given, message", [
+    ("canary.steps", [25, 5], "manifest field 'canary.steps': [25, 5] " + STEPS_FIX),
+    ("canary.steps", [5, 5], "manifest field 'canary.steps': [5, 5] " + STEPS_FIX),
+    ("canary.steps", [0, 50], "manifest field 'canary.steps': [0, 50] " + STEPS_FIX),
+    ("canary.steps", [5, 100], "manifest field 'canary.steps': [5, 100] " + STEPS_FIX),
+    ("canary.steps", [], "manifest field 'canary.steps': [] " + STEPS_FIX),
+    ("canary.steps", [5.5], "manifest field 'canary.steps': [5.5] " + STEPS_FIX),
+    ("canary.steps", [True], "manifest field 'canary.steps': [True] " + STEPS_FIX),
+    ("canary.steps", "5,25", "manifest field 'canary.steps': '5,25' " + STEPS_FIX),
+    ("canary.steps", list(range(1, 22)), "manifest field 'canary.steps': [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, "
+                                         "13, 14, 15, 16, 17, 18, 19, 20, 21] " + STEPS_FIX),
+    ("canary.interval_seconds", 0, "manifest field 'canary.interval_seconds': 0 is out of range; use the seconds "
+                                   "between two judgements of an automated rollout, a whole number from 1 to 600."),
+    ("canary.max_duration_seconds", 5, "manifest field 'canary.max_duration_seconds': 5 is out of range; use the "
+                                       "longest an automated rollout may take, a whole number of seconds from 10 to "
+                                       "86400."),
+    ("analysis.alpha", 0, "manifest field 'analysis.alpha': 0 is out of range; use the highest acceptable rate of "
+                          "false rollbacks, from 0.0001 to 0.2, e.g. 0.01."),
+    ("analysis.alpha", 0.5, "manifest field 'analysis.alpha': 0.5 is out of range; use the highest acceptable rate "
+                            "of false rollbacks, from 0.0001 to 0.2, e.g. 0.01."),
+    ("analysis.min_canary_requests", 0, "manifest field 'analysis.min_canary_requests': 0 is out of range; use the "
+                                        "fewest canary requests an automated rollout may promote on, 1 or more, "
+                                        "e.g. 1000."),
+    ("analysis.latency_bound_seconds", 0.2, "manifest field 'analysis.latency_bound_seconds': 0.2 " + BOUND_FIX),
+    ("analysis.latency_bound_seconds", "0.1", "manifest field 'analysis.latency_bound_seconds': '0.1' " + BOUND_FIX),
+    ("analysis.baseline", "fresh", "manifest field 'analysis.baseline': 'fresh' (a third slot running the stable "
+                                   "image as a same-age baseline) is not supported yet; use 'stable' (the live stable "
+                                   "slot is the baseline), or remove it."),
+    ("analysis.baseline", "canary", "manifest field 'analysis.baseline': 'canary' is not allowed; use 'stable' (the "
+                                    "live stable slot is the baseline)."),
+])
+def test_auto_rollout_settings_refused_naming_field_value_and_fix(path, given, message):
+    assert errors_of(with_change(path, given)) == [message]
+
+
+def test_auto_rollout_max_duration_fits_a_look_per_step():
+    data = with_change("canary.steps", [5, 25, 50])
+    data["canary"].update(interval_seconds=10, max_duration_seconds=30)
+    assert errors_of(data) == [
+        "manifest field 'canary.max_duration_seconds': 30 s is shorter than 4 looks of canary.interval_seconds "
+        "(10 s), the least an automated rollout of these steps takes; raise it to at least 40, or shorten "
+        "canary.interval_seconds."]
+    data["canary"]["max_duration_seconds"] = 40
+    assert validate_manifest(data)["canary"]["max_duration_seconds"] == 40
+
+
+def test_auto_rollout_looks_are_bounded():
+    data = with_change("canary.interval_seconds", 1)
+    data["canary"]["max_duration_seconds"] = 3601
+    assert errors_of(data) == [
+        "manifest field 'canary.max_duration_seconds': 3601 s is more than 3600 looks of canary.interval_seconds "
+        "(1 s); lower it to at most 3600, or lengthen canary.interval_seconds."]

@@ -219,3 +219,21 @@ def test_test_files_are_not_loaded_for_decisions(tmp_path):
     result = _embedded("canary", {"metrics": {"requests": 0, "error_rate_percent": None, "p99_latency_ms": None,
                                               "window_seconds": 30}})
     assert result["allow"] is False
+
+
+@pytest.mark.parametrize("requests, analysis, allow, hold", [
+    (100, "pass", True, False),
+    (5, "hold", False, True),
+    (100, "rollback", False, False),
+])
+def test_an_automated_rollout_gets_hold_through_decide(requests, analysis, allow, hold):
+    """docs/auto-rollout.md: with input.analysis the decision says whether to hold (not enough data)."""
+    metrics = {"requests": requests, "error_rate_percent": 0.0, "p99_latency_ms": 5.0, "window_seconds": 6}
+    result = _embedded("canary", {"metrics": metrics, "thresholds": MANIFEST_THRESHOLDS,
+                                  "analysis": {"verdict": analysis, "reasons": ["errors: worse"]}})
+    assert (result["allow"], result["hold"]) == (allow, hold)
+
+
+def test_without_analysis_decide_gives_no_hold():
+    metrics = {"requests": 100, "error_rate_percent": 0.0, "p99_latency_ms": 5.0, "window_seconds": 6}
+    assert "hold" not in _embedded("canary", {"metrics": metrics, "thresholds": MANIFEST_THRESHOLDS})
