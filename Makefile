@@ -8,7 +8,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_FORCE_COLOR := 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-keepalive bench-audit bench-analysis bench-fleet clean
+.PHONY: setup demo teardown test unit integration lint sanity molecule test-min bench-app bench-deploy bench-promote bench-promote-thirdparty bench-keepalive bench-auto bench-audit bench-analysis bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
@@ -62,6 +62,11 @@ bench-promote-thirdparty: setup
 # close-per-request default, and keep-alive clients through bench-promote's sequence (docs/keepalive.md).
 bench-keepalive: setup
 	python scripts/bench_keepalive.py
+
+# promote.yml -e mode=auto under bench-promote's load: a good release to 100 %, canaries with 20 %
+# and 2 % injected errors rolled back (docs/auto-rollout.md).
+bench-auto: setup
+	python scripts/bench_auto.py
 
 bench-audit: setup
 	python scripts/bench_audit.py

@@ -33,6 +33,7 @@ CHART_POINTS = 60           # at most this many time buckets in the chart
 MODE_CHANGES_SHOWN = 100
 BLOCKED_SHOWN = 100
 LOCK_WAITS_SHOWN = 50
+JUDGEMENTS_SHOWN = 100      # the last looks of automated rollouts (canary_judged)
 CHAOS_TRANSITIONS_SHOWN = 50
 IMAGES_KEPT = 200           # the last events that say which images run (details.slots)
 POLICY_REASONS_KEPT = 500   # distinct reason sets counted apart; later new ones are pooled
@@ -307,6 +308,9 @@ class _Digest:
         self.lock_waits = collections.deque(maxlen=LOCK_WAITS_SHOWN)
         self.lock_wait_seconds = 0.0
         self.lock_wait_longest = 0.0
+        # Automated rollouts' looks (promote.yml -e mode=auto)
+        self.judgements = collections.deque(maxlen=JUDGEMENTS_SHOWN)
+        self.judgement_verdicts = collections.Counter()
         # Status scrapes
         self.scrapes = 0
         self.chart = _Chart()
@@ -356,6 +360,8 @@ class _Digest:
                                  _who(record.get("actor"))))
         elif event == "lock_wait":
             self._lock_wait(record, details, stamp)
+        elif event == "canary_judged":
+            self._judgement(record, details, stamp)
 
     # Modes ----------------------------------------------------------------------------------
 
@@ -414,6 +420,31 @@ class _Digest:
             self.lock_wait_longest = max(self.lock_wait_longest, waited)
         self.lock_waits.append((stamp, waited, _who(record.get("actor")),
                                 details.get("broken_stale")))
+
+    # Automated rollouts ---------------------------------------------------------------------
+
+    def _judgement(self, record, details, stamp):
+        """One look of an automated rollout: its verdict, both sides' figures over the interval
+        and the evidence of the comparison with the baseline, whatever shape the details have."""
+        verdict = details.get("verdict")
+        verdict = verdict if isinstance(verdict, str) else "?"
+        self.judgement_verdicts[verdict] += 1
+        windows = details.get("windows") if isinstance(details.get("windows"), dict) else {}
+        analysis = details.get("analysis") if isinstance(details.get("analysis"), dict) else {}
+
+        def side(name):
+            figures = windows.get(name) if isinstance(windows.get(name), dict) else {}
+            return (_finite(figures.get("requests")), _finite(figures.get("error_rate_percent")),
+                    _finite(figures.get("p99_latency_ms")))
+
+        def evidence(name):
+            question = analysis.get(name) if isinstance(analysis.get(name), dict) else {}
+            return _finite(question.get("e_value")), _finite(question.get("threshold"))
+
+        self.judgements.append((stamp, record.get("version"), _finite(details.get("step")),
+                                _finite(details.get("steps")), _finite(details.get("weight")), verdict,
+                                side("canary"), side("baseline"), evidence("errors"), evidence("latency"),
+                                "\n".join(_reasons(details.get("reasons")))))
 
     # Status scrapes --------------------------------------------------------------------------
 
@@ -486,6 +517,8 @@ class _Digest:
         self.lock_waits.extend(later.lock_waits)
         self.lock_wait_seconds += later.lock_wait_seconds
         self.lock_wait_longest = max(self.lock_wait_longest, later.lock_wait_longest)
+        self.judgements.extend(later.judgements)
+        self.judgement_verdicts.update(later.judgement_verdicts)
         self.scrapes += later.scrapes
         self.chart.merge(later.chart)
         self.policy_failures_total += later.policy_failures_total

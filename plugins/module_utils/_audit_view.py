@@ -118,7 +118,37 @@ def report_data(path, verdict, digest, stack=None, host=None, anchor=None):
         },
         "chart": _chart(points, digest),
         "images": _images(digest),
+        "judgements": _judgements(digest),
     }
+
+
+def _judgements(digest):
+    """The automated rollouts' looks (canary_judged): the last JUDGEMENTS_SHOWN, and every
+    verdict counted."""
+    def figures(side):
+        requests, rate, p99 = side
+        return ("-" if requests is None else "%d" % requests, "-" if rate is None else "%.2f %%" % rate,
+                "-" if p99 is None else "%.1f ms" % p99)
+
+    def evidence(pair):
+        value, threshold = pair
+        return "-" if value is None else ("%.3g" % value) + ("" if threshold is None else " / %.3g" % threshold)
+
+    rows = []
+    for stamp, version, step, steps, weight, verdict, canary, baseline, errors, latency, reasons in digest.judgements:
+        canary_req, canary_rate, canary_p99 = figures(canary)
+        base_req, base_rate, base_p99 = figures(baseline)
+        rows.append({"timestamp": stamp, "version": version or "",
+                     "step": "-" if step is None else "%d/%s" % (step, "?" if steps is None else "%d" % steps),
+                     "weight": "-" if weight is None else "%d %%" % weight,
+                     "canary": "%s req, %s, P99 %s" % (canary_req, canary_rate, canary_p99),
+                     "baseline": "%s req, %s, P99 %s" % (base_req, base_rate, base_p99),
+                     "errors_evidence": evidence(errors), "latency_evidence": evidence(latency),
+                     "verdict": verdict, "reasons": reasons or "-"})
+    verdicts = sorted(digest.judgement_verdicts.items(), key=lambda item: (-item[1], item[0]))
+    return {"total": digest.by_event["canary_judged"], "rows": rows,
+            "verdicts": [{"verdict": name, "count": count} for name, count in verdicts],
+            "verdicts_text": ", ".join("%s %d" % (_compact(name), count) for name, count in verdicts)}
 
 
 def _images(digest):

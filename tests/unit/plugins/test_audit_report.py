@@ -707,3 +707,55 @@ def test_hostile_slots_in_the_history_do_not_break_the_images_table(hist):
     rows = report(str(hist.path))["images"]["rows"]
     assert [(row["slot"], row["image"], row["image_id"]) for row in rows] == [
         ("blue", "", "(not recorded)"), ("x|y", '["a"]', "5")]
+
+
+# --------------------------------------------------------------------------------------------
+# Automated rollouts' looks (canary_judged, promote.yml -e mode=auto)
+# --------------------------------------------------------------------------------------------
+
+
+def _look(verdict, step, weight, canary, baseline, errors_e, latency_e, reasons):
+    """A canary_judged event's details, in the shape _auto.decide records them."""
+    def side(requests, rate, p99):
+        return {"requests": requests, "errors": 0, "error_rate_percent": rate, "p99_latency_ms": p99,
+                "window_seconds": 5.0}
+    return {"verdict": verdict, "reasons": reasons, "step": step, "steps": 3, "weight": weight,
+            "elapsed_seconds": 10.0, "looks": 2, "windows": {"canary": side(*canary), "baseline": side(*baseline)},
+            "analysis": {"verdict": "pass", "rejected": False, "latency_bound_seconds": 0.1, "alpha": 0.01,
+                         "errors": {"e_value": errors_e, "threshold": 200.0},
+                         "latency": {"e_value": latency_e, "threshold": 200.0}},
+            "policy": {"allow": True, "hold": False, "reasons": []}, "restarted": []}
+
+
+def test_the_looks_of_automated_rollouts_have_their_section(hist):
+    hist.add("deploy", details={"stable_slot": "blue", "generation": 1})
+    hist.add("canary_judged", "canary", _look("hold", 1, 5, (98, 0.0, 41.0), (1900, 0.1, 40.0), 0.5, 1.2,
+                                              ["comparison with the baseline: errors: 98 of 1000 needed"]),
+             version="1.1.0")
+    hist.add("canary_judged", "canary", _look("advance", 1, 5, (1010, 0.1, 42.5), (19000, 0.1, 40.0), 0.31, 0.9,
+                                              ["canary policy: allowed"]), version="1.1.0")
+    hist.add("canary_judged", "canary", _look("rollback", 2, 25, (500, 20.4, 45.0), (1500, 0.0, 40.0), 1.5e9, 2.0,
+                                              ["comparison with the baseline: errors | worse"]), version="1.1.0")
+    markdown = report(str(hist.path))["markdown"]
+    text = section(markdown, "Automated rollouts' judgements")
+    assert "3 looks judged a canary: advance 1, hold 1, rollback 1." in text
+    rows = table_rows_in(markdown, "Automated rollouts' judgements")
+    assert rows[0] == ["When (UTC)", "Version", "Step", "Weight", "Canary", "Baseline", "Errors evidence",
+                       "Latency evidence", "Verdict", "Reasons"]
+    assert rows[1][1:9] == ["1.1.0", "1/3", "5 %", "98 req, 0.00 %, P99 41.0 ms", "1900 req, 0.10 %, P99 40.0 ms",
+                            "0.5 / 200", "1.2 / 200", "hold"]
+    assert rows[3][1:9] == ["1.1.0", "2/3", "25 %", "500 req, 20.40 %, P99 45.0 ms", "1500 req, 0.00 %, P99 40.0 ms",
+                            "1.5e+09 / 200", "2 / 200", "rollback"]
+    # A reason's '|' cannot break the table.
+    assert rows[3][9] == "comparison with the baseline: errors | worse"
+
+
+def test_odd_look_details_and_no_looks_do_not_break_the_section(hist):
+    hist.add("deploy", details={"stable_slot": "blue", "generation": 1})
+    markdown = report(str(hist.path))["markdown"]
+    assert "No automated rollout (promote.yml -e mode=auto) judged a canary." in \
+        section(markdown, "Automated rollouts' judgements")
+    hist.add("canary_judged", "canary", {"verdict": ["x"], "windows": "nope", "analysis": {"errors": 3},
+                                         "step": "two", "reasons": "not a list"})
+    rows = table_rows_in(report(str(hist.path))["markdown"], "Automated rollouts' judgements")
+    assert rows[1][2:10] == ["-", "-", "- req, -, P99 -", "- req, -, P99 -", "-", "-", "?", "not a list"]

@@ -35,7 +35,7 @@ from audit_render import AUDIT_TEMPLATE, ROOT, render_report
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audit_report"
 SECTIONS = ["Chain verification", "Summary", "Timeline", "Mode changes", "Images that ran", "Blocked operations",
-            "Policy failures seen by status scrapes", "Chaos", "Lock waits",
+            "Automated rollouts' judgements", "Policy failures seen by status scrapes", "Chaos", "Lock waits",
             "Error rate and P99 over time"]
 
 
@@ -87,7 +87,9 @@ def test_an_empty_history_has_every_section_with_a_sentence(tmp_path):
     assert re.findall(r"^## (.*)$", markdown, re.M) == SECTIONS
     for sentence in ("The history holds no event yet.", "**Verified**: the history is empty.",
                      "No events other than status scrapes.", "No mode changes.",
-                     "No operation was blocked.", "No status scrape saw a failing policy.",
+                     "No operation was blocked.",
+                     "No automated rollout (promote.yml -e mode=auto) judged a canary.",
+                     "No status scrape saw a failing policy.",
                      "No status scrape saw chaos injected.",
                      "No run had to wait for the stack lock.",
                      "No status scrape recorded an error rate or a P99, so there is no chart.\n"):
