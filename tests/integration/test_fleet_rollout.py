@@ -334,9 +334,8 @@ def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted
     stats = run.stats()["swiftdeploy_rollout"]
     assert {name: part["result"] for name, part in stats["hosts"].items()} == {
         "h1": "reverted", "h2": "failed", "h3": "not_reached"}
-    assert stats["summary"]["releases"] == {"2.0.0": ["h1"], "unknown (unreachable)": ["h2"],
-                                           "unchanged (not reached)": ["h3"]}, \
-        stats["summary"]
+    releases = {"2.0.0": ["h1"], "unknown (unreachable)": ["h2"], "unchanged (not reached)": ["h3"]}
+    assert stats["summary"]["releases"] == releases, stats["summary"]
 
 
 @pytest.mark.parametrize("value, message", [
