@@ -21,6 +21,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._auto import (
     decide,
     look,
     resume,
+    rollout_status,
     settings_of,
     start,
 )
@@ -67,6 +68,19 @@ def auto_decide(looked, decision, settings):
         raise AnsibleFilterError("auto_decide: %s" % exc)
 
 
+def auto_status(live, stack, saved=None):
+    """What status.yml shows of the live canary's automated rollout (null when none is recorded)."""
+    try:
+        previous = json.loads(saved) if saved else None
+    except ValueError:
+        previous = None
+    try:
+        return rollout_status(previous, live, settings_of(stack), time.time())
+    except (AutoError, AnalysisError, KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("auto_status: %s" % exc)
+
+
 class FilterModule(object):
     def filters(self):
-        return {"auto_begin": auto_begin, "auto_look": auto_look, "auto_decide": auto_decide}
+        return {"auto_begin": auto_begin, "auto_look": auto_look, "auto_decide": auto_decide,
+                "auto_status": auto_status}

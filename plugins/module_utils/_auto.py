@@ -35,6 +35,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._analysis import
     judge,
     new_analysis,
     slot_window_delta,
+    summary,
     update_analysis,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import EXCLUDED_PATHS, combine, format_bound
@@ -124,6 +125,35 @@ def resume(saved, settings, live, now):
     return state, ("Taking over canary %s (slot %s, weight %d%%) for an automated rollout at step %d of %d "
                    "(weight %d%%): no rollout of it was recorded."
                    % (version, canary, weight, step + 1, len(settings["steps"]), settings["steps"][step]))
+
+
+def rollout_status(saved, live, settings, now):
+    """What status.yml shows of the automated rollout of the live canary: None without a canary
+    or without a saved rollout of this very canary (a canary started by hand, a stale file).
+    `saved` is <project>/auto.json as the last look wrote it (its evidence up to that look)."""
+    canary = live.get("canary")
+    if not canary or not _matches(saved, canary, live["slots"][canary]["version"], settings):
+        return None
+    questions = {}
+    for name in ("errors", "latency"):
+        figures = summary(saved["analysis"][name])
+        questions[name] = dict((key, figures[key]) for key in (
+            "e_value", "threshold", "rejected", "canary_requests", "canary_bad", "baseline_requests", "baseline_bad"))
+    steps = settings["steps"]
+    step = min(int(saved["step"]), len(steps) - 1)
+    elapsed = max(0.0, float(now) - saved["started_at"])
+    line = ("Automated rollout of %s: step %d/%d at %d%%, %d look%s over %.0f s (at most %d s); evidence e-value "
+            "errors %s, latency %s (>%s s), rollback at %s" % (
+                saved["canary_version"], step + 1, len(steps), live["weight"], saved["looks"],
+                "" if saved["looks"] == 1 else "s", elapsed,
+                settings["max_duration_seconds"], _number(questions["errors"]["e_value"]),
+                _number(questions["latency"]["e_value"]),
+                "n/a" if saved["latency_bound"] is None else "%g" % saved["latency_bound"],
+                _number(questions["errors"]["threshold"])))
+    return {"version": saved["canary_version"], "step": step + 1, "steps": len(steps), "weight": live["weight"],
+            "looks": saved["looks"], "elapsed_seconds": round(elapsed, 1),
+            "max_duration_seconds": settings["max_duration_seconds"], "latency_bound_seconds": saved["latency_bound"],
+            "errors": questions["errors"], "latency": questions["latency"], "line": line}
 
 
 def _matches(saved, canary, version, settings):

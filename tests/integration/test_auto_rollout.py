@@ -188,6 +188,11 @@ def test_a_killed_rollout_is_resumed_by_the_next_run(stack):
         assert state["canary"] and state["weight"] == 10, state
         saved = json.loads((stack.project / "auto.json").read_text())
         assert saved["canary_version"] == "1.3.0"
+        # status.yml shows the interrupted rollout from what its last look saved.
+        status = stack.run("status", manifest=manifest)
+        assert status.rc == 0, status.describe()
+        assert "Automated rollout of 1.3.0: step 1/2 at 10%, " in status.stdout, status.stdout
+        assert "evidence e-value errors " in status.stdout and "rollback at 200" in status.stdout, status.stdout
         run = stack.run("promote", "-e", "mode=auto", manifest=manifest)
     assert run.rc == 0, run.describe()
     assert "Resuming the automated rollout of canary 1.3.0" in run.stdout, run.stdout

@@ -238,3 +238,32 @@ def test_an_app_reading_counts_application_requests_only():
         "app_uptime_seconds 12.5", ""])
     assert _auto.app_reading(parse(text, 1000.0)) == {
         "counters": {"requests": 100, "errors": 10, "le:0.1": 95, "le:+Inf": 100}, "uptime": 12.5}
+
+
+def test_the_status_of_a_running_rollout():
+    state, looked = rollout((app(0, 0), app(0, 0)), (app(60, 1), app(540, 0)))
+    status = _auto.rollout_status(looked["state"], LIVE, SETTINGS, 1030.0)
+    assert (status["version"], status["step"], status["steps"], status["weight"], status["looks"]) == \
+        ("1.1.0", 1, 2, 10, 1)
+    assert status["elapsed_seconds"] == 30.0 and status["max_duration_seconds"] == 60
+    errors = status["errors"]
+    assert (errors["canary_requests"], errors["canary_bad"], errors["baseline_requests"], errors["baseline_bad"]) == \
+        (60, 1, 540, 0)
+    assert errors["e_value"] > 1 and errors["threshold"] == 200.0 and errors["rejected"] is False
+    assert status["line"].startswith(
+        "Automated rollout of 1.1.0: step 1/2 at 10%, 1 look over 30 s (at most 60 s); evidence e-value errors ")
+    assert status["line"].endswith(", latency 1 (>0.1 s), rollback at 200")
+    assert json.loads(json.dumps(status)) == status
+
+
+@pytest.mark.parametrize("saved, live", [
+    (None, LIVE),                                           # no saved rollout: a canary started by hand
+    ("not a rollout", LIVE),
+    ("other version", LIVE),                                # a file of an earlier rollout
+    ("same", dict(LIVE, canary=None, mode="stable")),       # no canary runs
+])
+def test_no_status_without_a_rollout_of_the_live_canary(saved, live):
+    state, _looked = rollout((app(0, 0), app(0, 0)))
+    saved = {"same": state, "other version": dict(state, canary_version="0.9.0"),
+             "not a rollout": {"step": 1}}.get(saved)
+    assert _auto.rollout_status(saved, live, SETTINGS, 1010.0) is None
