@@ -441,7 +441,8 @@ class _Digest:
             question = analysis.get(name) if isinstance(analysis.get(name), dict) else {}
             return _finite(question.get("e_value")), _finite(question.get("threshold"))
 
-        self.judgements.append((stamp, record.get("version"), _finite(details.get("step")),
+        version = details.get("canary_version") if isinstance(details.get("canary_version"), str) else None
+        self.judgements.append((stamp, version, _finite(details.get("step")),
                                 _finite(details.get("steps")), _finite(details.get("weight")), verdict,
                                 side("canary"), side("baseline"), evidence("errors"), evidence("latency"),
                                 "\n".join(_reasons(details.get("reasons")))))

@@ -302,6 +302,7 @@ def decide(looked, decision, settings, now):
     event = {
         "verdict": verdict,
         "reasons": reasons,
+        "canary_version": state["canary_version"],
         "step": state["step"] + 1,
         "steps": len(steps),
         "weight": state["weight"],

@@ -719,7 +719,7 @@ def _look(verdict, step, weight, canary, baseline, errors_e, latency_e, reasons)
     def side(requests, rate, p99):
         return {"requests": requests, "errors": 0, "error_rate_percent": rate, "p99_latency_ms": p99,
                 "window_seconds": 5.0}
-    return {"verdict": verdict, "reasons": reasons, "step": step, "steps": 3, "weight": weight,
+    return {"verdict": verdict, "reasons": reasons, "canary_version": "1.1.0", "step": step, "steps": 3, "weight": weight,
             "elapsed_seconds": 10.0, "looks": 2, "windows": {"canary": side(*canary), "baseline": side(*baseline)},
             "analysis": {"verdict": "pass", "rejected": False, "latency_bound_seconds": 0.1, "alpha": 0.01,
                          "errors": {"e_value": errors_e, "threshold": 200.0},
@@ -740,7 +740,7 @@ def test_the_looks_of_automated_rollouts_have_their_section(hist):
     text = section(markdown, "Automated rollouts' judgements")
     assert "3 looks judged a canary: advance 1, hold 1, rollback 1." in text
     rows = table_rows_in(markdown, "Automated rollouts' judgements")
-    assert rows[0] == ["When (UTC)", "Version", "Step", "Weight", "Canary", "Baseline", "Errors evidence",
+    assert rows[0] == ["When (UTC)", "Canary version", "Step", "Weight", "Canary", "Baseline", "Errors evidence",
                        "Latency evidence", "Verdict", "Reasons"]
     assert rows[1][1:9] == ["1.1.0", "1/3", "5 %", "98 req, 0.00 %, P99 41.0 ms", "1900 req, 0.10 %, P99 40.0 ms",
                             "0.5 / 200", "1.2 / 200", "hold"]
