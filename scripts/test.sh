@@ -93,6 +93,7 @@ join_background
 stage "pytest: timing-sensitive integration" pytest -q -p no:cacheprovider --durations=10 -m "timing and not fleet" tests
 stage "molecule: default" molecule test -s default
 stage "molecule: canary" molecule test -s canary
+stage "molecule: auto" molecule test -s auto
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED stages: %s\n' "${failed[*]}"
