@@ -19,6 +19,7 @@ archive, side by side), so each deploy finds them by ID and ships nothing. The t
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import re
@@ -52,6 +53,16 @@ class HostTraffic(Traffic):
 
     def connection(self):
         return http.client.HTTPConnection(self.address, self.port, timeout=10)
+
+
+@contextlib.contextmanager
+def traffic_on(hosts):
+    """Continuous traffic to each host's own address while the block runs: the loads, in order."""
+    loads = [HostTraffic(host.address, PORT) for host in hosts]
+    with contextlib.ExitStack() as stack:
+        for load in loads:
+            stack.enter_context(load)
+        yield loads
 
 
 def served(host):
@@ -189,14 +200,8 @@ def test_a_rolling_deploy_in_batches_of_one_keeps_every_host_serving(rollout, on
     assert [served(host) for host in hosts] == [(200, "1.0.0")] * 3
     before = {host.name: len(rollout.history(host)) for host in hosts}
     manifest = rollout.manifest("v2", images["2"], "2.0.0")
-    loads = [HostTraffic(host.address, PORT) for host in hosts]
-    for load in loads:
-        load.__enter__()
-    try:
+    with traffic_on(hosts) as loads:
         run = rollout.run("deploy", {host.name: manifest for host in hosts}, "-e", "swiftdeploy_batch=1")
-    finally:
-        for load in loads:
-            load.__exit__(None, None, None)
     assert run.rc == 0, run.describe()
     for host, load in zip(hosts, loads):
         assert load.successes > 50, (host.name, load.successes)
@@ -236,15 +241,9 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
     h3_containers = rollout.containers(h3)
     good = rollout.manifest("v3", images["3"], "3.0.0")
     bad = rollout.manifest("v3-bad", images["bad"], "3.0.0")
-    loads = [HostTraffic(host.address, PORT) for host in hosts]
-    for load in loads:
-        load.__enter__()
-    try:
+    with traffic_on(hosts) as loads:
         run = rollout.run("deploy", {h1.name: good, h2.name: bad, h3.name: good}, "-e", "swiftdeploy_batch=1",
                           "-e", "swiftdeploy_deploy_health_timeout=20")
-    finally:
-        for load in loads:
-            load.__exit__(None, None, None)
     assert run.rc != 0, run.describe()
     text = " ".join(run.stdout.split())
     assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: ", text), run.describe()
@@ -304,18 +303,14 @@ def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted
     before = {host.name: len(rollout.history(host)) for host in hosts}
     h3_containers = rollout.containers(h3)
     good = rollout.manifest("v3", images["3"], "3.0.0")
-    loads = [HostTraffic(host.address, PORT) for host in hosts]
-    for load in loads:
-        load.__enter__()
-    try:
+    with traffic_on(hosts) as loads:
         # Every sshd process, so no SSH master of an earlier run can still reach h2 either.
         stopped = docker("exec", h2.container, "pkill", "-x", "sshd")
         assert stopped.returncode == 0, stopped.stderr
-        run = rollout.run("deploy", {host.name: good for host in hosts}, "-e", "swiftdeploy_batch=1")
-    finally:
-        docker("exec", h2.container, "/usr/sbin/sshd")
-        for load in loads:
-            load.__exit__(None, None, None)
+        try:
+            run = rollout.run("deploy", {host.name: good for host in hosts}, "-e", "swiftdeploy_batch=1")
+        finally:
+            docker("exec", h2.container, "/usr/sbin/sshd")
     assert run.rc != 0, run.describe()
     text = " ".join(run.stdout.split())
     assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: unreachable when its batch started \(", text), \
