@@ -12,8 +12,12 @@ requests cannot then weigh as much as a busy one, and the P99 is the fleet's, no
 A host is named an outlier when it is much worse than the other hosts together, over the same
 window: its error rate is at least OUTLIER_ERROR_FACTOR times theirs and OUTLIER_ERROR_POINTS
 percentage points above it, or its P99 is at least OUTLIER_P99_FACTOR times theirs and
-OUTLIER_P99_MS above it. A host with fewer than OUTLIER_MIN_REQUESTS requests in the window is
-never named (too little data to say); nor is any host of a fleet of one.
+OUTLIER_P99_MS above it *and* its tail is really slower: at least OUTLIER_SLOW_SHARE of its
+requests (and OUTLIER_SLOW_MIN of them) were slower than the other hosts' P99, which about 1 % of
+theirs exceed. A P99 over a short window rests on its one or two slowest requests, so one request
+held up by a busy moment would otherwise name a healthy host. A host with fewer than
+OUTLIER_MIN_REQUESTS requests in the window is never named (too little data to say); nor is any
+host of a fleet of one.
 
 A fleet canary (docs/fleet-canary.md) starts on the first hosts of the play (`canary_hosts`,
 from the manifest's canary.hosts) and is judged once for all of them (`judgement`): never on
@@ -29,6 +33,8 @@ OUTLIER_ERROR_FACTOR = 2.0
 OUTLIER_ERROR_POINTS = 5.0
 OUTLIER_P99_FACTOR = 2.0
 OUTLIER_P99_MS = 50.0
+OUTLIER_SLOW_SHARE = 0.10
+OUTLIER_SLOW_MIN = 5
 
 FIGURE_KEYS = ("requests", "errors", "latency_buckets", "window_seconds")
 # The figures a policy and a history event get for each host and for the fleet (no histogram).
@@ -83,8 +89,22 @@ def _outlier_reasons(figures, others):
     mine, theirs = mine_all["p99_latency_ms"], rest["p99_latency_ms"]
     if mine is not None and theirs is not None and rest["requests"] >= OUTLIER_MIN_REQUESTS:
         if mine >= OUTLIER_P99_FACTOR * theirs and mine >= theirs + OUTLIER_P99_MS:
-            reasons.append("P99 %.1f ms against %.1f ms on the other hosts" % (mine, theirs))
+            slow = slower_than(mine_all["latency_buckets"], theirs / 1000.0)
+            if slow >= OUTLIER_SLOW_MIN and slow >= OUTLIER_SLOW_SHARE * mine_all["requests"]:
+                reasons.append("P99 %.1f ms against %.1f ms on the other hosts (%d of its %d requests slower than "
+                               "their P99)" % (mine, theirs, slow, mine_all["requests"]))
     return reasons
+
+
+def slower_than(buckets, seconds):
+    """How many requests of cumulative `buckets` ([[bound, count], ..., ["+Inf", total]]) were
+    surely slower than `seconds`: those above the smallest bucket bound at or above it."""
+    counts = sorted((float(bound), count) for bound, count in buckets)
+    if not counts:
+        return 0
+    total = counts[-1][1]
+    within = next((count for bound, count in counts if bound >= seconds), total)
+    return max(0, total - within)
 
 
 def canary_hosts(hosts, setting):

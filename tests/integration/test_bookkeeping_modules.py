@@ -185,6 +185,8 @@ def test_stack_teardown_fails_naming_the_holder_and_touches_nothing(module, tmp_
     assert rc == 0 and released["changed"], "alice's lock must still be hers"
 
 
+# timing: the holder keeps the lock 4 s, which a busy machine can spend starting the module
+@pytest.mark.timing
 def test_stack_teardown_records_the_wait_for_the_lock(module, tmp_path, repo_root):
     """Another run holds the lock for 4 s (longer than ansible takes to start the module): the
     teardown waits, then records lock_wait before teardown."""

@@ -183,8 +183,10 @@ def test_a_second_run_ships_nothing(fleet_stack, first_deploy, parse_recap):
     assert f"{IMAGE} ({image_id}) already on {host.name} with the same image ID: not shipped" in run.stdout, \
         run.describe()
     assert "shipped from the controller to" not in run.stdout, run.describe()
-    assert re.search(r"Ship the images the host lacks from the controller, without a registry\] \**\nskipping: \[h1\]",
-                     run.stdout), run.describe()
+    # A host with every image skips shipping, pulling and building in one include.
+    assert re.search(r"Ship, pull or build the images this host lacks, and read their IDs again\] \**\n"
+                     r"skipping: \[h1\]", run.stdout), run.describe()
+    assert "Ship the images the host lacks from the controller" not in run.stdout, run.describe()
     assert parse_recap(run.stdout)[host.name]["changed"] == 0, run.describe()
     assert {path.name: path.stat().st_mtime_ns for path in fleet_stack.cache_dir.iterdir()} == cached
     assert fleet_stack.state()["slots"]["blue"]["image_id"] == image_id

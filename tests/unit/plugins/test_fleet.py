@@ -14,6 +14,9 @@ def figures(requests, errors, buckets, seconds=60.0):
 
 FAST = [["0.005", 90], ["0.01", 100], ["+Inf", 100]]      # P99 under 10 ms
 SLOW = [["0.005", 0], ["0.5", 10], ["1", 100], ["+Inf", 100]]  # P99 near 1 s
+FAST_73 = [["0.005", 60], ["0.05", 73], ["0.25", 73], ["+Inf", 73]]      # P99 under 50 ms
+ONE_SLOW = [["0.005", 60], ["0.05", 72], ["0.25", 73], ["+Inf", 73]]     # P99 ~ 140 ms from one request
+EIGHT_SLOW = [["0.005", 50], ["0.05", 65], ["0.25", 73], ["+Inf", 73]]   # 8 requests over 50 ms
 
 
 def test_counts_are_summed_and_rates_computed_once_from_the_sums():
@@ -51,6 +54,14 @@ def test_the_p99_comes_from_the_merged_histogram_not_a_mean_of_p99s():
     ({"h1": figures(5, 0, FAST), "h2": figures(100, 50, FAST), "h3": figures(5, 0, FAST)}, []),
     # latency: one slow host
     ({"h1": figures(100, 0, FAST), "h2": figures(100, 0, SLOW), "h3": figures(100, 0, FAST)}, ["h2"]),
+    # one slow request (a busy moment) makes a short window's P99 high, not the host slow:
+    # 1 of 73 requests above the others' P99 is not a tail (what CI saw on two healthy hosts)
+    ({"h1": figures(73, 0, ONE_SLOW), "h2": figures(73, 0, FAST_73), "h3": figures(73, 0, FAST_73)}, []),
+    # 8 of 73 slower than the others' P99 (11 %): named
+    ({"h1": figures(73, 0, EIGHT_SLOW), "h2": figures(73, 0, FAST_73), "h3": figures(73, 0, FAST_73)}, ["h1"]),
+    # 4 of 30 (13 %) but fewer than 5 requests: not named
+    ({"h1": figures(30, 0, [["0.005", 26], ["0.01", 26], ["0.5", 26], ["+Inf", 30]]), "h2": figures(73, 0, FAST_73),
+      "h3": figures(73, 0, FAST_73)}, []),
 ])
 def test_outliers(hosts, named):
     assert [entry["host"] for entry in _fleet.merge(hosts)["outliers"]] == named
@@ -61,6 +72,17 @@ def test_an_outlier_says_why():
     (entry,) = merged["outliers"]
     assert entry["reasons"][0] == "error rate 40.00% against 0.00% on the other hosts"
     assert entry["reasons"][1].startswith("P99 ") and "ms against" in entry["reasons"][1]
+
+
+@pytest.mark.parametrize("buckets, seconds, slower", [
+    ([["0.005", 60], ["0.05", 72], ["0.25", 73], ["+Inf", 73]], 0.0499, 1),   # above the 0.05 bound
+    ([["0.005", 60], ["0.05", 72], ["0.25", 73], ["+Inf", 73]], 0.05, 1),
+    ([["0.005", 60], ["0.05", 72], ["0.25", 73], ["+Inf", 80]], 0.3, 0),     # past the last bound: +Inf
+    ([["0.005", 60], ["+Inf", 73]], 0.001, 13),
+    ([], 0.1, 0),
+])
+def test_slower_than_counts_only_requests_surely_slower(buckets, seconds, slower):
+    assert _fleet.slower_than(buckets, seconds) == slower
 
 
 def test_no_hosts_is_an_empty_window():
