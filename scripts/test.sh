@@ -74,17 +74,20 @@ stage "test images (fleet host, third-party app)" \
 # engine: the fleet's stacks run in the fleet hosts' own dockerds, at the hosts' own addresses,
 # so the two share no stack, port, project directory or lock, and both mostly wait (on SSH,
 # health checks, canary windows).
+# ansible-test sanity (CPU only, in its own copy of the collection) and the oldest-core stage
+# (its own stack `mincore` on ports 18080/18082) follow them in the same background process: the
+# local-engine tests in the foreground are the longest stage, and these fit beside them.
 fleet_stages() {
   stage "pytest: fleet" pytest -q -p no:cacheprovider --durations=15 -m fleet tests
   stage "molecule: fleet" molecule test -s fleet
+  stage "ansible-test sanity" bash scripts/sanity.sh
+  # meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the
+  # oldest ansible-core it allows, in .venv-min.
+  stage "oldest ansible-core (requirements-min.txt)" bash scripts/test-min.sh
 }
-in_background "pytest: fleet, then molecule: fleet" fleet_stages
+in_background "pytest: fleet, molecule: fleet, sanity, oldest ansible-core" fleet_stages
 stage "ansible-lint (production profile)" bash scripts/lint.sh
-stage "ansible-test sanity" bash scripts/sanity.sh
 stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 -m "not fleet and not timing" tests
-# meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the oldest
-# ansible-core it allows, in .venv-min.
-stage "oldest ansible-core (requirements-min.txt)" bash scripts/test-min.sh
 join_background
 
 # Tests that assert on wall-clock time (marker `timing`: progress lines, a canary judged before
