@@ -9,7 +9,7 @@ rollout a new canary version of the same image, with steps [5, 25, 50], a 5 s in
 1. good     no fault: must reach 100 % (promote) with no failed request;
 2. errors20 as soon as the canary serves, POST /chaos {"mode": "error", "rate": 0.2} (the admin
             port's /chaos reaches the canary): must be rolled back within 15 s of the canary's
-            step start (its `canary` event);
+            step start (its `promote` event);
 3. errors2  the same with rate 0.02: must be rolled back before the rollout ends.
 
 The latency bound is left to the rollout (chosen from the baseline before the canary's data is
@@ -127,7 +127,8 @@ def run_rollout(name, rate, manifest, project_dir, load):
     events = history(project_dir)[before:]
     looks = [event for event in events if event["event"] == "canary_judged"]
     verdicts = [event["details"]["verdict"] for event in looks]
-    canary_start = next((stamp(event["timestamp"]) for event in events if event["event"] == "canary"), None)
+    # The canary's start is the rollout's first `promote` event (to canary mode at the first step).
+    canary_start = next((stamp(event["timestamp"]) for event in events if event["event"] == "promote"), None)
     rolled_back = next((stamp(event["timestamp"]) for event in events if event["event"] == "rollback"), None)
     last = looks[-1]["details"] if looks else {}
     answered = load.responses()[first:]
