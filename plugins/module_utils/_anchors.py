@@ -28,7 +28,8 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 
 FORMAT = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -78,17 +79,7 @@ def write_anchor(path, anchor):
     """Replace the anchor file atomically (mode 0600: it tells where the history must end)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".anchor.", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(anchor, stream, sort_keys=True, indent=2)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, (json.dumps(anchor, sort_keys=True, indent=2) + "\n").encode("utf-8"), 0o600)
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

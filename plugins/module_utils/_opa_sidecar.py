@@ -29,6 +29,7 @@ import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 
 OPA_UID = 65532
 OPA_PORT = 8181
@@ -104,7 +105,7 @@ def ensure_token(project_dir, uid=OPA_UID, check_mode=False):
     if not valid:
         if check_mode:
             return True
-        _write_new_token(directory, path, uid)
+        _write_new_token(path, uid)
         return True
     info = os.lstat(path)
     if stat.S_IMODE(info.st_mode) != 0o600 or info.st_uid != uid or info.st_gid != uid:
@@ -116,22 +117,9 @@ def ensure_token(project_dir, uid=OPA_UID, check_mode=False):
     return changed
 
 
-def _write_new_token(directory, path, uid):
+def _write_new_token(path, uid):
     document = json.dumps({"swiftdeploy_sidecar": {"token": secrets.token_urlsafe(TOKEN_BYTES)}}).encode("utf-8")
-    temporary = os.path.join(directory, ".%s.%d.tmp" % (TOKEN_FILE, os.getpid()))
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchown(handle.fileno(), uid, uid)
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(document)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomic(path, document, 0o600, uid, uid)
 
 
 def find_sidecar(engine, project_dir, stack, network):

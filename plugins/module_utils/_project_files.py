@@ -2,7 +2,7 @@
 # Copyright: SwiftDeploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Removing entries of a stack's project directory without ever leaving it.
+"""A stack's files on the host: written atomically, removed without ever leaving the project directory.
 
 This is a private module_utils file: its API may change without notice. No Ansible imports.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 
 def inside(root, name):
@@ -36,3 +37,47 @@ def remove(target):
         shutil.rmtree(target)
     else:
         os.unlink(target)
+
+
+def synced_temp(path, data, mode, uid=None, gid=None):
+    """A temporary file beside path holding data (bytes), synced to disk; its name.
+
+    mkstemp creates it 0600 and never through a link; it gets its owner and mode before a byte is
+    written, so a key is never readable by others, not even for an instant."""
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp",
+                                         dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if uid is not None or gid is not None:
+                os.fchown(out.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        _discard(temporary)
+        raise
+    return temporary
+
+
+def write_atomic(path, data, mode, uid=None, gid=None, move=os.replace):
+    """Replace path with data (bytes) so that a reader sees the old file or the new one, never part.
+
+    move(temporary, path) puts the synced temporary file in place: os.replace, or a module's
+    atomic_move (files written by modules), after which the mode and owner are given again, since
+    atomic_move gives a new file the umask's mode and a replaced one the old file's."""
+    temporary = synced_temp(path, data, mode, uid, gid)
+    try:
+        move(temporary, path)
+    except BaseException:
+        _discard(temporary)
+        raise
+    if move is not os.replace:
+        if uid is not None or gid is not None:
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+        os.chmod(path, mode)
+
+
+def _discard(temporary):
+    if os.path.lexists(temporary):
+        os.unlink(temporary)

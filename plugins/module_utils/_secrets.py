@@ -29,7 +29,8 @@ import os
 import re
 import secrets as random
 import shutil
-import tempfile
+
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 
 SECRETS_DIR = "secrets"
 KEY_FILE = "hmac.key"
@@ -114,19 +115,7 @@ def read_key(root):
 
 
 def _write_file(directory, name, data, mode, uid, gid):
-    handle, temp = tempfile.mkstemp(prefix=".%s." % name, dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            os.fchown(out.fileno(), uid, gid)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    write_atomic(os.path.join(directory, name), data, mode, uid, gid)
 
 
 def _same_file(path, data, mode, uid, gid):

@@ -38,6 +38,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import NOT_RUN
 
 PROJECT_DIR_MODE = 0o750
@@ -120,32 +121,9 @@ class ActionLog(object):
         self.add(step, name, 0.0, detail + self.NOT_RUN)
 
 
-def synced_temp(path, content, mode):
-    """A temporary file beside path holding content with mode, synced to disk; its name."""
-    directory = os.path.dirname(path)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content.encode("utf-8"))
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    return temp
-
-
 def default_atomic_write(path, content, mode):
     """Write path atomically: a synced temporary file in the same directory, renamed over it."""
-    temp = synced_temp(path, content, mode)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_atomic(path, content.encode("utf-8"), mode)
 
 
 def fsync_directory(path):

@@ -23,6 +23,8 @@ import hashlib
 import os
 import re
 
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
+
 CERT_SUFFIX = ".crt"
 KEY_SUFFIX = ".key"
 CERT_MODE = 0o644
@@ -119,22 +121,6 @@ def needs_write(path, content, mode, uid, gid):
 def write_private(path, content, mode, uid, gid):
     """Write content to path atomically: a new file created with `mode` (so the key is never
     readable by others, not even for an instant), owned by uid:gid, synced, then renamed over
-    path."""
-    directory = os.path.dirname(path)
-    temp = os.path.join(directory, ".%s.tmp" % os.path.basename(path))
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            if uid is not None or gid is not None:
-                os.fchown(out.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
-            out.write(content.encode("ascii"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-        raise
+    path. Not through atomic_move, which gives a new file the umask's mode before it could be
+    narrowed again."""
+    write_atomic(path, content.encode("ascii"), mode, uid, gid)

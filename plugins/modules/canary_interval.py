@@ -120,8 +120,6 @@ slots:
 """
 
 import json
-import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -132,22 +130,12 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import Htt
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import KeepAlive, touch
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import MetricsError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics_store import scrape
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 
 
-def save(path, state):
-    """Replace path atomically with the state as JSON (mode 0600)."""
-    directory = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(prefix=".auto-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+def save(path, state, move):
+    """Replace path atomically with the state as JSON (mode 0600), put in place by move."""
+    write_atomic(path, json.dumps(state, sort_keys=True).encode("utf-8"), 0o600, move=move)
 
 
 def read_slots(params, since, now):
@@ -188,8 +176,8 @@ def main():
                              "resume the rollout." % lock_path)
     if params["state"] is not None and not module.check_mode:
         try:
-            save(params["state_path"], params["state"])
-        except OSError as exc:
+            save(params["state_path"], params["state"], module.atomic_move)
+        except Exception as exc:  # atomic_move raises a bare Exception naming the paths
             module.fail_json(msg="cannot save the rollout's state in %s: %s" % (params["state_path"], exc))
     since = params["since"]
     started = time.time()

@@ -494,6 +494,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import DEFAULT_FILE_MODE, PlanError, parse_mode
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converger import Converger
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import EngineError, open_engine
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._session import (
     Session,
     SessionError,
@@ -504,7 +505,6 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host impo
     ConvergeError,
     DryRunStackHost,
     StackHost,
-    synced_temp,
 )
 
 ARGUMENT_SPEC = {
@@ -552,9 +552,7 @@ ARGUMENT_SPEC = {
 
 def atomic_write(module, path, content, mode):
     """A synced temporary file beside path, moved over it by Ansible's atomic_move."""
-    module.atomic_move(synced_temp(path, content, mode), path)
-    # atomic_move gives a replaced file the mode it had; the step's mode is the one wanted.
-    os.chmod(path, mode)
+    write_atomic(path, content.encode("utf-8"), mode, move=module.atomic_move)
     attributes = module.load_file_common_arguments(module.params, path=path)
     attributes["mode"] = None
     module.set_fs_attributes_if_different(attributes, False)
