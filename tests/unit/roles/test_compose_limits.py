@@ -1,24 +1,15 @@
 """docker-compose.yml.j2 rendered without Docker: every container gets the manifest's limits."""
 
 import copy
-import pathlib
 
 import pytest
 import yaml
 
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar
-
-try:
-    from ansible.template import trust_as_template
-except ImportError:  # ansible-core before 2.19 templates any string it is given
-    def trust_as_template(text):
-        return text
-
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import initial_state
 
-ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
+from role_templates import render_template, role_variables  # tests/unit/roles/role_templates.py
+
 MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8080},
            "contact": "ops@example.com", "opa": {"mode": "sidecar"}}
 TWO_SLOTS = {"generation": 2, "mode": "canary", "weight": 10, "stable": "blue", "canary": "green", "slots": {
@@ -28,14 +19,10 @@ TWO_SLOTS = {"generation": 2, "mode": "canary", "weight": 10, "stable": "blue", 
 
 
 def render(manifest, live=None):
-    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test",
-                     _swiftdeploy_opa_network="%s_opa" % manifest["stack"])
     # The role renders from the live state, or the first deploy's one.
-    variables["swiftdeploy_live"] = live if live is not None else initial_state(
-        manifest["services"]["image"], manifest["services"]["version"], manifest["services"]["mode"])
-    template = (ROLE / "templates" / "docker-compose.yml.j2").read_text(encoding="utf-8")
-    return yaml.safe_load(Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template)))
+    if live is None:
+        live = initial_state(manifest["services"]["image"], manifest["services"]["version"], manifest["services"]["mode"])
+    return yaml.safe_load(render_template("docker-compose.yml.j2", role_variables(manifest, live)))
 
 
 def limits(service):

@@ -2,27 +2,16 @@
 become with it, rendered without Docker (tests/integration/test_keepalive.py runs them)."""
 
 import copy
-import pathlib
 import re
 
-import jinja2
 import pytest
 import yaml
 
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar
-
-try:
-    from ansible.template import trust_as_template
-except ImportError:  # ansible-core before 2.19 templates any string it is given
-    def trust_as_template(text):
-        return text
-
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import initial_state
 
-ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
+from role_templates import render_template, role_variables  # tests/unit/roles/role_templates.py
+
 MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443},
            "contact": "ops@example.com"}
 SOCKET = "unix:/var/cache/nginx/swiftdeploy-public.sock"
@@ -32,18 +21,10 @@ def render(name, nginx=None, live=None):
     data = copy.deepcopy(MINIMAL)
     data["nginx"].update(nginx or {})
     manifest = validate_manifest(data)
-    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test",
-                     _swiftdeploy_opa_network="%s_opa" % manifest["stack"], _swiftdeploy_tls={"stem": "0123abcd"},
-                     swiftdeploy_live=live or initial_state("app:1", "1.0.0", "stable"),
-                     _swiftdeploy_edge_conf_sha256="f" * 64)
-    template = (ROLE / "templates" / name).read_text(encoding="utf-8")
-    if name.endswith(".conf.j2"):
-        environment = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
-        environment.filters.update({"comment": lambda text: "# " + text, "swiftdeploy.stack.nginx_string": nginx_string,
-                                    "swiftdeploy.stack.nginx_json": nginx_json})
-        return environment.from_string(template).render(variables)
-    return yaml.safe_load(Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template)))
+    variables = role_variables(manifest, live or initial_state("app:1", "1.0.0", "stable"),
+                               _swiftdeploy_tls={"stem": "0123abcd"}, _swiftdeploy_edge_conf_sha256="f" * 64)
+    text = render_template(name, variables)
+    return text if name.endswith(".conf.j2") else yaml.safe_load(text)
 
 
 def test_edge_is_off_by_default_and_nothing_changes():

@@ -2,26 +2,15 @@
 test runs the result through nginx -t and real clients)."""
 
 import copy
-import pathlib
 import re
 
-import jinja2
 import yaml
 
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar
-
-try:
-    from ansible.template import trust_as_template
-except ImportError:  # ansible-core before 2.19 templates any string it is given
-    def trust_as_template(text):
-        return text
-
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import initial_state
 
-ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
+from role_templates import render_template, role_variables  # tests/unit/roles/role_templates.py
+
 MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443},
            "contact": "ops@example.com"}
 STEM = "0123456789abcdef"
@@ -32,19 +21,8 @@ def render(name, tls=None):
     if tls is not None:
         data["nginx"]["tls"] = tls
     manifest = validate_manifest(data)
-    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=manifest, ansible_managed="managed by test",
-                     _swiftdeploy_opa_network="%s_opa" % manifest["stack"], _swiftdeploy_tls={"stem": STEM},
-                     swiftdeploy_live=initial_state("app:1", "1.0.0", "stable"))
-    template = (ROLE / "templates" / name).read_text(encoding="utf-8")
-    if name == "nginx.conf.j2":
-        # Plain Jinja with the collection's quoting filters, as Ansible's template module renders
-        # it (trim_blocks); a Templar outside a play does not find collection filters.
-        environment = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
-        environment.filters.update({"comment": lambda text: "# " + text, "swiftdeploy.stack.nginx_string": nginx_string,
-                                    "swiftdeploy.stack.nginx_json": nginx_json})
-        return environment.from_string(template).render(variables)
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template))
+    return render_template(name, role_variables(manifest, initial_state("app:1", "1.0.0", "stable"),
+                                                _swiftdeploy_tls={"stem": STEM}))
 
 
 def servers(conf):
