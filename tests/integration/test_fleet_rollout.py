@@ -69,6 +69,29 @@ def served(host):
     return version_served(PORT, host=host.address)
 
 
+def assert_no_failed_request(hosts, loads):
+    """Each host's own load (traffic_on): it kept being answered, and never with a failure."""
+    for host, load in zip(hosts, loads):
+        assert load.successes > 50, (host.name, load.successes)
+        assert not load.failures(), (host.name, load.failures())
+
+
+def assert_halted_at_h2(run, failure):
+    """The play failed naming the halt: h2 failed (its message starts with failure, a regular
+    expression), h1 went back to 2.0.0, h3 was not reached. The play's text, on one line."""
+    assert run.rc != 0, run.describe()
+    text = " ".join(run.stdout.split())
+    assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: " + failure, text), run.describe()
+    assert "Reverted to the release they had before: h1 (2.0.0)." in text, run.describe()
+    assert "Not reached (untouched): h3." in text, run.describe()
+    return text
+
+
+def host_results(stats):
+    """{host name: its result} from the rollout's custom stats."""
+    return {name: part["result"] for name, part in stats["hosts"].items()}
+
+
 class Rollout:
     """The stack on three fleet hosts: one manifest per host (an inventory host variable)."""
 
@@ -107,6 +130,14 @@ class Rollout:
     def history(self, host):
         text = host.run("cat", f"{PROJECT}/history.jsonl").stdout
         return [json.loads(line) for line in text.splitlines()]
+
+    def history_lengths(self):
+        """{host name: how many records its history holds}, for records_since."""
+        return {host.name: len(self.history(host)) for host in self.hosts}
+
+    def records_since(self, lengths):
+        """{host name: the records its history gained since history_lengths() gave lengths}."""
+        return {host.name: self.history(host)[lengths[host.name]:] for host in self.hosts}
 
     def containers(self, host):
         return sorted(host.docker("ps", "-q", "--filter", f"label=com.docker.compose.project={STACK}").stdout.split())
@@ -198,21 +229,19 @@ def on_v1(rollout, images):
 def test_a_rolling_deploy_in_batches_of_one_keeps_every_host_serving(rollout, on_v1, images):
     hosts = rollout.hosts
     assert [served(host) for host in hosts] == [(200, "1.0.0")] * 3
-    before = {host.name: len(rollout.history(host)) for host in hosts}
+    before = rollout.history_lengths()
     manifest = rollout.manifest("v2", images["2"], "2.0.0")
     with traffic_on(hosts) as loads:
         run = rollout.run("deploy", {host.name: manifest for host in hosts}, "-e", "swiftdeploy_batch=1")
     assert run.rc == 0, run.describe()
-    for host, load in zip(hosts, loads):
-        assert load.successes > 50, (host.name, load.successes)
-        assert not load.failures(), (host.name, load.failures())
+    assert_no_failed_request(hosts, loads)
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3
 
     # One play run per batch, in inventory order.
     batches = re.findall(r"^PLAY \[SwiftDeploy rolling deploy, batch after batch\]", run.stdout, re.M)
     assert len(batches) == 3, run.describe()
     # Each host's history: its deploy, then the rollout's id and its batch; one id for the run.
-    records = {host.name: rollout.history(host)[before[host.name]:] for host in hosts}
+    records = rollout.records_since(before)
     ids = set()
     for number, host in enumerate(hosts, 1):
         events = [record["event"] for record in records[host.name]]
@@ -230,29 +259,23 @@ def test_a_rolling_deploy_in_batches_of_one_keeps_every_host_serving(rollout, on
     stats = run.stats()["swiftdeploy_rollout"]
     assert stats["summary"]["result"] == "completed" and stats["summary"]["id"] in ids
     assert stats["summary"]["releases"] == {"2.0.0": [host.name for host in hosts]}
-    assert {name: part["result"] for name, part in stats["hosts"].items()} == {h.name: "deployed" for h in hosts}
+    assert host_results(stats) == {h.name: "deployed" for h in hosts}
 
 
 def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollout, on_v1, images):
     hosts = rollout.hosts
     h1, h2, h3 = hosts
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3, "the previous test must have run"
-    before = {host.name: len(rollout.history(host)) for host in hosts}
+    before = rollout.history_lengths()
     h3_containers = rollout.containers(h3)
     good = rollout.manifest("v3", images["3"], "3.0.0")
     bad = rollout.manifest("v3-bad", images["bad"], "3.0.0")
     with traffic_on(hosts) as loads:
         run = rollout.run("deploy", {h1.name: good, h2.name: bad, h3.name: good}, "-e", "swiftdeploy_batch=1",
                           "-e", "swiftdeploy_deploy_health_timeout=20")
-    assert run.rc != 0, run.describe()
-    text = " ".join(run.stdout.split())
-    assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: ", text), run.describe()
-    assert "Reverted to the release they had before: h1 (2.0.0)." in text, run.describe()
-    assert "Not reached (untouched): h3." in text, run.describe()
+    text = assert_halted_at_h2(run, "")
     # Zero failed requests on every host, each probed on its own address.
-    for host, load in zip(hosts, loads):
-        assert load.successes > 50, (host.name, load.successes)
-        assert not load.failures(), (host.name, load.failures())
+    assert_no_failed_request(hosts, loads)
     # Every host serves the release it had; h2 never routed to the broken one.
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3
     # h2's failed step was undone: its state names the release it serves, its files do not name
@@ -265,7 +288,7 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
     assert f"{STACK}-app-{idle}-1" not in h2.docker("ps", "-a", "--format", "{{.Names}}").stdout
     assert "the step was undone (removed app-" in text, run.describe()
 
-    records = {host.name: rollout.history(host)[before[host.name]:] for host in hosts}
+    records = rollout.records_since(before)
     h1_events = [record["event"] for record in records[h1.name]]
     assert h1_events[:2] == ["deploy", "rollout_batch"], h1_events
     assert "rollback_release" in h1_events and h1_events[-1] == "rollout_revert", h1_events
@@ -289,8 +312,7 @@ def test_a_release_failing_on_the_second_host_halts_and_reverts_the_first(rollou
     assert (summary["result"], summary["halted_batch"], summary["failed"], summary["reverted"],
             summary["not_reached"]) == ("halted", 2, ["h2"], ["h1"], ["h3"]), summary
     assert summary["releases"] == {"2.0.0": ["h1", "h2"], "unchanged (not reached)": ["h3"]}, summary
-    assert {name: part["result"] for name, part in stats["hosts"].items()} == {
-        "h1": "reverted", "h2": "failed", "h3": "not_reached"}
+    assert host_results(stats) == {"h1": "reverted", "h2": "failed", "h3": "not_reached"}
 
 
 def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted(rollout, on_v1, images):
@@ -300,7 +322,7 @@ def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted
     hosts = rollout.hosts
     h1, h2, h3 = hosts
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3, "the previous tests must have run"
-    before = {host.name: len(rollout.history(host)) for host in hosts}
+    before = rollout.history_lengths()
     h3_containers = rollout.containers(h3)
     good = rollout.manifest("v3", images["3"], "3.0.0")
     with traffic_on(hosts) as loads:
@@ -311,24 +333,16 @@ def test_a_host_that_does_not_answer_halts_the_rollout_and_the_first_is_reverted
             run = rollout.run("deploy", {host.name: good for host in hosts}, "-e", "swiftdeploy_batch=1")
         finally:
             docker("exec", h2.container, "/usr/sbin/sshd")
-    assert run.rc != 0, run.describe()
-    text = " ".join(run.stdout.split())
-    assert re.search(r"Rollout \S+ halted at batch 2: h2 failed \(h2: unreachable when its batch started \(", text), \
-        run.describe()
-    assert "Reverted to the release they had before: h1 (2.0.0)." in text, run.describe()
-    assert "Not reached (untouched): h3." in text, run.describe()
-    for host, load in zip(hosts, loads):
-        assert load.successes > 50, (host.name, load.successes)
-        assert not load.failures(), (host.name, load.failures())
+    assert_halted_at_h2(run, r"unreachable when its batch started \(")
+    assert_no_failed_request(hosts, loads)
     assert [served(host) for host in hosts] == [(200, "2.0.0")] * 3
-    records = {host.name: rollout.history(host)[before[host.name]:] for host in hosts}
+    records = rollout.records_since(before)
     h1_events = [record["event"] for record in records[h1.name]]
     assert h1_events[:2] == ["deploy", "rollout_batch"] and h1_events[-1] == "rollout_revert", h1_events
     assert records[h2.name] == [] and records[h3.name] == []
     assert rollout.containers(h3) == h3_containers
     stats = run.stats()["swiftdeploy_rollout"]
-    assert {name: part["result"] for name, part in stats["hosts"].items()} == {
-        "h1": "reverted", "h2": "failed", "h3": "not_reached"}
+    assert host_results(stats) == {"h1": "reverted", "h2": "failed", "h3": "not_reached"}
     releases = {"2.0.0": ["h1"], "unknown (unreachable)": ["h2"], "unchanged (not reached)": ["h3"]}
     assert stats["summary"]["releases"] == releases, stats["summary"]
 
