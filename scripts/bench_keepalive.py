@@ -18,7 +18,6 @@ stack cannot be deployed or a step does not do what the sequence needs, 130 when
 from __future__ import annotations
 
 import argparse
-import http.client
 import signal
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from bench_app import (  # noqa: E402  pylint: disable=wrong-import-position
     TW_REUSE, DeployError, _interrupt, final_teardown, print_table, reuse_time_wait, run_wrk, verdict,
 )
 from bench_promote import (  # noqa: E402  pylint: disable=wrong-import-position
-    APPS, CLIENTS, DEFAULT_RATE, Load, Sequence, StepFailed, deploy_stable, report, write_manifests,
+    APPS, CLIENTS, DEFAULT_RATE, Load, Sequence, deploy_stable, report, run_under_load, write_manifests,
 )
 
 CONNECTIONS = 64
@@ -70,15 +69,7 @@ def run_stack(edge, rate):
         if edge:
             load = Load(CLIENTS, rate, app)
             seq = Sequence(load, base, newer, project_dir)
-            load.start()
-            aborted = None
-            try:
-                seq.run()
-            except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-                print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-                aborted = str(exc).splitlines()[0][:80]
-            finally:
-                load.stop()
+            aborted = run_under_load(seq, load)
             figures["sequence"] = report(seq, aborted, "Promotion sequence, keep-alive clients through the edge")
             figures["opened"] = sum(load.connections_opened)
             figures["clients"] = load.clients

@@ -781,6 +781,20 @@ def report_rounds(results, app=None):
 
 # ---------------------------------------------------------------------------
 
+def run_under_load(seq, load):
+    """The sequence under the load (started here, stopped whatever happens): None when it ran
+    through, else the first line of the failure that stopped it, for the report."""
+    load.start()
+    try:
+        seq.run()
+    except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+        print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return str(exc).splitlines()[0][:80]
+    finally:
+        load.stop()
+    return None
+
+
 def run_round(args, title):
     """Deploy, load, the sequence, the report, the teardown: (exit status, figures or None)."""
     print(f"  host speed: {host_speed():.2f} s for a {HOST_SPEED_LOOP:,}-step Python loop; load average {load_average()}")
@@ -799,16 +813,9 @@ def run_round(args, title):
         deploy_stable(base, project_dir, app)
         load = Load(CLIENTS, args.rate, app)
         seq = Sequence(load, base, newer, project_dir, bad)
-        load.start()
-        aborted = None
-        try:
-            seq.run()
-        except (StepFailed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-            print(f"\nSTEP FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-            aborted = str(exc).splitlines()[0][:80]
+        aborted = run_under_load(seq, load)
+        if aborted is not None:
             status = 2
-        finally:
-            load.stop()
         result = report(seq, aborted, title)
     except DeployError as exc:
         print(f"\nERROR: the stack could not be deployed: {exc}", file=sys.stderr)
