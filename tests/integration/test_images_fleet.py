@@ -15,7 +15,6 @@ only the registry is a small stand-in.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -25,6 +24,8 @@ import sys
 import time
 
 import pytest
+
+from helpers import http_get  # tests/integration/helpers.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
@@ -42,13 +43,9 @@ def controller_id(image):
 
 
 def get(address, port, path="/"):
-    conn = http.client.HTTPConnection(address, port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    """One GET on a fresh connection: (status, body bytes)."""
+    status, _headers, body = http_get(port, path, host=address)
+    return status, body
 
 
 class FleetStack:

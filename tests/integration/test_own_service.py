@@ -17,7 +17,6 @@ as an environment variable. The tests run in order on one stack:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import re
 import shutil
@@ -26,6 +25,8 @@ import subprocess
 import ansible_runner
 import pytest
 import yaml
+
+from helpers import http_get  # tests/integration/helpers.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -42,13 +43,9 @@ def sha256(text):
 
 
 def get(port, path="/"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    """One GET on a fresh connection: (status, body bytes)."""
+    status, _headers, body = http_get(port, path)
+    return status, body
 
 
 class OwnService:
