@@ -29,7 +29,7 @@ import json
 import os
 import re
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import fsync_directory, write_atomic
 
 FORMAT = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -80,11 +80,7 @@ def write_anchor(path, anchor):
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     write_atomic(path, (json.dumps(anchor, sort_keys=True, indent=2) + "\n").encode("utf-8"), 0o600)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(directory)
 
 
 def remove_anchor(path):

@@ -78,6 +78,15 @@ def write_atomic(path, data, mode, uid=None, gid=None, move=os.replace):
         os.chmod(path, mode)
 
 
+def fsync_directory(path):
+    """Make a rename in the directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _discard(temporary):
     if os.path.lexists(temporary):
         os.unlink(temporary)

@@ -38,7 +38,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import (
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import write_atomic
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import fsync_directory, write_atomic
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._status import NOT_RUN
 
 PROJECT_DIR_MODE = 0o750
@@ -124,15 +124,6 @@ class ActionLog(object):
 def default_atomic_write(path, content, mode):
     """Write path atomically: a synced temporary file in the same directory, renamed over it."""
     write_atomic(path, content.encode("utf-8"), mode)
-
-
-def fsync_directory(path):
-    """Make a rename in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StackHost(object):

@@ -11,7 +11,11 @@ import stat
 
 import pytest
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import synced_temp, write_atomic
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import (
+    fsync_directory,
+    synced_temp,
+    write_atomic,
+)
 
 
 def mode_of(path):
@@ -95,3 +99,9 @@ def test_a_missing_directory_is_an_error_not_a_stray_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_atomic(str(tmp_path / "gone" / "state.json"), b"x", 0o600)
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_directory_is_synced_and_a_missing_one_is_an_error(tmp_path):
+    fsync_directory(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        fsync_directory(str(tmp_path / "gone"))
