@@ -110,21 +110,9 @@ def test_a_history_that_restarts_keeps_the_anchor_and_fails_the_audit(recorded, 
     assert "the anchor says seq 3 has hash" in run.stdout, run.describe()
 
 
-KEYED = """\
-- name: Record events with the history key
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - name: Record
-      swiftdeploy.stack.audit_event:
-        path: "{{ history }}"
-        event: "{{ item }}"
-        stack: sdanchor
-        actor: {user: tester}
-        history_key: "{{ swiftdeploy_history_key }}"
-      loop: [deploy, promote, rollback]
-"""
+# The same events, recorded with the history key.
+KEYED = RECORD.replace("        actor: {user: tester}\n",
+                       "        actor: {user: tester}\n        history_key: \"{{ swiftdeploy_history_key }}\"\n")
 SECRET = "s3cr3t-history-key-never-in-a-log"
 
 
