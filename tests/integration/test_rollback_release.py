@@ -10,6 +10,7 @@ no signal; its canary is rolled forward by routing alone, in the same container.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
@@ -73,8 +74,15 @@ class Stack:
         return run, traffic
 
 
-def teardown(stack):
-    stack.run("teardown", "-e", "clean=true", "-e", "purge_history=true")
+@contextlib.contextmanager
+def deployed(stack):
+    """The stack deployed for the block; torn down after it, its files and history with it."""
+    try:
+        run = stack.run("deploy")
+        assert run.rc == 0, run.describe()
+        yield stack
+    finally:
+        stack.run("teardown", "-e", "clean=true", "-e", "purge_history=true")
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,13 +92,8 @@ def teardown(stack):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
-    stack = Stack("sdrelease", 17680, tmp_path_factory.mktemp("release"), write_manifest, run_playbook)
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with deployed(Stack("sdrelease", 17680, tmp_path_factory.mktemp("release"), write_manifest, run_playbook)) as stack:
         yield stack
-    finally:
-        teardown(stack)
 
 
 def test_a_deploy_and_a_roll_forward_record_their_releases(stack):
@@ -191,14 +194,9 @@ def test_a_release_whose_image_is_gone_is_refused_naming_it(stack):
 
 @pytest.fixture(scope="module")
 def nomode(tmp_path_factory, write_manifest, run_playbook, app_image):
-    stack = Stack("sdnomode", 17780, tmp_path_factory.mktemp("nomode"), write_manifest, run_playbook,
-                  **{"services.mode_switch": "none"})
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with deployed(Stack("sdnomode", 17780, tmp_path_factory.mktemp("nomode"), write_manifest, run_playbook,
+                        **{"services.mode_switch": "none"})) as stack:
         yield stack
-    finally:
-        teardown(stack)
 
 
 def inspect(container):

@@ -21,7 +21,8 @@ TWO_SLOTS = {"generation": 2, "mode": "canary", "weight": 10, "stable": "blue", 
 def render(manifest, live=None):
     # The role renders from the live state, or the first deploy's one.
     if live is None:
-        live = initial_state(manifest["services"]["image"], manifest["services"]["version"], manifest["services"]["mode"])
+        services = manifest["services"]
+        live = initial_state(services["image"], services["version"], services["mode"])
     return yaml.safe_load(render_template("docker-compose.yml.j2", role_variables(manifest, live)))
 
 
