@@ -4,7 +4,6 @@ Someone who can write the manifest or pass extra vars should get, at worst, a me
 traceback, never the controller's memory or minutes of its time, and nothing started on a host.
 """
 
-import os
 import string
 import tempfile
 import time
@@ -23,26 +22,13 @@ from ansible_collections.swiftdeploy.stack.plugins.action.manifest_info import (
     load_manifest,
 )
 
-SEED_TEXT = """\
-services: {image: swift-deploy-1-node:latest, port: 3000, mode: stable, version: "1.0.0",
-           restart_policy: unless-stopped, log_volume: swiftdeploy-logs}
-nginx: {image: nginx:latest, port: 8080, proxy_timeout: 30}
-opa: {image: openpolicyagent/opa:latest-static, port: 8181}
-network: {name: swiftdeploy-net, driver_type: bridge}
-contact: "ops@swiftdeploy.local"
-"""
+from manifest_seed import SEED_TEXT, write  # tests/unit/plugins/manifest_seed.py
+
 
 # Nine levels of nine: about 320 bytes that a plain YAML loader expands to 9**9 (387 million)
 # strings.
 ALIAS_BOMB = "".join(["a: &a [x,x,x,x,x,x,x,x,x]\n"] + [
     "%s: &%s [%s]\n" % (name, name, ",".join(["*" + previous] * 9)) for previous, name in zip("abcdefgh", "bcdefghi")])
-
-
-def write(directory, text, name="manifest.yml"):
-    path = os.path.join(str(directory), name)
-    with open(path, "wb") as handle:
-        handle.write(text.encode("utf-8") if isinstance(text, str) else text)
-    return path
 
 
 def measured(path, overrides=None):

@@ -4,20 +4,7 @@ import pytest
 
 from ansible_collections.swiftdeploy.stack.plugins.action.manifest_info import load_manifest
 
-SEED_TEXT = """\
-services: {image: swift-deploy-1-node:latest, port: 3000, mode: stable, version: "1.0.0",
-           restart_policy: unless-stopped, log_volume: swiftdeploy-logs}
-nginx: {image: nginx:latest, port: 8080, proxy_timeout: 30}
-opa: {image: openpolicyagent/opa:latest-static, port: 8181}
-network: {name: swiftdeploy-net, driver_type: bridge}
-contact: "ops@swiftdeploy.local"
-"""
-
-
-def write(tmp_path, text, name="manifest.yml"):
-    path = tmp_path / name
-    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return str(path)
+from manifest_seed import SEED_TEXT, write  # tests/unit/plugins/manifest_seed.py
 
 
 def test_seed_loads(tmp_path):

@@ -17,16 +17,11 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json
 
+from manifest_seed import SEED_TEXT  # tests/unit/plugins/manifest_seed.py
+
 APP_SOURCE = pathlib.Path(__file__).resolve().parents[3] / "app" / "swiftdeploy_app.py"
 
-SEED = yaml.safe_load("""
-services: {image: swift-deploy-1-node:latest, port: 3000, mode: stable, version: "1.0.0",
-           restart_policy: unless-stopped, log_volume: swiftdeploy-logs}
-nginx: {image: nginx:latest, port: 8080, proxy_timeout: 30}
-opa: {image: openpolicyagent/opa:latest-static, port: 8181}
-network: {name: swiftdeploy-net, driver_type: bridge}
-contact: "ops@swiftdeploy.local"
-""")
+SEED = yaml.safe_load(SEED_TEXT)
 
 
 # What a manifest without a team's own service settings gets (_manifest_service.py).
