@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _progress as progress
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError, get_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._project_files import fsync_directory, write_atomic
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import (
     STATE_FORMAT,
     MetricsError,
@@ -89,27 +89,14 @@ def read_state(path, url):
 
 
 def write_state(path, url, sample, move=os.replace):
-    """Keep sample in path, replaced atomically (a reader sees the old file or the new one) by
-    move(temporary, path)
-    os.chmod(path, 0o640)
-    # The rename is durable only once the directory is.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd): a module passes its atomic_move."""
+    """Keep sample in path (mode 0640), replaced atomically: a reader sees the old file or the new
+    one. move(temporary, path) puts it in place: a module passes its atomic_move."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump({"format": STATE_FORMAT, "url": url, "sample": sample.to_dict()}, stream, sort_keys=True)
-            stream.write("\n")
-        os.chmod(temporary, 0o640)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    move(temporary, path)
+    data = json.dumps({"format": STATE_FORMAT, "url": url, "sample": sample.to_dict()}, sort_keys=True) + "\n"
+    write_atomic(path, data.encode("utf-8"), 0o640, move=move)
+    # The rename is durable only once the directory is.
+    fsync_directory(directory)
 
 
 def describe(figures):
