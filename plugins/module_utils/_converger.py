@@ -162,7 +162,7 @@ class Converger(object):
             for path, changed in ((conf, plan.nginx_conf_changed), (edge, edge in files and plan.content_changed(edge))):
                 if changed and self.options["validate_nginx"] and ("nginx", files[path]["content"]) not in tested:
                     tested.add(("nginx", files[path]["content"]))
-                    confs.append((number, files[path]["content"]))
+                    confs.append((number, files[path]["content"], path))
                     slots.update(step["state"]["slots"])
             if plan.compose_changed and ("compose", files[COMPOSE_FILE]["content"]) not in tested:
                 tested.add(("compose", files[COMPOSE_FILE]["content"]))
