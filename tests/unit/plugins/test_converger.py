@@ -339,6 +339,24 @@ def test_a_refused_file_is_named_as_itself_nginx_conf_or_edge_conf(project, refu
     assert [call for call in engine.calls if call[0] != "nginx -t"] == []
 
 
+def test_turning_the_edge_off_removes_it_before_nginx_takes_the_public_port_back(project):
+    """nginx.edge true -> false: the edge still holds the public port that the recreated routing
+    nginx publishes, so compose up would fail on it (port already allocated): the edge goes first."""
+    engine = FakeEngine(project)
+    first = step(live(1, {"blue": BLUE}))
+    first["files"]["docker-compose.yml"]["content"] = compose({"blue": BLUE}).replace(
+        "  nginx:\n    image: nginx:latest\n", "  edge:\n    image: nginx:latest\n  nginx:\n    image: nginx:latest\n"
+        "    command: socket\n")
+    Converger(StackHost(engine, project, dict(OPTIONS), ActionLog(), http_get=engine.http), [first],
+              dict(OPTIONS)).converge()
+    assert sorted(engine.containers) == ["app-blue", "edge", "nginx"]
+    engine.calls = []
+    result = converge(engine, project, live(1, {"blue": BLUE}))
+    # nginx's service changed (its command and ports), so compose brings the project up.
+    assert engine.calls[:3] == [("stop", "edge"), ("rm", "edge"), ("up", "app-blue", "nginx")], engine.calls
+    assert result["steps"][0]["slots_removed"] == ["edge"] and sorted(engine.containers) == ["app-blue", "nginx"]
+
+
 def test_a_slot_that_never_gets_healthy_is_removed_and_the_files_put_back(project):
     engine = deployed(project)
     names = ("state.json", "nginx/nginx.conf", "docker-compose.yml")
