@@ -65,8 +65,8 @@ _CONTACT_MAX = 128
 APP_HISTORY_SECONDS = 600
 # How long a sticky-session cookie keeps a client on its release by default (an hour).
 STICKY_MAX_AGE = 3600
-# How long the edge nginx keeps an idle client connection open by default (nginx.edge: true);
-# without the edge the public listener closes every connection (docs/keepalive.md).
+# How long the edge nginx keeps an idle client connection open unless nginx.keepalive_timeout
+# says otherwise; without the edge the public listener closes every connection (docs/keepalive.md).
 EDGE_KEEPALIVE_TIMEOUT = 60
 # A string longer than this is refused before any pattern runs on it.
 _MAX_TEXT = 255
@@ -294,7 +294,7 @@ SCHEMA = {
                                    fix="use a whole number of seconds from 0 (no client keep-alive) to 300"),
         # An nginx in front of the routing one that owns the public port(s) and is never reloaded by
         # a switch, so client keep-alive survives weight changes and promotions (docs/keepalive.md).
-        "edge": Field("bool", default=True),
+        "edge": Field("bool", default=False),
         # worker_processes is auto: one worker a host CPU, so the PID limit leaves room for
         # hosts with many CPUs; one CPU proxies far more than the one-CPU app behind it can serve.
         "resources": _resources("256m", 1.0, 256),

@@ -239,7 +239,7 @@ def test_turning_the_edge_off_and_on_on_a_running_stack(stack):
     another still holds, so each toggle has one short gap without a listener (refused
     connections, or the edge's 502 while the routing nginx's socket is not there yet), measured
     here and documented; everything else is answered."""
-    _run, _project, deploy_with = stack
+    run, _project, deploy_with = stack
     with NewConnectionProbe() as probe:
         time.sleep(1)
         marks = [time.monotonic()]
@@ -264,3 +264,8 @@ def test_turning_the_edge_off_and_on_on_a_running_stack(stack):
         assert all(set(outcomes) <= {"ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected", "502",
                                      "BadStatusLine"} for _s, _c, outcomes in gaps), "%s: %s" % (label, gaps)
     assert probe.outcomes[-1][1] == 200
+    # logs.yml on a stack with the edge: app slots, then the edge, then the routing nginx (docs/logs.md).
+    logs = run("logs", "-e", "lines=1")
+    assert logs.rc == 0, logs.describe()
+    out = logs.stdout
+    assert out.index('"app-') < out.index('"edge (running): ') < out.index('"nginx (running): '), out

@@ -44,12 +44,10 @@ def limits(service):
 
 def test_every_container_gets_the_default_limits():
     compose = render(validate_manifest(copy.deepcopy(MINIMAL)), TWO_SLOTS)
-    # The edge nginx is on by default (docs/keepalive.md), with the routing nginx's limits.
-    assert sorted(compose["services"]) == ["app-blue", "app-green", "edge", "nginx", "opa"]
+    assert sorted(compose["services"]) == ["app-blue", "app-green", "nginx", "opa"]
     app = {"mem_limit": "256m", "cpus": 1.0, "pids_limit": 64}
     assert limits(compose["services"]["app-blue"]) == limits(compose["services"]["app-green"]) == app
     assert limits(compose["services"]["nginx"]) == {"mem_limit": "256m", "cpus": 1.0, "pids_limit": 256}
-    assert limits(compose["services"]["edge"]) == limits(compose["services"]["nginx"])
     assert limits(compose["services"]["opa"]) == {"mem_limit": "256m", "cpus": 0.5, "pids_limit": 128}
 
 

@@ -22,9 +22,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import ng
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import initial_state
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
-# The routing nginx owning the public port itself (nginx.edge: false); with the edge (the default)
-# the same TLS settings land in edge.conf, tested in test_edge_templates.py.
-MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443, "edge": False},
+MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443},
            "contact": "ops@example.com"}
 STEM = "0123456789abcdef"
 
