@@ -56,7 +56,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 containers:
-  description: One entry a container of the stack, always in this order - the app slots (by slot), the edge nginx, the routing nginx, OPA, then any other container (by name).
+  description:
+    - One entry a container of the stack, always in this order - the app slots (by slot), the edge
+      nginx, the routing nginx, OPA, then any other container (by name).
   returned: success
   type: list
   elements: dict
@@ -109,6 +111,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._logs import (
     merge_streams,
     since_timestamp,
 )
+
 
 def main():
     module = AnsibleModule(argument_spec={"project_path": {"type": "path", "required": True},
