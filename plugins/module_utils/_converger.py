@@ -39,6 +39,8 @@ COMPOSE_FILE = "docker-compose.yml"
 NGINX_SERVICE = "nginx"
 # The edge nginx's file (nginx.edge, docs/keepalive.md), beside nginx.conf: tested with it.
 EDGE_CONF = "edge.conf"
+# Its container (compose service); it holds the public port(s) while it runs.
+EDGE_SERVICE = "edge"
 
 
 class DiffTracker(object):
@@ -162,7 +164,7 @@ class Converger(object):
             for path, changed in ((conf, plan.nginx_conf_changed), (edge, edge in files and plan.content_changed(edge))):
                 if changed and self.options["validate_nginx"] and ("nginx", files[path]["content"]) not in tested:
                     tested.add(("nginx", files[path]["content"]))
-                    confs.append((number, files[path]["content"]))
+                    confs.append((number, files[path]["content"], path))
                     slots.update(step["state"]["slots"])
             if plan.compose_changed and ("compose", files[COMPOSE_FILE]["content"]) not in tested:
                 tested.add(("compose", files[COMPOSE_FILE]["content"]))
@@ -233,6 +235,14 @@ class Converger(object):
         others_down = [service for service in expected if service not in running and service not in started]
         compose_up = compose_change is not None and compose_up_needed(compose_change.before, compose_change.after,
                                                                       started)
+        # nginx.edge turned off: the edge holds the public port(s) the routing nginx is about to
+        # publish again, so it goes first (the port is closed until nginx is up: docs/keepalive.md).
+        edge_leaving = EDGE_SERVICE not in expected and EDGE_SERVICE in running and (others_down or compose_up)
+        if edge_leaving:
+            self.remove(number, [EDGE_SERVICE], entries, drain=False)
+            entries = [entry for entry in entries if entry.get("Service") != EDGE_SERVICE]
+            report["slots_removed"] = [EDGE_SERVICE]
+            self.note_change(report)
         if others_down or compose_up:
             out = host.compose_up(number, "not running: %s" % ", ".join(others_down) if others_down
                                   else "compose file changed")
@@ -252,7 +262,7 @@ class Converger(object):
         leaving = sorted(set(entry.get("Service") for entry in entries) & leaving)
         if leaving:
             self.remove(number, leaving, entries, drain=any(service in running for service in leaving))
-            report["slots_removed"] = leaving
+            report["slots_removed"] = report["slots_removed"] + leaving
             self.note_change(report)
 
         host.settle(None if after is None else [entry for entry in after if entry.get("Service") not in leaving],

@@ -93,3 +93,17 @@ def container_role(entry):
         if key in ("org.swiftdeploy.role", "org.swiftdeploy.slot"):
             found[key] = value
     return found.get("org.swiftdeploy.role", ""), found.get("org.swiftdeploy.slot", "")
+
+
+# logs.yml shows the app slots first (what is usually wanted), then the way a request comes in:
+# the edge nginx (nginx.edge), the routing nginx, then the OPA sidecar; a container without a
+# SwiftDeploy role label last.
+LOG_ROLE_ORDER = ("app", "edge", "nginx", "opa")
+
+
+def log_order(container):
+    """Sort key of a container ({role, slot, name}) in stack_logs_info's output: by role
+    (LOG_ROLE_ORDER), then slot, then name, so the order never depends on `docker compose ps`."""
+    role = container["role"]
+    rank = LOG_ROLE_ORDER.index(role) if role in LOG_ROLE_ORDER else len(LOG_ROLE_ORDER)
+    return (rank, container["slot"], container["name"])

@@ -65,6 +65,9 @@ _CONTACT_MAX = 128
 APP_HISTORY_SECONDS = 600
 # How long a sticky-session cookie keeps a client on its release by default (an hour).
 STICKY_MAX_AGE = 3600
+# How long the edge nginx keeps an idle client connection open unless nginx.keepalive_timeout
+# says otherwise; without the edge the public listener closes every connection (docs/keepalive.md).
+EDGE_KEEPALIVE_TIMEOUT = 60
 # A string longer than this is refused before any pattern runs on it.
 _MAX_TEXT = 255
 # At most this many problems are listed; a manifest with more is not worth reading further.
@@ -286,7 +289,8 @@ SCHEMA = {
         "proxy_timeout": Field("int", default=30, minimum=1, maximum=3600,
                                fix="use a whole number of seconds from 1 to 3600"),
         "admin_port": _port(default=8082),
-        "keepalive_timeout": Field("int", default=0, minimum=0, maximum=300,
+        # None: EDGE_KEEPALIVE_TIMEOUT with the edge, 0 without, filled in once nginx.edge is known.
+        "keepalive_timeout": Field("int", minimum=0, maximum=300,
                                    fix="use a whole number of seconds from 0 (no client keep-alive) to 300"),
         # An nginx in front of the routing one that owns the public port(s) and is never reloaded by
         # a switch, so client keep-alive survives weight changes and promotions (docs/keepalive.md).
@@ -657,6 +661,8 @@ def _cross_field_rules(manifest, errors):
                       % _show(canary["sticky_max_age"]))
     if canary["sticky_max_age"] is None:
         canary["sticky_max_age"] = STICKY_MAX_AGE
+    if manifest["nginx"]["keepalive_timeout"] is None:
+        manifest["nginx"]["keepalive_timeout"] = EDGE_KEEPALIVE_TIMEOUT if manifest["nginx"]["edge"] else 0
     looks = len(canary["steps"] or [canary["weight"]]) + 1
     if canary["max_duration_seconds"] < looks * canary["interval_seconds"]:
         errors.append("manifest field 'canary.max_duration_seconds': %d s is shorter than %d looks of "

@@ -56,7 +56,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 containers:
-  description: One entry a container of the stack, app slots first (by slot), then nginx and OPA.
+  description:
+    - One entry a container of the stack, always in this order - the app slots (by slot), the edge
+      nginx, the routing nginx, OPA, then any other container (by name).
   returned: success
   type: list
   elements: dict
@@ -105,11 +107,10 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._logs import (
     LogsError,
     check_lines,
     container_role,
+    log_order,
     merge_streams,
     since_timestamp,
 )
-
-ROLE_ORDER = {"app": 0, "nginx": 1, "opa": 2}
 
 
 def main():
@@ -134,7 +135,7 @@ def main():
             role, slot = container_role(entry)
             found.append({"name": entry.get("Name", ""), "service": entry.get("Service", ""), "role": role,
                           "slot": slot, "state": entry.get("State", "")})
-        found.sort(key=lambda item: (ROLE_ORDER.get(item["role"], 3), item["slot"], item["name"]))
+        found.sort(key=log_order)
         logs = engine.logs([item["name"] for item in found], lines, since)
     except EngineError as exc:
         module.fail_json(msg="cannot read the stack's logs: %s" % exc)

@@ -285,6 +285,7 @@ def test_logs_shows_each_containers_last_lines(deployed):
     assert run.rc == 0, run.describe()
     out = run.stdout
     assert "app-blue (running, slot blue): " in out and "nginx (running): " in out, out
+    assert out.index('"app-blue (running') < out.index('"nginx (running): '), out  # docs/logs.md's order
     shown = re.findall(r'"app-blue \(running, slot blue\): (\d+) lines"', out)
     assert shown and 1 <= int(shown[0]) <= 3, out
     assert re.search(r'"\d{4}-\d{2}-\d{2}T[0-9:.]+Z (stdout|stderr) ', out), out

@@ -69,6 +69,7 @@ class FakeEngine(object):
         self.served = None  # the generation nginx serves
         self.calls = []
         self.fail_nginx_test = False
+        self.refuse_conf_with = None  # nginx -t refuses a file holding this text, naming it by its place
         self.nginx_tests = []  # the argv of every nginx -t
         self.unhealthy = set()  # services whose containers Docker marks unhealthy
 
@@ -105,8 +106,22 @@ class FakeEngine(object):
             else:  # nginx -t, in the running nginx or a fresh container
                 self.calls.append(("nginx -t",))
                 self.nginx_tests.append(argv)
-                results.append((1, "", "refused: test-1.conf", 0.01) if self.fail_nginx_test else (0, "", "", 0.01))
+                results.append((1, "", "refused: test-1.conf", 0.01) if self.fail_nginx_test else self.nginx_test(argv))
         return results
+
+    def nginx_test(self, argv):
+        """The verdict on the files under test: texts after `sh -c <script> sh` in the running
+        nginx, or files mounted as .../test-<i>.conf in a fresh container."""
+        if argv[1] == "exec":
+            texts = argv[argv.index("-c") + 3:]
+        else:
+            mounts = [argv[i + 1].split(":") for i, arg in enumerate(argv) if arg == "-v"]
+            texts = [open(source).read() for source, target, _mode in mounts if "/test-" in target]
+        for index, text in enumerate(texts, 1):
+            if self.refuse_conf_with is not None and self.refuse_conf_with in text:
+                return (1, "", "nginx: [emerg] unknown directive in /etc/nginx/swiftdeploy/test-%d.conf:3\n"
+                        "refused: test-%d.conf" % (index, index), 0.01)
+        return (0, "", "", 0.01)
 
     def compose_services(self, project, path):
         raise AssertionError("the fake's compose files are block YAML")
@@ -303,6 +318,43 @@ def test_a_refused_nginx_conf_writes_nothing(project):
         converge(engine, project, live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
     assert open(os.path.join(project, "state.json")).read() == before
     assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+
+
+@pytest.mark.parametrize("refused, named", [
+    ("conf generation 2", "nginx/nginx.conf"),
+    ("edge listener", "nginx/edge.conf"),
+])
+def test_a_refused_file_is_named_as_itself_nginx_conf_or_edge_conf(project, refused, named):
+    engine = deployed(project)
+    engine.refuse_conf_with = refused
+    with_edge = step(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10))
+    with_edge["files"]["nginx/edge.conf"] = {"content": "edge listener two\n", "mode": "0644"}
+    with pytest.raises(ConvergeError) as failed:
+        Converger(StackHost(engine, project, dict(OPTIONS), ActionLog(), http_get=engine.http), [with_edge],
+                  dict(OPTIONS)).converge()
+    message = str(failed.value)
+    assert message.startswith("step 1: %s is refused by nginx -t in nginx:latest, nothing was written: " % named), message
+    # nginx's own words name the file too, not the test's copy of it.
+    assert "/etc/nginx/swiftdeploy/%s:3" % named.split("/")[1] in message and "test-" not in message, message
+    assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+
+
+def test_turning_the_edge_off_removes_it_before_nginx_takes_the_public_port_back(project):
+    """nginx.edge true -> false: the edge still holds the public port that the recreated routing
+    nginx publishes, so compose up would fail on it (port already allocated): the edge goes first."""
+    engine = FakeEngine(project)
+    first = step(live(1, {"blue": BLUE}))
+    first["files"]["docker-compose.yml"]["content"] = compose({"blue": BLUE}).replace(
+        "  nginx:\n    image: nginx:latest\n", "  edge:\n    image: nginx:latest\n  nginx:\n    image: nginx:latest\n"
+        "    command: socket\n")
+    Converger(StackHost(engine, project, dict(OPTIONS), ActionLog(), http_get=engine.http), [first],
+              dict(OPTIONS)).converge()
+    assert sorted(engine.containers) == ["app-blue", "edge", "nginx"]
+    engine.calls = []
+    result = converge(engine, project, live(1, {"blue": BLUE}))
+    # nginx's service changed (its command and ports), so compose brings the project up.
+    assert engine.calls[:3] == [("stop", "edge"), ("rm", "edge"), ("up", "app-blue", "nginx")], engine.calls
+    assert result["steps"][0]["slots_removed"] == ["edge"] and sorted(engine.containers) == ["app-blue", "nginx"]
 
 
 def test_a_slot_that_never_gets_healthy_is_removed_and_the_files_put_back(project):

@@ -9,6 +9,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._logs import (
     LogsError,
     check_lines,
     container_role,
+    log_order,
     merge_streams,
     since_timestamp,
 )
@@ -97,3 +98,12 @@ def test_empty_streams_give_no_lines():
 ])
 def test_a_containers_role_and_slot_come_from_its_labels(labels, expected):
     assert container_role({"Labels": labels}) == expected
+
+
+def test_containers_are_shown_app_slots_then_edge_routing_nginx_opa_then_unlabelled():
+    found = [{"role": role, "slot": slot, "name": name} for role, slot, name in [
+        ("", "", "s-zz-1"), ("opa", "", "s-opa-1"), ("nginx", "", "s-nginx-1"), ("edge", "", "s-edge-1"),
+        ("app", "green", "s-app-green-1"), ("", "", "s-aa-1"), ("app", "blue", "s-app-blue-1"),
+        ("app", "baseline", "s-app-baseline-1")]]
+    assert [item["name"] for item in sorted(found, key=log_order)] == [
+        "s-app-baseline-1", "s-app-blue-1", "s-app-green-1", "s-edge-1", "s-nginx-1", "s-opa-1", "s-aa-1", "s-zz-1"]

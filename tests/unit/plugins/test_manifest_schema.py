@@ -51,6 +51,21 @@ def errors_of(data):
     return caught.value.errors
 
 
+@pytest.mark.parametrize("nginx, edge, keepalive", [
+    ({}, False, 0),  # no edge: a reload would close idle connections, so none
+    ({"edge": True}, True, 60),  # the edge holds them through every switch (docs/keepalive.md)
+    ({"edge": False}, False, 0),
+    ({"edge": False, "keepalive_timeout": 30}, False, 30),
+    ({"edge": True, "keepalive_timeout": 0}, True, 0),
+    ({"edge": True, "keepalive_timeout": 300}, True, 300),
+])
+def test_keepalive_timeout_defaults_to_the_edge(nginx, edge, keepalive):
+    data = copy.deepcopy(SEED)
+    data["nginx"].update(nginx)
+    result = validate_manifest(data)["nginx"]
+    assert (result["edge"], result["keepalive_timeout"]) == (edge, keepalive)
+
+
 def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     result = validate_manifest(copy.deepcopy(SEED))
     assert result["services"] == dict(SEED["services"], mode_switch="signal",

@@ -27,6 +27,11 @@ def render(name, nginx=None, live=None):
     return text if name.endswith(".conf.j2") else yaml.safe_load(text)
 
 
+def test_the_edge_keeps_client_connections_a_minute_unless_told_otherwise():
+    assert "keepalive_timeout 60s;" in render("edge.conf.j2", {"edge": True})
+    assert "keepalive_timeout 0s;" in render("nginx.conf.j2", {"edge": True})
+
+
 def test_edge_is_off_by_default_and_nothing_changes():
     assert validate_manifest(copy.deepcopy(MINIMAL))["nginx"]["edge"] is False
     compose = render("docker-compose.yml.j2")
@@ -68,7 +73,8 @@ def test_the_routing_nginx_listens_on_the_socket_and_trusts_only_it_for_the_clie
 
 
 @pytest.mark.parametrize("nginx, present, absent", [
-    ({"edge": True}, ["listen 8080;", "keepalive_timeout 0s;"], ["ssl_certificate", "listen 8083"]),
+    ({"edge": True}, ["listen 8080;", "keepalive_timeout 60s;"], ["ssl_certificate", "listen 8083"]),
+    ({"edge": True, "keepalive_timeout": 0}, ["keepalive_timeout 0s;"], []),
     ({"edge": True, "keepalive_timeout": 60, "proxy_timeout": 30},
      ["keepalive_timeout 60s;", "proxy_read_timeout 35s;"], ["ssl"]),
     ({"edge": True, "tls": {"enabled": True, "redirect_port": 8000}},
