@@ -34,7 +34,7 @@ def auto_begin(live, stack, saved=None, fresh=False):
         settings = settings_of(stack)
         now = time.time()
         if fresh:
-            state = start(settings, live, now)
+            state = start(settings, live, now, warm_up=True)
             note = ("Automated rollout of canary %s (slot %s): steps %s then 100%%, a look every %s s, at most %s s."
                     % (state["canary_version"], state["canary_slot"], settings["steps"],
                        settings["interval_seconds"], settings["max_duration_seconds"]))
