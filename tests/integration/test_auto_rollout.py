@@ -117,6 +117,49 @@ def test_a_good_release_reaches_100_percent_without_a_failed_request(stack):
     assert [entry["event"] for entry in stack.history()[before:]][-1] == "promote"
 
 
+AFTER_THE_ROLLOUT = """
+- name: Roll out, then carry on
+  hosts: swiftdeploy
+  gather_facts: false
+  tasks:
+    - name: Roll the canary out
+      ansible.builtin.include_role:
+        name: swiftdeploy.stack.swiftdeploy
+        tasks_from: promote
+      vars:
+        swiftdeploy_promote_mode: auto
+    - name: A task after the rollout, in the same play
+      ansible.builtin.copy:
+        content: "{{ swiftdeploy_live.slots[swiftdeploy_live.stable].version }}"
+        dest: "{{ marker }}-task"
+        mode: "0600"
+- name: A later play
+  hosts: swiftdeploy
+  gather_facts: false
+  tasks:
+    - name: A task of the later play
+      ansible.builtin.copy:
+        content: later
+        dest: "{{ marker }}-play"
+        mode: "0600"
+"""
+
+
+def test_the_play_goes_on_after_a_finished_rollout(stack, tmp_path):
+    """A rollout ends its looks, not the caller's play (no meta: end_host)."""
+    playbook = tmp_path / "after.yml"
+    playbook.write_text(AFTER_THE_ROLLOUT)
+    marker = tmp_path / "marker"
+    with Traffic(PORT, threads=2, warm_up=1.0):
+        run = stack.run(playbook, "-e", "marker=%s" % marker, manifest=stack.manifest_for("1.4.0"))
+    assert run.rc == 0, run.describe()
+    # the task after the rollout saw the promoted release
+    assert (tmp_path / "marker-task").read_text() == "1.4.0", run.stdout
+    assert (tmp_path / "marker-play").read_text() == "later", run.stdout
+    state = stack.state()
+    assert state["mode"] == "stable" and state["slots"][state["stable"]]["version"] == "1.4.0"
+
+
 def inject_errors_when_the_canary_starts(stack, rate, deadline=60):
     """Watch state.json; once a canary runs, make it fail `rate` of its requests. The time."""
     started = time.monotonic()
