@@ -160,8 +160,9 @@ def test_the_play_goes_on_after_a_finished_rollout(stack, tmp_path):
     assert state["mode"] == "stable" and state["slots"][state["stable"]]["version"] == "1.4.0"
 
 
-def inject_errors_when_the_canary_starts(stack, rate, deadline=60):
-    """Watch state.json; once a canary runs, make it fail `rate` of its requests. The time."""
+def inject_errors_when_the_canary_starts(stack, rate, deadline=60, chaos=None):
+    """Watch state.json; once a canary runs, make it fail `rate` of its requests (or apply
+    `chaos`, a /chaos body). The time."""
     started = time.monotonic()
     while time.monotonic() - started < deadline:
         try:
@@ -172,7 +173,7 @@ def inject_errors_when_the_canary_starts(stack, rate, deadline=60):
             # state.json may name the canary a moment before nginx routes /chaos to it (the
             # stable slot answers 403 until then): try again until the canary takes it.
             conn = http.client.HTTPConnection("127.0.0.1", ADMIN_PORT, timeout=5)
-            conn.request("POST", "/chaos", body=json.dumps({"mode": "error", "rate": rate}),
+            conn.request("POST", "/chaos", body=json.dumps(chaos or {"mode": "error", "rate": rate}),
                          headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
@@ -211,6 +212,36 @@ def test_a_canary_failing_20_percent_is_rolled_back_within_15_s_of_its_step(stac
     assert looks[-1]["details"]["weight"] == 10
     assert "comparison with the baseline" in " ".join(looks[-1]["details"]["reasons"]) \
         or "canary policy" in " ".join(looks[-1]["details"]["reasons"])
+
+
+def test_a_slower_canary_is_rolled_back_on_latency_against_a_bound_chosen_from_the_baseline(stack):
+    """analysis.latency_bound_seconds: null: the bound is read off the baseline before the
+    canary's data is seen, recorded with every judgement, and a canary 400 ms slower than the
+    baseline (within the policy's 500 ms P99) is rolled back by the latency comparison."""
+    before = len(stack.history())
+    injected = {}
+    slow = {"mode": "slow", "duration": 0.4}
+    watcher = threading.Thread(target=lambda: injected.update(
+        at=inject_errors_when_the_canary_starts(stack, None, chaos=slow)))
+    with Traffic(PORT, threads=2, warm_up=1.0):
+        watcher.start()
+        run = stack.run("promote", "-e", "mode=auto",
+                        manifest=stack.manifest_for("1.5.0", latency_bound_seconds=None))
+        watcher.join()
+    assert injected.get("at"), "the canary never accepted the chaos"
+    assert run.rc != 0 and "Canary rejected by the automated rollout and rolled back" in run.stdout, run.describe()
+    looks = judged(stack.history(), before)
+    bounds = {entry["details"]["analysis"]["latency_bound_seconds"] for entry in looks if entry["details"]["analysis"]}
+    print("bounds %s; verdicts %s" % (bounds, [entry["details"]["verdict"] for entry in looks]))
+    # one bound for the whole rollout, a histogram bound under the canary's added 400 ms
+    assert len(bounds) == 1 and isinstance(next(iter(bounds)), float) and next(iter(bounds)) < 0.4, bounds
+    last = looks[-1]["details"]
+    assert last["verdict"] == "rollback" and last["analysis"]["rejected"] == ["latency"], last["analysis"]
+    assert last["analysis"]["errors"]["rejected"] is False
+    assert "comparison with the baseline: latency" in " ".join(last["reasons"]), last["reasons"]
+    assert "(>%g s)" % next(iter(bounds)) in run.stdout, run.stdout
+    state = stack.state()
+    assert state["mode"] == "stable" and state["canary"] is None
 
 
 def test_a_killed_rollout_is_resumed_by_the_next_run(stack):
