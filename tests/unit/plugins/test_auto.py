@@ -94,8 +94,8 @@ def test_a_restarted_slot_counts_from_zero():
     # a canary taken over or resumed: every window counts on both
     (False, 12, 60, 20),
 ])
-def test_a_just_started_canary_is_judged_on_errors_from_its_first_window(warm_up, errors_bad, latency_requests,
-                                                                          latency_bad):
+def test_a_just_started_canary_is_judged_on_errors_from_its_first_window(
+        warm_up, errors_bad, latency_requests, latency_bad):
     state = _auto.start(SETTINGS, LIVE, 1000.0, warm_up=warm_up)
     state, looked = rollout((app(0, 0), app(0, 0)), (app(60, 12, slow=20), app(540, 0)), state=state)
     questions = looked["analysis"]["questions"]
