@@ -184,7 +184,7 @@ def test_a_good_release_reaches_100_percent_on_every_host_decided_on_the_merged_
         assert host_traffic.successes > 20, name
     for host in stack.hosts:
         answered = set()
-        for _ in range(10):
+        for _probe in range(10):
             conn = http.client.HTTPConnection(host.address, PORT, timeout=10)
             conn.request("GET", "/")
             response = conn.getresponse()
