@@ -287,3 +287,16 @@ def test_no_status_without_a_rollout_of_the_live_canary(saved, live):
     saved = {"same": state, "other version": dict(state, canary_version="0.9.0"),
              "not a rollout": {"step": 1}}.get(saved)
     assert _auto.rollout_status(saved, live, SETTINGS, 1010.0) is None
+
+
+def test_a_rollout_begun_with_first_readings_judges_at_its_first_look():
+    from ansible_collections.swiftdeploy.stack.plugins.filter.auto import auto_begin
+
+    first = {"h1": reading(app(0, 0), app(5000, 5), 1000.0)}
+    begun = auto_begin(LIVE, STACK, fresh=True, readings=first)
+    assert begun["state"]["readings"]["h1"]["taken_at"] == 1000.0 and begun["state"]["looks"] == 0
+    looked = _auto.look(begun["state"], {"h1": reading(app(60, 12), app(5540, 5), 1003.0)}, SETTINGS, 1003.0)
+    assert looked["measured"] is True and looked["latency_warm_up"] is True
+    assert looked["analysis"]["verdict"] == "rollback"
+    # without readings (check mode) the first look only reads
+    assert auto_begin(LIVE, STACK, fresh=True)["state"]["readings"] == {}
