@@ -246,7 +246,8 @@ def test_a_slower_canary_is_rolled_back_on_latency_against_a_bound_chosen_from_t
 
 def test_a_killed_rollout_is_resumed_by_the_next_run(stack):
     before = len(stack.history())
-    # Enough canary requests are needed that the first step holds for a few looks.
+    # Enough canary requests are needed that the first step holds for a few looks; the run is
+    # killed after its first judgement (it judges from its first look on).
     # The kill, status.yml and the takeover take a while on a loaded machine: the maximum
     # duration is not what this test is about.
     manifest = stack.manifest_for("1.3.0", max_duration=300, min_canary_requests=400)
@@ -254,12 +255,12 @@ def test_a_killed_rollout_is_resumed_by_the_next_run(stack):
         killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(judged(stack.history(), before)) < 2:
+        while time.monotonic() < deadline and len(judged(stack.history(), before)) < 1:
             time.sleep(0.1)
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
         first = judged(stack.history(), before)
-        assert len(first) >= 2, killed.stdout.read().decode()
+        assert len(first) >= 1, killed.stdout.read().decode()
         state = stack.state()
         assert state["canary"] and state["weight"] == 10, state
         saved = json.loads((stack.project / "auto.json").read_text())
