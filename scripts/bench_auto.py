@@ -132,8 +132,10 @@ def run_rollout(name, rate, manifest, project_dir, load):
     # The canary's start is the rollout's first `promote` event (to canary mode at the first step).
     canary_start = next((stamp(event["timestamp"]) for event in events if event["event"] == "promote"), None)
     rolled_back = next((stamp(event["timestamp"]) for event in events if event["event"] == "rollback"), None)
-    # The rollback's converge: from the judgement that decided it (recorded before it) to its event.
-    decided = next((stamp(event["timestamp"]) for event in reversed(events) if event["event"] == "canary_judged"), None)
+    # The rollback's converge: from the refusal it follows (recorded before it starts; the
+    # judgement itself is recorded with the rollback, after it) to its event.
+    decided = next((stamp(event["timestamp"]) for event in reversed(events) if event["event"] == "promote_blocked"),
+                   None)
     last = looks[-1]["details"] if looks else {}
     answered = load.responses()[first:]
     failed = [record for record in answered if record[5] == "fail"]
