@@ -27,24 +27,27 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._auto import (
 )
 
 
-def auto_begin(live, stack, saved=None, fresh=False):
+def auto_begin(live, stack, saved=None, fresh=False, readings=None):
     """{settings, state, note}: the rollout of the live canary, new (fresh: this run started the
-    canary) or resumed from the state a previous run saved (its text, or null)."""
+    canary) or resumed from the state a previous run saved (its text, or null); with `readings`
+    (every canary host's first reading), the state starts from them."""
     try:
         settings = settings_of(stack)
         now = time.time()
         if fresh:
-            state = start(settings, live, now)
+            state = start(settings, live, now, warm_up=True)
             note = ("Automated rollout of canary %s (slot %s): steps %s then 100%%, a look every %s s, at most %s s."
                     % (state["canary_version"], state["canary_slot"], settings["steps"],
                        settings["interval_seconds"], settings["max_duration_seconds"]))
-            return {"settings": settings, "state": state, "note": note}
-        try:
-            previous = json.loads(saved) if saved else None
-        except ValueError:
-            previous = None
-        state, note = resume(previous, settings, live, now)
-    except (AutoError, AnalysisError, KeyError, TypeError) as exc:
+        else:
+            try:
+                previous = json.loads(saved) if saved else None
+            except ValueError:
+                previous = None
+            state, note = resume(previous, settings, live, now)
+        if readings:
+            state = look(state, readings, settings, now)["state"]
+    except (AutoError, AnalysisError, KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError("auto_begin: %s" % exc)
     return {"settings": settings, "state": state, "note": note}
 

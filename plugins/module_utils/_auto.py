@@ -74,8 +74,9 @@ def settings_of(stack):
     }
 
 
-def start(settings, live, now, step=0):
-    """A fresh rollout of the live state's canary at `step`."""
+def start(settings, live, now, step=0, warm_up=False):
+    """A fresh rollout of the live state's canary at `step`; `warm_up`: the canary has just
+    started, so its first window is not counted on latency (look())."""
     if not live.get("canary"):
         raise AutoError("the live state has no canary: start one before its rollout")
     return {
@@ -92,6 +93,7 @@ def start(settings, live, now, step=0):
         "latency_bound": settings["latency_bound"],
         "readings": {},
         "step_totals": _no_totals(),
+        "warm_up": bool(warm_up),
     }
 
 
@@ -207,16 +209,22 @@ def look(state, readings, settings, now):
     if new["latency_bound"] is None:
         new["latency_bound"] = choose_bound([_bound_source(readings[host]["slots"][baseline]) for host in readings])
     result = {"state": new, "measured": not first, "windows": None, "analysis": None, "policy_input": None,
-              "restarted": restarted}
+              "restarted": restarted, "latency_warm_up": False}
     if first:
         return result
     merged = {side: _merge([per_host[host][side] for host in per_host]) for side in ("canary", "baseline")}
     counts = {side: _question_counts(merged[side], new["latency_bound"]) for side in merged}
+    # A canary this run has just started is read as soon as it takes traffic, so that its first
+    # window is judged: on errors (its users get them), not on latency (a process that has just
+    # started is slower, which is not what the comparison is about). Skipping a window decided
+    # before its data is seen leaves the e-process a test supermartingale (docs/analysis.md).
+    warm_up = bool(state.get("warm_up")) and state["looks"] == 0
     try:
         new["analysis"] = update_analysis(
             state["analysis"],
             errors=(counts["canary"][0], counts["canary"][1], counts["baseline"][0], counts["baseline"][1]),
-            latency=(counts["canary"][2], counts["canary"][3], counts["baseline"][2], counts["baseline"][3]))
+            latency=(0, 0, 0, 0) if warm_up else
+            (counts["canary"][2], counts["canary"][3], counts["baseline"][2], counts["baseline"][3]))
         verdict = judge(new["analysis"], {"alpha": settings["alpha"],
                                           "min_canary_requests": settings["min_canary_requests"]})
     except AnalysisError as exc:
@@ -228,6 +236,7 @@ def look(state, readings, settings, now):
                          "hosts": {host: {side: _figures(per_host[host][side]) for side in ("canary", "baseline")}
                                    for host in per_host}}
     result["analysis"] = verdict
+    result["latency_warm_up"] = warm_up
     result["policy_input"] = policy_input(new, verdict, settings)
     return result
 
@@ -317,6 +326,7 @@ def decide(looked, decision, settings, now):
                                                  "hold": bool(decision.get("hold")),
                                                  "reasons": list(decision.get("reasons") or [])},
         "restarted": looked["restarted"],
+        "latency_warm_up": looked.get("latency_warm_up", False),
     }
     if verdict == "advance":
         step = state["step"] + 1

@@ -88,6 +88,26 @@ def test_a_restarted_slot_counts_from_zero():
     assert looked["restarted"] == ["canary on h1"]
 
 
+@pytest.mark.parametrize("warm_up, errors_bad, latency_requests, latency_bad", [
+    # a canary this run started: its first window judges errors, not latency (start-up slowness)
+    (True, 12, 0, 0),
+    # a canary taken over or resumed: every window counts on both
+    (False, 12, 60, 20),
+])
+def test_a_just_started_canary_is_judged_on_errors_from_its_first_window(
+        warm_up, errors_bad, latency_requests, latency_bad):
+    state = _auto.start(SETTINGS, LIVE, 1000.0, warm_up=warm_up)
+    state, looked = rollout((app(0, 0), app(0, 0)), (app(60, 12, slow=20), app(540, 0)), state=state)
+    questions = looked["analysis"]["questions"]
+    assert (questions["errors"]["canary_bad"], questions["latency"]["canary_requests"],
+            questions["latency"]["canary_bad"]) == (errors_bad, latency_requests, latency_bad)
+    assert looked["analysis"]["verdict"] == "rollback"
+    assert looked["latency_warm_up"] is warm_up
+    # from the second window on, latency counts too
+    _state, looked = rollout((app(120, 12, slow=40), app(1080, 0)), state=state, start_at=1006.0)
+    assert looked["analysis"]["questions"]["latency"]["canary_bad"] == latency_bad + 20
+
+
 @pytest.mark.parametrize("looks, decision, verdict, reason", [
     # not enough canary requests for the analysis: hold, whatever the policy says
     ([(app(30, 0), app(270, 0))], ALLOW, "hold",
@@ -267,3 +287,16 @@ def test_no_status_without_a_rollout_of_the_live_canary(saved, live):
     saved = {"same": state, "other version": dict(state, canary_version="0.9.0"),
              "not a rollout": {"step": 1}}.get(saved)
     assert _auto.rollout_status(saved, live, SETTINGS, 1010.0) is None
+
+
+def test_a_rollout_begun_with_first_readings_judges_at_its_first_look():
+    from ansible_collections.swiftdeploy.stack.plugins.filter.auto import auto_begin
+
+    first = {"h1": reading(app(0, 0), app(5000, 5), 1000.0)}
+    begun = auto_begin(LIVE, STACK, fresh=True, readings=first)
+    assert begun["state"]["readings"]["h1"]["taken_at"] == 1000.0 and begun["state"]["looks"] == 0
+    looked = _auto.look(begun["state"], {"h1": reading(app(60, 12), app(5540, 5), 1003.0)}, SETTINGS, 1003.0)
+    assert looked["measured"] is True and looked["latency_warm_up"] is True
+    assert looked["analysis"]["verdict"] == "rollback"
+    # without readings (check mode) the first look only reads
+    assert auto_begin(LIVE, STACK, fresh=True)["state"]["readings"] == {}
