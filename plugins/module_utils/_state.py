@@ -100,6 +100,8 @@ def validate_state(state, where="state.json"):
         _fail(where, "generation", state["generation"], "it must be a whole number of 1 or more")
     if state["mode"] not in MODES:
         _fail(where, "mode", state["mode"], "it must be one of %s" % ", ".join(MODES))
+    if state.get("baseline") not in (None, BASELINE_SLOT):
+        _fail(where, "baseline", state["baseline"], "it must be null or '%s' (the fresh baseline's slot)" % BASELINE_SLOT)
     slots = state["slots"]
     if not isinstance(slots, dict) or not slots:
         _fail(where, "slots", slots, "it must map the slots %s to what runs in them" % " and ".join(SLOTS))
@@ -138,8 +140,6 @@ def _validate_baseline(where, state):
     """A fresh baseline: only beside a canary, at most MAX_BASELINE_WEIGHT percent (it takes its
     share from the stable slot, as the canary does), running exactly the stable slot's release."""
     baseline = state["baseline"]
-    if baseline != BASELINE_SLOT:
-        _fail(where, "baseline", baseline, "it must be null or '%s' (the fresh baseline's slot)" % BASELINE_SLOT)
     if state["canary"] is None:
         _fail(where, "baseline", baseline, "a fresh baseline runs only beside a canary; set it to null")
     if BASELINE_SLOT not in state["slots"]:
