@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -27,14 +29,16 @@ INTERVAL = 2
 
 
 class Stack:
-    def __init__(self, tmp_path, write_manifest, run_playbook):
+    def __init__(self, tmp_path, write_manifest, run_playbook, ansible_env, repo_root):
         self.project = tmp_path / "project"
         self.tmp_path = tmp_path
         self._write = write_manifest
         self._run = run_playbook
+        self.env = ansible_env
+        self.repo_root = repo_root
         self.manifest = self.manifest_for("1.0.0")
 
-    def manifest_for(self, version):
+    def manifest_for(self, version, min_canary_requests=40):
         overrides = {
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
@@ -42,13 +46,20 @@ class Stack:
             "canary": {"weight": 10, "version": version, "steps": [20, 50], "interval_seconds": INTERVAL,
                        "max_duration_seconds": 60},
             # As test_auto_rollout.py: a fixed latency bound above this shared machine's noise.
-            "analysis": {"baseline": "fresh", "min_canary_requests": 40, "latency_bound_seconds": 0.25},
+            "analysis": {"baseline": "fresh", "min_canary_requests": min_canary_requests,
+                         "latency_bound_seconds": 0.25},
             "policy": {"thresholds": {"min_requests": 10, "max_cpu_load": 1000}}}
         return self._write(self.tmp_path / ("manifest-%s.yml" % version), overrides)
 
+    def args(self, manifest):
+        return ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
+
     def run(self, playbook, *args, manifest=None):
-        return self._run(playbook, "-e", "swiftdeploy_manifest=%s" % (manifest or self.manifest),
-                         "-e", "swiftdeploy_project_dir=%s" % self.project, *args)
+        return self._run(playbook, *self.args(manifest or self.manifest), *args)
+
+    def command(self, manifest):
+        return ["ansible-playbook", str(self.repo_root / "playbooks" / "promote.yml"), *self.args(manifest),
+                "-e", "mode=auto"]
 
     def state(self):
         return json.loads((self.project / "state.json").read_text())
@@ -100,8 +111,8 @@ class Watcher:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
-    stack = Stack(tmp_path_factory.mktemp("fresh"), write_manifest, run_playbook)
+def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
+    stack = Stack(tmp_path_factory.mktemp("fresh"), write_manifest, run_playbook, ansible_env, repo_root)
     try:
         run = stack.run("deploy")
         assert run.rc == 0, run.describe()
@@ -203,3 +214,43 @@ def test_a_bad_release_is_rolled_back_against_the_fresh_baseline_and_the_baselin
     last = looks[-1]["details"]
     assert last["verdict"] == "rollback" and last["baseline"] == "fresh"
     assert [entry["event"] for entry in stack.history()[before:]][-1] == "rollback"
+
+
+def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
+    before = len(stack.history())
+    image = stable_image(stack)
+    # Enough canary requests are needed that the first step holds for a few looks (20 % of the
+    # load is 100-300 canary requests a look here).
+    manifest = stack.manifest_for("1.3.0", min_canary_requests=3000)
+    with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
+        killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(judged(stack.history(), before)) < 2:
+            time.sleep(0.1)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        assert len(judged(stack.history(), before)) >= 2, killed.stdout.read().decode()
+        state = stack.state()
+        assert state["canary"] and state["baseline"] == "baseline" and state["weight"] in (20, 50), state
+        running = baseline_containers()
+        assert [(item[1], item[2]) for item in running] == [(image, "running")], running
+        # status.yml shows the baseline's track and names the baseline of the interrupted rollout.
+        status = stack.run("status", manifest=manifest)
+        assert status.rc == 0, status.describe()
+        stable = state["slots"][state["stable"]]["version"]
+        assert "[baseline] slot baseline, version %s" % stable in status.stdout, status.stdout
+        assert "; baseline: fresh (slot baseline" in status.stdout, status.stdout
+        run = stack.run("promote", "-e", "mode=auto", manifest=manifest)
+    assert run.rc == 0, run.describe()
+    assert "Resuming the automated rollout of canary 1.3.0" in run.stdout, run.stdout
+    looks = judged(stack.history(), before)
+    assert looks[-1]["details"]["verdict"] == "promote" and looks[-1]["details"]["baseline"] == "fresh"
+    # the resumed run compared with the same baseline container: its counts carry on
+    assert looks[-1]["details"]["analysis"]["errors"]["baseline_requests"] >= 1500
+    state = stack.state()
+    assert state["mode"] == "stable" and "baseline" not in state
+    assert state["slots"][state["stable"]]["version"] == "1.3.0"
+    assert baseline_containers() == []
+    failed = [status for _at, status, _canary in traffic.responses if status != 200]
+    assert failed == [], failed[:10]
