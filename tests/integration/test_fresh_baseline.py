@@ -38,13 +38,13 @@ class Stack:
         self.repo_root = repo_root
         self.manifest = self.manifest_for("1.0.0")
 
-    def manifest_for(self, version, min_canary_requests=40):
+    def manifest_for(self, version, min_canary_requests=40, max_duration_seconds=60):
         overrides = {
             "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
             "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
             "contact": "oncall@%s.example" % NAME,
             "canary": {"weight": 10, "version": version, "steps": [20, 50], "interval_seconds": INTERVAL,
-                       "max_duration_seconds": 60},
+                       "max_duration_seconds": max_duration_seconds},
             # As test_auto_rollout.py: a fixed latency bound above this shared machine's noise.
             "analysis": {"baseline": "fresh", "min_canary_requests": min_canary_requests,
                          "latency_bound_seconds": 0.25},
@@ -220,8 +220,8 @@ def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
     before = len(stack.history())
     image = stable_image(stack)
     # Enough canary requests are needed that the first step holds for a few looks (20 % of the
-    # load is 100-300 canary requests a look here).
-    manifest = stack.manifest_for("1.3.0", min_canary_requests=3000)
+    # load is 100-300 canary requests a look here), and time for the status and the rerun.
+    manifest = stack.manifest_for("1.3.0", min_canary_requests=1500, max_duration_seconds=120)
     with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
         killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -247,7 +247,7 @@ def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
     looks = judged(stack.history(), before)
     assert looks[-1]["details"]["verdict"] == "promote" and looks[-1]["details"]["baseline"] == "fresh"
     # the resumed run compared with the same baseline container: its counts carry on
-    assert looks[-1]["details"]["analysis"]["errors"]["baseline_requests"] >= 1500
+    assert looks[-1]["details"]["analysis"]["errors"]["baseline_requests"] >= 700
     state = stack.state()
     assert state["mode"] == "stable" and "baseline" not in state
     assert state["slots"][state["stable"]]["version"] == "1.3.0"
