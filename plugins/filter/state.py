@@ -44,11 +44,12 @@ def _keep(keep):
 
 
 def state_transition(state, event, image=None, version=None, weight=None, found=True, mode="stable", stamp=None,
-                     keep=5, secrets=None, image_id=None):
+                     keep=5, secrets=None, image_id=None, baseline=None):
     """The state `event` leads to from `state` (validated first); {} when a deploy is refused
     because a canary runs. stamp ({at, by}): a deploy or roll forward that makes a release
     stable records it among the `keep` kept releases (none without a stamp). image_id: the
-    image's ID on the host, when known (deploy, canary)."""
+    image's ID on the host, when known (deploy, canary). baseline (canary): true runs a fresh
+    baseline beside the canary, false drops it, none keeps what runs."""
     if event not in TRANSITIONS:
         raise AnsibleFilterError("state_transition: event %r is not one of %s" % (event, ", ".join(TRANSITIONS)))
     try:
@@ -57,7 +58,7 @@ def state_transition(state, event, image=None, version=None, weight=None, found=
             return deploy_target(state, found, image, version, mode, stamp, _keep(keep), secrets or None,
                                  image_id or None)
         if event == "canary":
-            return canary_target(state, image, version, weight, secrets or None, image_id or None)
+            return canary_target(state, image, version, weight, secrets or None, image_id or None, baseline)
         return roll_forward(state, stamp, _keep(keep)) if event == "roll_forward" else roll_back(state)
     except (StateError, TransitionError) as exc:
         raise AnsibleFilterError(str(exc))

@@ -12,7 +12,8 @@ A rollout is a state (a JSON-serialisable dict: the step, its weight, the analys
 last counter readings of each host) taken through one look per interval:
 
 - look(state, readings, settings, now): the interval's window of the canary and of its baseline
-  (the live stable slot), per host from the counter readings (a restarted slot's counters count
+  (the live stable slot, or with analysis.baseline: fresh the slot `baseline` that runs the stable
+  release beside the canary, at its weight), per host from the counter readings (a restarted slot's counters count
   from zero: _analysis.slot_window_delta), merged for a fleet as _fleet merges (counts and
   buckets summed, never rates averaged), fed to the sequential test (_analysis), and the canary
   policy's input with the test's results in it.
@@ -39,6 +40,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._analysis import
     update_analysis,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._metrics import EXCLUDED_PATHS, combine, format_bound
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import BASELINE_SLOT
 
 STATE_VERSION = 1
 VERDICTS = ("hold", "advance", "promote", "rollback")
@@ -69,6 +71,7 @@ def settings_of(stack):
         "min_canary_requests": analysis["min_canary_requests"],
         "latency_bound": analysis["latency_bound_seconds"],
         "metrics": canary["metrics"],
+        "baseline": analysis.get("baseline", "stable"),
         "thresholds": dict(stack["policy"]["thresholds"]),
         "max_looks": int(math.ceil(canary["max_duration_seconds"] / float(canary["interval_seconds"]))) + 2,
     }
@@ -94,7 +97,14 @@ def start(settings, live, now, step=0, warm_up=False):
         "readings": {},
         "step_totals": _no_totals(),
         "warm_up": bool(warm_up),
+        # Optional (a rollout saved before fresh baselines is a "stable" one): what it compares with.
+        "baseline": settings.get("baseline", "stable"),
     }
+
+
+def baseline_of(state):
+    """The rollout's baseline: "fresh" (the slot BASELINE_SLOT) or "stable" (the live stable slot)."""
+    return state.get("baseline") or "stable"
 
 
 def resume(saved, settings, live, now):
@@ -152,7 +162,9 @@ def rollout_status(saved, live, settings, now):
                 _number(questions["latency"]["e_value"]),
                 "n/a" if saved["latency_bound"] is None else "%g" % saved["latency_bound"],
                 _number(questions["errors"]["threshold"])))
-    return {"version": saved["canary_version"], "step": step + 1, "steps": len(steps), "weight": live["weight"],
+    if baseline_of(saved) == "fresh":
+        line += "; baseline: fresh (slot %s, the stable release at the canary's weight)" % BASELINE_SLOT
+    return {"version": saved["canary_version"], "step": step + 1, "baseline": baseline_of(saved), "steps": len(steps), "weight": live["weight"],
             "looks": saved["looks"], "elapsed_seconds": round(elapsed, 1),
             "max_duration_seconds": settings["max_duration_seconds"], "latency_bound_seconds": saved["latency_bound"],
             "errors": questions["errors"], "latency": questions["latency"], "line": line}
@@ -162,6 +174,8 @@ def _matches(saved, canary, version, settings):
     if not isinstance(saved, dict) or any(key not in saved for key in _STATE_KEYS):
         return False
     if saved["version"] != STATE_VERSION or saved["canary_slot"] != canary or saved["canary_version"] != version:
+        return False
+    if baseline_of(saved) != settings.get("baseline", "stable"):
         return False
     return abs(sum(test["alpha"] for test in saved["analysis"].values()) - settings["alpha"]) < 1e-12
 
@@ -185,14 +199,15 @@ def look(state, readings, settings, now):
     if not isinstance(readings, dict) or not readings:
         raise AutoError("no host's readings to judge the canary on: every canary host must be read")
     canary = state["canary_slot"]
-    baseline = "blue" if canary == "green" else "green"
+    fresh = baseline_of(state) == "fresh"
+    baseline = BASELINE_SLOT if fresh else "blue" if canary == "green" else "green"
     new = dict(state, readings={})
     per_host, restarted, first = {}, [], False
     for host in sorted(readings):
         slots = (readings[host] or {}).get("slots") or {}
         if canary not in slots or baseline not in slots:
-            raise AutoError("host %s: no reading of slot %s or %s; both the canary and the stable slot must "
-                            "answer" % (host, canary, baseline))
+            raise AutoError("host %s: no reading of slot %s or %s; both the canary and the %s must answer"
+                            % (host, canary, baseline, "fresh baseline" if fresh else "stable slot"))
         previous = state["readings"].get(host)
         taken_at = float(readings[host]["taken_at"])
         new["readings"][host] = {"taken_at": taken_at, "canary": _kept(slots[canary]),
@@ -315,6 +330,7 @@ def decide(looked, decision, settings, now):
         "step": state["step"] + 1,
         "steps": len(steps),
         "weight": state["weight"],
+        "baseline": baseline_of(state),
         "elapsed_seconds": round(elapsed, 3),
         "looks": state["looks"],
         "windows": looked["windows"],
@@ -353,8 +369,9 @@ def progress_line(looked, settings, verdict, reasons):
     if not looked["measured"]:
         return "%s: %s (%s)" % (head, verdict.upper(), "; ".join(reasons))
     windows, questions = looked["windows"], looked["analysis"]["questions"]
-    return "%s over %.1f s: canary %s | baseline %s | e-value errors %s, latency %s (>%s s), rollback at %s | %s: %s" % (
-        head, windows["canary"]["window_seconds"], _side(windows["canary"]), _side(windows["baseline"]),
+    return "%s over %.1f s: canary %s | %s %s | e-value errors %s, latency %s (>%s s), rollback at %s | %s: %s" % (
+        head, windows["canary"]["window_seconds"], _side(windows["canary"]),
+        "fresh baseline" if baseline_of(state) == "fresh" else "baseline", _side(windows["baseline"]),
         _number(questions["errors"]["e_value"]), _number(questions["latency"]["e_value"]),
         "%g" % state["latency_bound"], _number(questions["errors"]["threshold"]), verdict.upper(),
         "; ".join(reasons))

@@ -44,7 +44,7 @@ MAX_WINDOW_SECONDS = 600
 KEEP_SECONDS = MAX_WINDOW_SECONDS + 2 * BUCKET_SECONDS
 # The app's histogram bounds (app/swiftdeploy_app.py BUCKETS), so edge and app p99 compare.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SLOTS = (b"blue", b"green")
+SLOTS = (b"blue", b"green", b"baseline")  # baseline: analysis.baseline fresh (_state.BASELINE_SLOT)
 # What the app leaves out of its figures too: probes, scrapes and the operator's control
 # endpoint are not traffic, whatever their answer.
 EXCLUDED_PATHS = (b"/metrics", b"/healthz", b"/chaos")

@@ -226,16 +226,12 @@ def _latency_bound(path, value, errors):
 
 
 def _analysis_baseline(path, value, errors):
-    """analysis.baseline: only the live stable slot for now."""
-    if value == "stable":
+    """analysis.baseline: the live stable slot, or a fresh one started beside the canary."""
+    if value in ("stable", "fresh"):
         return value
-    if value == "fresh":
-        errors.append("manifest field '%s': 'fresh' (a third slot running the stable image as a same-age baseline) "
-                      "is not supported yet; use 'stable' (the live stable slot is the baseline), or remove it."
-                      % path)
-    else:
-        errors.append("manifest field '%s': %s is not allowed; use 'stable' (the live stable slot is the baseline)."
-                      % (path, _show(value)))
+    errors.append("manifest field '%s': %s is not allowed; use 'stable' (the live stable slot is the baseline) or "
+                  "'fresh' (a third slot runs the stable release beside the canary, at its weight)."
+                  % (path, _show(value)))
     return "stable"
 
 
@@ -663,6 +659,7 @@ def _cross_field_rules(manifest, errors):
         canary["sticky_max_age"] = STICKY_MAX_AGE
     if manifest["nginx"]["keepalive_timeout"] is None:
         manifest["nginx"]["keepalive_timeout"] = EDGE_KEEPALIVE_TIMEOUT if manifest["nginx"]["edge"] else 0
+    _fresh_baseline_rules(manifest, errors)
     looks = len(canary["steps"] or [canary["weight"]]) + 1
     if canary["max_duration_seconds"] < looks * canary["interval_seconds"]:
         errors.append("manifest field 'canary.max_duration_seconds': %d s is shorter than %d looks of "
@@ -679,6 +676,33 @@ def _cross_field_rules(manifest, errors):
         canary["image"] = manifest["services"]["image"]
     if canary["version"] is None:
         canary["version"] = manifest["services"]["version"]
+
+
+# With a fresh baseline the canary and the baseline each get a step's weight from the stable slot.
+MAX_FRESH_WEIGHT = 50
+
+
+def _fresh_baseline_rules(manifest, errors):
+    """analysis.baseline: fresh takes each weight twice from the stable slot (canary and baseline),
+    and has no sticky-session cookie of its own (docs/auto-rollout.md, "A fresh baseline")."""
+    canary = manifest["canary"]
+    if manifest["analysis"]["baseline"] != "fresh":
+        return
+    for index, weight in enumerate(canary["steps"] or []):
+        if weight > MAX_FRESH_WEIGHT:
+            errors.append("manifest field 'canary.steps[%d]': %d is more than %d, but with analysis.baseline: fresh "
+                          "the canary and the baseline get %d%% each, leaving the stable slot %d%%; use steps of at "
+                          "most %d (the rollout then goes to 100), or analysis.baseline: stable."
+                          % (index, weight, MAX_FRESH_WEIGHT, weight, 100 - 2 * weight, MAX_FRESH_WEIGHT))
+    if not canary["steps"] and canary["weight"] > MAX_FRESH_WEIGHT:
+        errors.append("manifest field 'canary.weight': %d is more than %d, but with analysis.baseline: fresh and no "
+                      "canary.steps the rollout's one step is this weight, for the canary and the baseline each; set "
+                      "canary.steps (e.g. [5, 25, 50]) or a weight of at most %d, or use analysis.baseline: stable."
+                      % (canary["weight"], MAX_FRESH_WEIGHT, MAX_FRESH_WEIGHT))
+    if canary["sticky"]:
+        errors.append("manifest field 'analysis.baseline': 'fresh' cannot be used with canary.sticky: true (a sticky "
+                      "cookie names the stable or the canary release, and the fresh baseline is neither); set "
+                      "analysis.baseline: stable, or canary.sticky: false.")
 
 
 def validate_manifest(data):

@@ -17,7 +17,7 @@ The transitions:
   deploy_target   a deploy: the first one, a no-op, or a new stable release on the idle slot
   canary_target   start a canary on the idle slot, or change a running canary's weight
   roll_forward    the judged canary becomes the stable release in place
-  roll_back       all traffic back to the stable slot, the canary gone
+  roll_back       all traffic back to the stable slot, the canary gone (and its fresh baseline)
   rollback_target a kept release (_releases.py) stable again, through the idle slot
   with_generations   number the states a converge goes through (routing generations) and, for
                      sticky sessions, stamp each slot with the generation its release arrived at
@@ -39,13 +39,19 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._releases import
 )
 
 SLOTS = ("blue", "green")
+# analysis.baseline: fresh (docs/auto-rollout.md): a third slot runs the stable slot's very release
+# beside the canary, at the canary's weight (the stable slot gets 100 - 2 x weight). It is never a
+# blue/green slot: it never becomes stable, and it leaves with the canary.
+BASELINE_SLOT = "baseline"
+MAX_BASELINE_WEIGHT = 50
 MODES = ("stable", "canary")
 STATE_KEYS = ("generation", "mode", "weight", "stable", "canary", "slots")
 SLOT_KEYS = ("image", "version", "mode")
 # Kept by stacks deployed since releases are recorded (_releases.py); older states lack it.
 # slot_generations: with sticky sessions (canary.sticky), the generation at which each slot's
 # release was first routed; a sticky cookie names a release by it (_sticky.py).
-OPTIONAL_STATE_KEYS = ("releases", "slot_generations")
+# baseline: the fresh baseline's slot (BASELINE_SLOT) while one runs; absent or null otherwise.
+OPTIONAL_STATE_KEYS = ("releases", "slot_generations", "baseline")
 # Optional in a slot: the keyed hash (HMAC-SHA256, stack_secrets) of a service's secrets, never a
 # value (it names the slot's secrets directory, and a new hash is a new release); the ID of the
 # image the slot was started from (absent: not recorded).
@@ -94,11 +100,13 @@ def validate_state(state, where="state.json"):
         _fail(where, "generation", state["generation"], "it must be a whole number of 1 or more")
     if state["mode"] not in MODES:
         _fail(where, "mode", state["mode"], "it must be one of %s" % ", ".join(MODES))
+    if state.get("baseline") not in (None, BASELINE_SLOT):
+        _fail(where, "baseline", state["baseline"], "it must be null or '%s' (the fresh baseline's slot)" % BASELINE_SLOT)
     slots = state["slots"]
     if not isinstance(slots, dict) or not slots:
         _fail(where, "slots", slots, "it must map the slots %s to what runs in them" % " and ".join(SLOTS))
     for slot, spec in slots.items():
-        if slot not in SLOTS:
+        if slot not in SLOTS and not (slot == BASELINE_SLOT and state.get("baseline") == BASELINE_SLOT):
             _fail(where, "slots", slot, "a slot is named %s" % " or ".join(SLOTS))
         _validate_slot(where, "slots.%s" % slot, spec)
     if state["stable"] not in slots:
@@ -113,9 +121,11 @@ def validate_state(state, where="state.json"):
         _fail(where, "weight", weight, "it must be 0 when there is no canary")
     if canary is not None and weight == 0:
         _fail(where, "weight", weight, "a canary gets 1 to 100 percent of requests")
-    extra = sorted(set(slots) - {state["stable"], canary})
+    extra = sorted(set(slots) - {state["stable"], canary, state.get("baseline")})
     if extra:
         _fail(where, "slots", extra[0], "every slot is the stable one or the canary; remove the other")
+    if state.get("baseline") is not None:
+        _validate_baseline(where, state)
     if "releases" in state:
         try:
             validate_releases(state["releases"], where)
@@ -124,6 +134,23 @@ def validate_state(state, where="state.json"):
     if "slot_generations" in state:
         _validate_slot_generations(where, state)
     return state
+
+
+def _validate_baseline(where, state):
+    """A fresh baseline: only beside a canary, at most MAX_BASELINE_WEIGHT percent (it takes its
+    share from the stable slot, as the canary does), running exactly the stable slot's release."""
+    baseline = state["baseline"]
+    if state["canary"] is None:
+        _fail(where, "baseline", baseline, "a fresh baseline runs only beside a canary; set it to null")
+    if BASELINE_SLOT not in state["slots"]:
+        _fail(where, "baseline", baseline, "'slots' has no '%s' slot; add it or set 'baseline' to null" % BASELINE_SLOT)
+    if state["weight"] > MAX_BASELINE_WEIGHT:
+        _fail(where, "weight", state["weight"], "with a fresh baseline the canary and the baseline get the weight "
+              "each, so it must be at most %d" % MAX_BASELINE_WEIGHT)
+    if state["slots"][BASELINE_SLOT] != state["slots"][state["stable"]]:
+        _fail(where, "slots.%s" % BASELINE_SLOT, "another release",
+              "the fresh baseline runs the stable slot's release (%s) with the same fields; set it to slots.%s"
+              % (state["slots"][state["stable"]]["version"], state["stable"]))
 
 
 def _validate_slot_generations(where, state):
@@ -253,10 +280,14 @@ class TransitionError(ValueError):
     """A transition the state does not allow; the message says what to do instead."""
 
 
-def canary_target(state, image, version, weight, secrets=None, image_id=None):
+def canary_target(state, image, version, weight, secrets=None, image_id=None, baseline=None):
     """Start a canary of image/version (image_id: its ID on the host, when known) at weight
     percent on the idle slot, or change the weight of the same canary. TransitionError for a
-    weight outside 1-100 or another canary running."""
+    weight outside 1-100 or another canary running.
+
+    baseline (analysis.baseline: fresh): True runs a fresh baseline beside the canary (slot
+    BASELINE_SLOT, the stable slot's release, at the same weight), False drops it, None keeps
+    what runs. With a baseline the weight is at most MAX_BASELINE_WEIGHT."""
     if not _is_int(weight) or not 1 <= weight <= 100:
         raise TransitionError("weight: %s is not a percentage; use a whole number from 1 to 100 (-e weight=10)."
                               % _show(weight))
@@ -270,7 +301,20 @@ def canary_target(state, image, version, weight, secrets=None, image_id=None):
                                   "(promote.yml -e mode=stable or rollback.yml)."
                                   % (_release_name(running), _release_name(spec)))
         spec = running
-    return dict(state, mode="canary", canary=slot, weight=weight, slots=dict(state["slots"], **{slot: spec}))
+    slots = dict(state["slots"], **{slot: spec})
+    if baseline is None:
+        baseline = state.get("baseline") is not None
+    slots.pop(BASELINE_SLOT, None)
+    if baseline:
+        if weight > MAX_BASELINE_WEIGHT:
+            raise TransitionError("weight: %d with a fresh baseline (analysis.baseline: fresh) would leave the stable "
+                                  "slot %d%%; the canary and the baseline get the weight each, so use at most %d."
+                                  % (weight, 100 - 2 * weight, MAX_BASELINE_WEIGHT))
+        slots[BASELINE_SLOT] = dict(state["slots"][state["stable"]])
+    target = dict(state, mode="canary", canary=slot, weight=weight, slots=slots, baseline=BASELINE_SLOT)
+    if not baseline:
+        del target["baseline"]
+    return target
 
 
 def _release_name(spec):
@@ -281,15 +325,21 @@ def roll_forward(state, stamp=None, keep=DEFAULT_KEEP):
     """The canary's release becomes the stable one at 100%, in the slot that was judged, and is
     recorded among the releases with stamp."""
     canary = _running_canary(state, "roll forward")
-    return with_release(dict(state, mode="stable", weight=0, stable=canary, canary=None,
-                             slots={canary: dict(state["slots"][canary], mode="stable")}), stamp, keep)
+    return with_release(_without_baseline(dict(state, mode="stable", weight=0, stable=canary, canary=None,
+                                               slots={canary: dict(state["slots"][canary], mode="stable")})),
+                        stamp, keep)
 
 
 def roll_back(state):
-    """All traffic back to the stable slot; the canary slot goes."""
+    """All traffic back to the stable slot; the canary slot goes (and a fresh baseline)."""
     _running_canary(state, "roll back")
     stable = state["stable"]
-    return dict(state, mode="stable", weight=0, canary=None, slots={stable: state["slots"][stable]})
+    return _without_baseline(dict(state, mode="stable", weight=0, canary=None, slots={stable: state["slots"][stable]}))
+
+
+def _without_baseline(state):
+    """state without the fresh baseline's field (its slot is already gone from `slots`)."""
+    return dict((key, value) for key, value in state.items() if key != "baseline")
 
 
 def rollback_target(state, to=None, version=None, stamp=None, keep=DEFAULT_KEEP):

@@ -51,7 +51,7 @@ options:
     description: The stack's edge log directory (C(<project>/edge)). Give this or O(metrics_urls).
     type: path
   slots:
-    description: The slots to read with O(edge).
+    description: The slots to read with O(edge); with a fresh baseline (C(analysis.baseline=fresh)) also C(baseline).
     type: list
     elements: str
     default: [blue, green]

@@ -53,7 +53,7 @@ def rollout(*totals, host="h1", start_at=1000.0, state=None):
 
 def test_settings_from_the_manifest():
     assert SETTINGS == {"steps": [10, 50], "interval_seconds": 3, "max_duration_seconds": 60, "alpha": 0.01,
-                        "min_canary_requests": 50, "latency_bound": 0.1, "metrics": "app",
+                        "min_canary_requests": 50, "latency_bound": 0.1, "metrics": "app", "baseline": "stable",
                         "thresholds": STACK["policy"]["thresholds"], "max_looks": 22}
     single = copy.deepcopy(STACK)
     single["canary"].update(steps=None, weight=100)

@@ -63,6 +63,9 @@ WINDOWS = [
      30, {"green": NOW - 10}, {"blue": 1, "green": 1}, {"blue": 0, "green": 0}),
     ("an older start changes nothing", [line(NOW - 20, "green")], 30, {"green": NOW - 100},
      {"blue": 0, "green": 1}, {"blue": 0, "green": 0}),
+    ("a fresh baseline is a slot of its own", [line(NOW - 5, "baseline"), line(NOW - 4, "baseline", status=503),
+                                               line(NOW - 3, "green")],
+     30, None, {"blue": 0, "green": 1, "baseline": 2}, {"blue": 0, "green": 0, "baseline": 1}),
 ]
 
 
@@ -70,8 +73,9 @@ WINDOWS = [
 def test_windows(tmp_path, name, lines, window, starts, requests, errors):
     write(tmp_path, lines)
     result = edge.read_window(str(tmp_path), window, NOW, starts)
-    assert requests_of(result) == requests
-    assert dict((slot, figures["errors"]) for slot, figures in result["slots"].items()) == errors
+    # The fresh baseline's slot (analysis.baseline: fresh) is always read; a stack without one has none of it.
+    assert requests_of(result) == dict({"baseline": 0}, **requests)
+    assert dict((slot, figures["errors"]) for slot, figures in result["slots"].items()) == dict({"baseline": 0}, **errors)
 
 
 def test_figures_and_window_seconds(tmp_path):
@@ -228,7 +232,7 @@ def test_a_young_canary_is_waited_for_and_measured_over_its_life(tmp_path, name,
     assert (result["window_source"], result["waited_seconds"]) == (source, round(sum(slept), 3))
     green = result["slots"]["green"]
     assert (green["window_seconds"], green["requests"]) == (pytest.approx(seconds), requests)
-    assert set(result["messages"]) == {"blue", "green"}
+    assert set(result["messages"]) == {"blue", "green", "baseline"}
 
 
 def test_the_stable_slot_is_not_waited_for(tmp_path):

@@ -612,6 +612,7 @@ def test_canary_hosts_refused_naming_the_field_the_value_and_the_fix(given, show
     ("analysis.latency_bound_seconds", 1, 1.0),
     ("analysis.latency_bound_seconds", None, None),
     ("analysis.baseline", "stable", "stable"),
+    ("analysis.baseline", "fresh", "fresh"),
 ])
 def test_auto_rollout_settings_accepted(path, given, normalised):
     section, key = path.split(".")
@@ -649,11 +650,9 @@ BOUND_FIX = ("is not a latency bucket bound; use one of 0.005, 0.01, 0.025, 0.05
                                         "e.g. 1000."),
     ("analysis.latency_bound_seconds", 0.2, "manifest field 'analysis.latency_bound_seconds': 0.2 " + BOUND_FIX),
     ("analysis.latency_bound_seconds", "0.1", "manifest field 'analysis.latency_bound_seconds': '0.1' " + BOUND_FIX),
-    ("analysis.baseline", "fresh", "manifest field 'analysis.baseline': 'fresh' (a third slot running the stable "
-                                   "image as a same-age baseline) is not supported yet; use 'stable' (the live stable "
-                                   "slot is the baseline), or remove it."),
     ("analysis.baseline", "canary", "manifest field 'analysis.baseline': 'canary' is not allowed; use 'stable' (the "
-                                    "live stable slot is the baseline)."),
+                                    "live stable slot is the baseline) or 'fresh' (a third slot runs the stable release "
+                                    "beside the canary, at its weight)."),
 ])
 def test_auto_rollout_settings_refused_naming_field_value_and_fix(path, given, message):
     assert errors_of(with_change(path, given)) == [message]

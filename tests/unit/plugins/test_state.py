@@ -63,7 +63,7 @@ def test_valid_states_pass(state):
 @pytest.mark.parametrize("state, message", [
     ([], 'state.json: holds list, not a state object; restore it from a backup or remove it to start over'),
     (variant(STABLE, extra=1), "state.json: field 'extra' is 1; it is not a field of the state (generation, mode, "
-                               "weight, stable, canary, slots, releases, slot_generations); remove it"),
+                               "weight, stable, canary, slots, releases, slot_generations, baseline); remove it"),
     (variant(STABLE, weight=KeyError), "state.json: field 'weight' is missing; restore the file or remove it to start over"),
     (variant(STABLE, generation="1"), "state.json: field 'generation' is \"1\"; it must be a whole number of 1 or more"),
     (variant(STABLE, generation=True), "state.json: field 'generation' is true; it must be a whole number of 1 or more"),
