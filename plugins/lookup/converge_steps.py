@@ -19,6 +19,9 @@ description:
     from (the template's text, the values of every variable it names, this collection's filters
     and module_utils, ansible-core's version). A template that names C(lookup), C(query),
     C(now) or C(template_run_date) is rendered every time.
+  - Hosts that want the same file at the same time (a fleet converging side by side) render it
+    once; the others wait for the first under a lock file of that key in O(cache_dir), then read
+    what it kept.
   - See docs/converge.md.
 options:
   _terms:
