@@ -18,12 +18,22 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import 
 )
 
 
-def rollout_batch_number(hosts, batches, host):
-    """The 1-based batch of `host` when `hosts` are cut into `batches` as Ansible's serial does."""
+def rollout_batch_number(hosts, batches, host=None):
+    """The 1-based batch of `host` when `hosts` are cut into `batches` as Ansible's serial does;
+    without `host`, every host's as {host: number}."""
     try:
-        return batch_number(list(hosts), parse_batch(batches), str(host))
+        hosts, batches = [str(name) for name in hosts], parse_batch(batches)
+        if host is None:
+            return dict((name, batch_number(hosts, batches, name)) for name in hosts)
+        return batch_number(hosts, batches, str(host))
     except BatchError as exc:
         raise AnsibleFilterError(str(exc))
+
+
+def rollout_play_hosts(pattern, batches, rolling):
+    """The hosts of one of deploy.yml's plays: the direct play (rolling false) targets `pattern` when
+    there are no batches, the rolling plays when there are; the other plays get none."""
+    return pattern if bool(batches) == bool(rolling) else []
 
 
 def rollout_result(hosts, rollout_id, batches):
@@ -42,4 +52,5 @@ def rollout_result(hosts, rollout_id, batches):
 
 class FilterModule(object):
     def filters(self):
-        return {"rollout_batch_number": rollout_batch_number, "rollout_result": rollout_result}
+        return {"rollout_batch_number": rollout_batch_number, "rollout_play_hosts": rollout_play_hosts,
+                "rollout_result": rollout_result}

@@ -19,6 +19,9 @@ description:
     from (the template's text, the values of every variable it names, this collection's filters
     and module_utils, ansible-core's version). A template that names C(lookup), C(query),
     C(now) or C(template_run_date) is rendered every time.
+  - Hosts that want the same file at the same time (a fleet converging side by side) render it
+    once; the others wait for the first under a lock file of that key in O(cache_dir), then read
+    what it kept.
   - See docs/converge.md.
 options:
   _terms:
@@ -67,6 +70,7 @@ _list:
   elements: dict
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -148,6 +152,32 @@ class RenderCache(object):
         except OSError:
             pass
 
+    def get_or_render(self, key, render):
+        """The file kept under key, else render() kept under it. The hosts of a fleet converge side
+        by side, each in its own worker, and usually want the same files: the first to miss renders
+        while the others wait for it (under a lock file per key) and then read what it kept."""
+        content = self.get(key)
+        if content is not None or not self.directory or key is None:
+            return render() if content is None else content
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            lock = os.open(os.path.join(self.directory, ".lock-" + key), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return render()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            content = self.get(key)
+            if content is None:
+                content = render()
+                self.put(key, content)
+            return content
+        finally:
+            try:
+                os.unlink(os.path.join(self.directory, ".lock-" + key))
+            except OSError:
+                pass
+            os.close(lock)
+
     def prune(self):
         entries = [entry for entry in os.scandir(self.directory) if entry.is_file() and not entry.name.startswith(".")]
         if len(entries) > CACHE_FILES:
@@ -175,10 +205,8 @@ class LookupModule(LookupBase):
                 if cache.directory:
                     code = code or code_digest()
                     key = self.key(name, live, variables, code, extra)
-                content = cache.get(key)
-                if content is None:
-                    content = template.run([name], variables, template_vars=dict(extra, swiftdeploy_live=live))[0]
-                    cache.put(key, content)
+                content = cache.get_or_render(key, lambda: template.run(
+                    [name], variables, template_vars=dict(extra, swiftdeploy_live=live))[0])
                 files[relpath] = {"content": content, "mode": self.get_option(mode_option)}
                 if name == EDGE_TEMPLATE[1]:
                     extra[EDGE_DIGEST] = hashlib.sha256(content.encode("utf-8")).hexdigest()

@@ -5,6 +5,8 @@ whenever any of that changes. The integration tests render the role's real templ
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -155,6 +157,35 @@ def test_the_cache_keeps_the_newest_files(tmp_path, monkeypatch):
         os.utime(os.path.join(cache.directory, "k%d" % number), (number, number))
     assert sorted(os.listdir(cache.directory)) == ["k2", "k3", "k4"]
     assert cache.get("k4") == "v4" and cache.get("k0") is None and cache.get(None) is None
+
+
+def test_hosts_rendering_the_same_file_side_by_side_render_it_once(tmp_path):
+    # A fleet's hosts converge at once, each in its own worker: the first to miss renders, the
+    # others wait for it under the key's lock file and read what it kept (threads here, as flock
+    # locks each open of the file).
+    cache = RenderCache(str(tmp_path / "c"))
+    renders = []
+    started = threading.Event()
+
+    def render():
+        renders.append(1)
+        started.set()
+        time.sleep(0.3)
+        return "rendered"
+
+    results = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_render("k", render)))
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=lambda: results.append(cache.get_or_render("k", render))) for _n in range(2)]
+    for thread in others:
+        thread.start()
+    for thread in [first] + others:
+        thread.join(10)
+    assert results == ["rendered"] * 3 and len(renders) == 1
+    assert sorted(os.listdir(cache.directory)) == ["k"]
+    assert RenderCache("").get_or_render("k", lambda: "again") == "again"
+    assert cache.get_or_render(None, lambda: "uncached") == "uncached"
 
 
 def test_names_are_every_variable_read():

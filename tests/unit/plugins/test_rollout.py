@@ -8,7 +8,11 @@ import pytest
 from ansible.errors import AnsibleFilterError, AnsibleLookupError
 from ansible.utils.helpers import pct_to_int
 
-from ansible_collections.swiftdeploy.stack.plugins.filter.rollout import rollout_batch_number, rollout_result
+from ansible_collections.swiftdeploy.stack.plugins.filter.rollout import (
+    rollout_batch_number,
+    rollout_play_hosts,
+    rollout_result,
+)
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import ManifestError, validate_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import (
     BatchError,
@@ -120,6 +124,17 @@ def test_hosts_are_cut_into_batches_exactly_as_serial_cuts_them(serial, expected
 def test_a_hosts_batch_number(serial, host, number):
     assert batch_number(HOSTS, serial, host) == number
     assert rollout_batch_number(HOSTS, serial, host) == number
+    if number:
+        assert rollout_batch_number(HOSTS, serial)[host] == number
+
+
+@pytest.mark.parametrize("pattern, batches, rolling, expected", [
+    ("swiftdeploy", [], False, "swiftdeploy"), ("swiftdeploy", [], True, []),
+    ("swiftdeploy", [1], False, []), ("swiftdeploy", [1, "50%"], True, "swiftdeploy"),
+    (["h1", "h2"], ["100%"], True, ["h1", "h2"]), (["h1", "h2"], ["100%"], False, []),
+])
+def test_deploy_plays_target_the_hosts_by_kind(pattern, batches, rolling, expected):
+    assert rollout_play_hosts(pattern, batches, rolling) == expected
 
 
 def test_the_batch_number_filter_refuses_a_bad_setting():
