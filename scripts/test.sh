@@ -84,16 +84,20 @@ fleet_stages() {
   # meta/runtime.yml's requires_ansible, proved: sanity, unit tests and a lifecycle under the
   # oldest ansible-core it allows, in .venv-min.
   stage "oldest ansible-core (requirements-min.txt)" bash scripts/test-min.sh
+  # Local-engine tests on a stack and ports of their own that assert no wall-clock time (marker
+  # `beside`): this process has time to spare while the foreground's local tests run.
+  stage "pytest: local tests beside the others" pytest -q -p no:cacheprovider --durations=5 \
+    --basetemp="$background/beside" -m "beside and not fleet" tests
 }
-in_background "pytest: fleet, molecule: fleet, sanity, oldest ansible-core" fleet_stages
+in_background "pytest: fleet, molecule: fleet, sanity, oldest ansible-core, local tests beside" fleet_stages
 stage "ansible-lint (production profile)" bash scripts/lint.sh
-stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 -m "not fleet and not timing" tests
+stage "pytest: unit and integration" pytest -q -p no:cacheprovider --durations=30 -m "not fleet and not timing and not beside" tests
 join_background
 
 # Tests that assert on wall-clock time (marker `timing`: progress lines, a canary judged before
 # it is a window old, lock heartbeats) and the Molecule scenarios on this engine, with nothing
 # beside them: the second process's load made them miss their times.
-stage "pytest: timing-sensitive integration" pytest -q -p no:cacheprovider --durations=10 -m "timing and not fleet" tests
+stage "pytest: timing-sensitive integration" pytest -q -p no:cacheprovider --durations=10 -m "timing and not fleet and not beside" tests
 stage "molecule: default" molecule test -s default
 stage "molecule: canary" molecule test -s canary
 stage "molecule: auto" molecule test -s auto

@@ -22,7 +22,9 @@ import pytest
 from traffic import Traffic  # tests/integration/traffic.py
 
 # timing: the rollouts are judged on 2 s windows (scripts/test.sh runs the timing stage alone)
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timing]
+# Its own stack (sdfresh) and ports, and no assertion on wall-clock time: it runs beside the
+# foreground's local-engine tests (scripts/test.sh, marker `beside`).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.beside]
 
 NAME, PORT, ADMIN_PORT = "sdfresh", 17980, 17982
 INTERVAL = 2
