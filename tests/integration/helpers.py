@@ -8,6 +8,12 @@
       a context manager: `parent` (a third-party-style app image) with FAIL_PERCENT=`percent`
       baked in, as `tag`, built when missing or stale (thirdparty_images.build_failing) and
       removed at the end
+  AutoStack(tmp_path, fixtures, name, ports, steps, baseline="stable")
+      a stack for promote.yml -e mode=auto: manifest_for(version, max_duration, **analysis), run,
+      command (the promote's argv, to run it as a process of one's own), state, history,
+      chaos_when_the_canary_starts(rate, deadline, chaos): errors (or `chaos`) in the canary once it runs
+  judged(history, since)
+      the canary_judged events of a history from index `since`
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +61,79 @@ def failing_image(parent, tag, percent):
         yield tag
     finally:
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
+
+
+class AutoStack:
+    """A stack of its own for promote.yml -e mode=auto tests (test_auto_rollout, test_fresh_baseline).
+
+    fixtures: (write_manifest, run_playbook, ansible_env, repo_root), the conftest fixtures;
+    ports: (public, admin); steps: canary.steps; a 2 s interval, so a rollout takes seconds."""
+
+    INTERVAL = 2
+
+    def __init__(self, tmp_path, fixtures, name, ports, steps, baseline="stable"):
+        self.project = tmp_path / "project"
+        self.tmp_path = tmp_path
+        self._write, self._run, self.env, self.repo_root = fixtures
+        self.name, (self.port, self.admin_port), self.steps, self.baseline = name, ports, steps, baseline
+        self.manifest = self.manifest_for("1.0.0")
+
+    def manifest_for(self, version, max_duration=60, **analysis):
+        overrides = {
+            "stack": self.name, "nginx.port": self.port, "nginx.admin_port": self.admin_port,
+            "network.name": "%s-net" % self.name, "services.log_volume": "%s-logs" % self.name,
+            "contact": "oncall@%s.example" % self.name,
+            "canary": {"weight": 10, "version": version, "steps": self.steps, "interval_seconds": self.INTERVAL,
+                       "max_duration_seconds": max_duration},
+            # A fixed latency bound (an objective) well above this shared machine's scheduling
+            # noise: the tests are about errors and failed requests; the bound chosen from the
+            # baseline is tested on its own (test_auto.py, test_auto_rollout.py).
+            "analysis": dict({"baseline": self.baseline, "min_canary_requests": 40, "latency_bound_seconds": 0.25},
+                             **analysis),
+            # Other test suites load this machine: the host gate's load limit is not under test.
+            "policy": {"thresholds": {"min_requests": 10, "max_cpu_load": 1000}}}
+        return self._write(self.tmp_path / ("manifest-%s.yml" % version), overrides)
+
+    def args(self, manifest):
+        return ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
+
+    def run(self, playbook, *args, manifest=None):
+        return self._run(playbook, *self.args(manifest or self.manifest), *args)
+
+    def command(self, manifest):
+        return ["ansible-playbook", str(self.repo_root / "playbooks" / "promote.yml"), *self.args(manifest),
+                "-e", "mode=auto"]
+
+    def state(self):
+        return json.loads((self.project / "state.json").read_text())
+
+    def history(self):
+        path = self.project / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def chaos_when_the_canary_starts(self, rate, deadline=60, chaos=None):
+        """Watch state.json; once a canary runs, make it fail `rate` of its requests (or apply
+        `chaos`, a /chaos body) through the admin port. The time, or None after `deadline` s."""
+        started = time.monotonic()
+        while time.monotonic() - started < deadline:
+            try:
+                state = self.state()
+            except (OSError, ValueError):
+                state = {}
+            if state.get("canary"):
+                # state.json may name the canary a moment before nginx routes /chaos to it (the
+                # stable slot answers 403 until then): try again until the canary takes it.
+                conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+                conn.request("POST", "/chaos", body=json.dumps(chaos or {"mode": "error", "rate": rate}),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                if response.status == 200:
+                    return time.time()
+            time.sleep(0.05)
+        return None
+
+
+def judged(history, since):
+    return [entry for entry in history[since:] if entry["event"] == "canary_judged"]

@@ -10,7 +10,6 @@ a canary version of its own (the same app image), so each starts a new canary.
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import os
 import signal
@@ -20,75 +19,29 @@ import time
 
 import pytest
 
+from helpers import AutoStack, judged  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 # timing: a canary failing 20 % must be rolled back within 15 s of its step (scripts/test.sh runs it alone)
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timing]
 
 NAME, PORT, ADMIN_PORT = "sdauto", 17580, 17582
-INTERVAL = 2
 
 
 def stamp(text):
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
-class Stack:
-    def __init__(self, tmp_path, write_manifest, run_playbook, ansible_env, repo_root):
-        self.project = tmp_path / "project"
-        self.tmp_path = tmp_path
-        self._write = write_manifest
-        self._run = run_playbook
-        self.env = ansible_env
-        self.repo_root = repo_root
-        self.manifest = self.manifest_for("1.0.0")
-
-    def manifest_for(self, version, max_duration=60, **analysis):
-        overrides = {
-            "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
-            "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
-            "contact": "oncall@%s.example" % NAME,
-            "canary": {"weight": 10, "version": version, "steps": [10, 50], "interval_seconds": INTERVAL,
-                       "max_duration_seconds": max_duration},
-            # A fixed latency bound (an objective) well above this shared machine's scheduling
-            # noise: the tests are about errors and failed requests; the bound chosen from the
-            # baseline is unit-tested (test_auto.py).
-            "analysis": dict({"min_canary_requests": 40, "latency_bound_seconds": 0.25}, **analysis),
-            # Other test suites load this machine: the host gate's load limit is not under test.
-            "policy": {"thresholds": {"min_requests": 10, "max_cpu_load": 1000}}}
-        return self._write(self.tmp_path / ("manifest-%s.yml" % version), overrides)
-
-    def args(self, manifest):
-        return ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
-
-    def run(self, playbook, *args, manifest=None):
-        return self._run(playbook, *self.args(manifest or self.manifest), *args)
-
-    def command(self, manifest):
-        return ["ansible-playbook", str(self.repo_root / "playbooks" / "promote.yml"), *self.args(manifest),
-                "-e", "mode=auto"]
-
-    def state(self):
-        return json.loads((self.project / "state.json").read_text())
-
-    def history(self):
-        path = self.project / "history.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
-    stack = Stack(tmp_path_factory.mktemp("auto"), write_manifest, run_playbook, ansible_env, repo_root)
+    stack = AutoStack(tmp_path_factory.mktemp("auto"), (write_manifest, run_playbook, ansible_env, repo_root),
+                      NAME, (PORT, ADMIN_PORT), steps=[10, 50])
     try:
         run = stack.run("deploy")
         assert run.rc == 0, run.describe()
         yield stack
     finally:
         stack.run("teardown", "-e", "clean=true")
-
-
-def judged(history, since):
-    return [entry for entry in history[since:] if entry["event"] == "canary_judged"]
 
 
 def test_a_good_release_reaches_100_percent_without_a_failed_request(stack):
@@ -160,36 +113,12 @@ def test_the_play_goes_on_after_a_finished_rollout(stack, tmp_path):
     assert state["mode"] == "stable" and state["slots"][state["stable"]]["version"] == "1.4.0"
 
 
-def inject_errors_when_the_canary_starts(stack, rate, deadline=60, chaos=None):
-    """Watch state.json; once a canary runs, make it fail `rate` of its requests (or apply
-    `chaos`, a /chaos body). The time."""
-    started = time.monotonic()
-    while time.monotonic() - started < deadline:
-        try:
-            state = stack.state()
-        except (OSError, ValueError):
-            state = {}
-        if state.get("canary"):
-            # state.json may name the canary a moment before nginx routes /chaos to it (the
-            # stable slot answers 403 until then): try again until the canary takes it.
-            conn = http.client.HTTPConnection("127.0.0.1", ADMIN_PORT, timeout=5)
-            conn.request("POST", "/chaos", body=json.dumps(chaos or {"mode": "error", "rate": rate}),
-                         headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            if response.status == 200:
-                return time.time()
-        time.sleep(0.05)
-    return None
-
-
 def test_a_canary_failing_20_percent_is_rolled_back_within_15_s_of_its_step(stack):
     before = len(stack.history())
     stable = stack.state()
     stable_version = stable["slots"][stable["stable"]]["version"]
     injected = {}
-    watcher = threading.Thread(target=lambda: injected.update(at=inject_errors_when_the_canary_starts(stack, 0.2)))
+    watcher = threading.Thread(target=lambda: injected.update(at=stack.chaos_when_the_canary_starts(0.2)))
     with Traffic(PORT, threads=2, warm_up=1.0):
         watcher.start()
         run = stack.run("promote", "-e", "mode=auto", manifest=stack.manifest_for("1.2.0"))
@@ -222,7 +151,7 @@ def test_a_slower_canary_is_rolled_back_on_latency_against_a_bound_chosen_from_t
     injected = {}
     slow = {"mode": "slow", "duration": 0.4}
     watcher = threading.Thread(target=lambda: injected.update(
-        at=inject_errors_when_the_canary_starts(stack, None, chaos=slow)))
+        at=stack.chaos_when_the_canary_starts(None, chaos=slow)))
     with Traffic(PORT, threads=2, warm_up=1.0):
         watcher.start()
         run = stack.run("promote", "-e", "mode=auto",

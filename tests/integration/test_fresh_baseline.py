@@ -9,8 +9,6 @@ promotion or the rollback, with no failed request but the canary's own.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +17,7 @@ import time
 
 import pytest
 
+from helpers import AutoStack, judged  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 # timing: the rollouts are judged on 2 s windows (scripts/test.sh runs the timing stage alone)
@@ -27,48 +26,6 @@ from traffic import Traffic  # tests/integration/traffic.py
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.beside]
 
 NAME, PORT, ADMIN_PORT = "sdfresh", 17980, 17982
-INTERVAL = 2
-
-
-class Stack:
-    def __init__(self, tmp_path, write_manifest, run_playbook, ansible_env, repo_root):
-        self.project = tmp_path / "project"
-        self.tmp_path = tmp_path
-        self._write = write_manifest
-        self._run = run_playbook
-        self.env = ansible_env
-        self.repo_root = repo_root
-        self.manifest = self.manifest_for("1.0.0")
-
-    def manifest_for(self, version, min_canary_requests=40, max_duration_seconds=60):
-        overrides = {
-            "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
-            "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
-            "contact": "oncall@%s.example" % NAME,
-            "canary": {"weight": 10, "version": version, "steps": [20, 50], "interval_seconds": INTERVAL,
-                       "max_duration_seconds": max_duration_seconds},
-            # As test_auto_rollout.py: a fixed latency bound above this shared machine's noise.
-            "analysis": {"baseline": "fresh", "min_canary_requests": min_canary_requests,
-                         "latency_bound_seconds": 0.25},
-            "policy": {"thresholds": {"min_requests": 10, "max_cpu_load": 1000}}}
-        return self._write(self.tmp_path / ("manifest-%s.yml" % version), overrides)
-
-    def args(self, manifest):
-        return ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % self.project)
-
-    def run(self, playbook, *args, manifest=None):
-        return self._run(playbook, *self.args(manifest or self.manifest), *args)
-
-    def command(self, manifest):
-        return ["ansible-playbook", str(self.repo_root / "playbooks" / "promote.yml"), *self.args(manifest),
-                "-e", "mode=auto"]
-
-    def state(self):
-        return json.loads((self.project / "state.json").read_text())
-
-    def history(self):
-        path = self.project / "history.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def baseline_containers():
@@ -114,7 +71,8 @@ class Watcher:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
-    stack = Stack(tmp_path_factory.mktemp("fresh"), write_manifest, run_playbook, ansible_env, repo_root)
+    stack = AutoStack(tmp_path_factory.mktemp("fresh"), (write_manifest, run_playbook, ansible_env, repo_root),
+                      NAME, (PORT, ADMIN_PORT), steps=[20, 50], baseline="fresh")
     try:
         run = stack.run("deploy")
         assert run.rc == 0, run.describe()
@@ -122,10 +80,6 @@ def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root
     finally:
         stack.run("teardown", "-e", "clean=true")
     assert baseline_containers() == []
-
-
-def judged(history, since):
-    return [entry for entry in history[since:] if entry["event"] == "canary_judged"]
 
 
 def stable_image(stack):
@@ -166,33 +120,12 @@ def test_a_good_release_reaches_100_percent_beside_a_fresh_baseline_without_a_fa
     assert "| fresh baseline " in run.stdout and "| PROMOTE:" in run.stdout, run.stdout
 
 
-def inject_errors_when_the_canary_starts(stack, rate, deadline=60):
-    """Once a canary runs, make it fail `rate` of its requests; the time, or None."""
-    started = time.monotonic()
-    while time.monotonic() - started < deadline:
-        try:
-            state = stack.state()
-        except (OSError, ValueError):
-            state = {}
-        if state.get("canary"):
-            conn = http.client.HTTPConnection("127.0.0.1", ADMIN_PORT, timeout=5)
-            conn.request("POST", "/chaos", body=json.dumps({"mode": "error", "rate": rate}),
-                         headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            if response.status == 200:
-                return time.time()
-        time.sleep(0.05)
-    return None
-
-
 def test_a_bad_release_is_rolled_back_against_the_fresh_baseline_and_the_baseline_leaves(stack):
     before = len(stack.history())
     stable = stack.state()
     version = stable["slots"][stable["stable"]]["version"]
     injected = {}
-    watcher_thread = threading.Thread(target=lambda: injected.update(at=inject_errors_when_the_canary_starts(stack, 0.2)))
+    watcher_thread = threading.Thread(target=lambda: injected.update(at=stack.chaos_when_the_canary_starts(0.2)))
     with Watcher(stack) as watcher, Traffic(PORT, threads=2, warm_up=1.0) as traffic:
         watcher_thread.start()
         run = stack.run("promote", "-e", "mode=auto", manifest=stack.manifest_for("1.2.0"))
@@ -223,7 +156,7 @@ def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
     image = stable_image(stack)
     # Enough canary requests are needed that the first step holds for a few looks (20 % of the
     # load is 100-300 canary requests a look here), and time for the status and the rerun.
-    manifest = stack.manifest_for("1.3.0", min_canary_requests=1500, max_duration_seconds=120)
+    manifest = stack.manifest_for("1.3.0", max_duration=120, min_canary_requests=1500)
     with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
         killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
