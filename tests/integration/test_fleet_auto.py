@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from helpers import failing_image
-from traffic import Traffic
+from traffic import AllTraffic, Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
@@ -68,22 +68,6 @@ class FleetAuto:
 
     def traffic(self):
         return {host.name: Traffic(PORT, host=host.address, threads=1) for host in self.hosts}
-
-
-class AllTraffic:
-    """One Traffic per host, started and stopped together."""
-
-    def __init__(self, per_host):
-        self.per_host = per_host
-
-    def __enter__(self):
-        for traffic in self.per_host.values():
-            traffic.__enter__()
-        return self.per_host
-
-    def __exit__(self, *exc_info):
-        for traffic in self.per_host.values():
-            traffic.__exit__(*exc_info)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from helpers import failing_image
-from traffic import Traffic
+from traffic import AllTraffic, Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
@@ -91,22 +91,6 @@ class Fleet3:
 
     def traffic(self):
         return {host.name: HostTraffic(host.address, PORT, threads=1) for host in self.hosts}
-
-
-class AllTraffic:
-    """One HostTraffic per host, started and stopped together."""
-
-    def __init__(self, per_host):
-        self.per_host = per_host
-
-    def __enter__(self):
-        for traffic in self.per_host.values():
-            traffic.__enter__()
-        return self.per_host
-
-    def __exit__(self, *exc_info):
-        for traffic in self.per_host.values():
-            traffic.__exit__(*exc_info)
 
 
 @pytest.fixture(scope="module")

@@ -91,3 +91,19 @@ class Traffic:
             bucket[0] += 1
             bucket[1] += from_canary
         return dict(counts)
+
+
+class AllTraffic:
+    """Several Traffic (one per fleet host: {name: Traffic}), started and stopped together."""
+
+    def __init__(self, per_host):
+        self.per_host = per_host
+
+    def __enter__(self):
+        for traffic in self.per_host.values():
+            traffic.__enter__()
+        return self.per_host
+
+    def __exit__(self, *exc_info):
+        for traffic in self.per_host.values():
+            traffic.__exit__(*exc_info)
