@@ -7,7 +7,8 @@
 #   input.thresholds  any of min_requests, max_error_rate_percent, max_p99_latency_ms; a key
 #                     that is absent falls back to data.swiftdeploy.thresholds (policies/data.json)
 #   input.analysis    optional: the comparison with the live baseline (an automated rollout);
-#                     a rejection denies, and the decision then also carries "hold"
+#                     a rejection denies, and the decision then also carries "hold"; with
+#                     latency_warm_up true (a canary's first window) a P99 over its maximum holds
 # A figure equal to its threshold passes. Too few requests, a missing figure, or a null rate or
 # quantile although requests were served, denies: the gate never allows on incomplete data.
 # See docs/policies.md.
@@ -73,14 +74,28 @@ reasons contains msg if {
 	msg := concat("", ["error rate ", _fmt2(rate), "% exceeds the maximum ", _fmt2(maximum), "%"])
 }
 
-reasons contains msg if {
+_p99_over := concat("", ["p99 latency ", _fmt2(p99), " ms exceeds the maximum ", _fmt2(maximum), " ms"]) if {
 	p99 := _metrics.p99_latency_ms
 	maximum := thresholds.max_p99_latency_ms
 	is_number(p99)
 	is_number(maximum)
 	p99 > maximum
-	msg := concat("", ["p99 latency ", _fmt2(p99), " ms exceeds the maximum ", _fmt2(maximum), " ms"])
 }
+
+reasons contains _p99_over if not _latency_warm_up
+
+# The first window of a canary an automated rollout has just started (input.analysis.latency_warm_up):
+# a process that has just started is slower, so a P99 over the maximum holds the step instead of
+# failing it; the step's later windows are judged without this one (docs/auto-rollout.md).
+_warm_up_reasons contains concat("", [_p99_over, " in the first window after the canary started (its warm-up): held, the windows after it decide"]) if {
+	_latency_warm_up
+}
+
+reasons contains msg if {
+	some msg in _warm_up_reasons
+}
+
+_latency_warm_up if input.analysis.latency_warm_up == true
 
 reasons contains msg if {
 	_metrics.error_rate_percent == null
@@ -139,6 +154,13 @@ hold if {
 	not allow
 	_too_few
 	not input.analysis.verdict == "rollback"
+}
+
+# A slow first window after the canary's start, and nothing else wrong: hold.
+hold if {
+	not allow
+	_latency_warm_up
+	count(reasons - _warm_up_reasons) == 0
 }
 
 allow := count(reasons) == 0

@@ -379,3 +379,39 @@ test_without_analysis_the_decision_has_no_hold if {
 	d := _decide(_healthy, _limits)
 	not "hold" in object.keys(d)
 }
+
+test_a_slow_first_window_holds_the_step if {
+	a := {"verdict": "hold", "reasons": [], "latency_warm_up": true}
+	d := _decide_auto(_metrics_with("p99_latency_ms", 900.0), a)
+	d.allow == false
+	d.hold == true
+	d.reasons == ["p99 latency 900.00 ms exceeds the maximum 500.00 ms in the first window after the canary started (its warm-up): held, the windows after it decide"]
+}
+
+test_a_slow_first_window_with_errors_over_the_maximum_does_not_hold if {
+	a := {"verdict": "hold", "reasons": [], "latency_warm_up": true}
+	d := _decide_auto(object.union(_healthy, {"p99_latency_ms": 900.0, "error_rate_percent": 20.0}), a)
+	d.allow == false
+	d.hold == false
+}
+
+test_a_slow_window_after_the_first_does_not_hold if {
+	a := {"verdict": "hold", "reasons": [], "latency_warm_up": false}
+	d := _decide_auto(_metrics_with("p99_latency_ms", 900.0), a)
+	d.allow == false
+	d.hold == false
+	d.reasons == ["p99 latency 900.00 ms exceeds the maximum 500.00 ms"]
+}
+
+test_a_fast_first_window_allows if {
+	d := _decide_auto(_healthy, {"verdict": "pass", "reasons": [], "latency_warm_up": true})
+	d.allow == true
+	d.hold == false
+}
+
+test_a_rejected_first_window_does_not_hold if {
+	a := {"verdict": "rollback", "reasons": ["errors: worse"], "latency_warm_up": true}
+	d := _decide_auto(_metrics_with("p99_latency_ms", 900.0), a)
+	d.allow == false
+	d.hold == false
+}

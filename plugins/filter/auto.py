@@ -27,10 +27,12 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._auto import (
 )
 
 
-def auto_begin(live, stack, saved=None, fresh=False, readings=None):
+def auto_begin(live, stack, saved=None, fresh=False, readings=None, warm_up=False):
     """{settings, state, note}: the rollout of the live canary, new (fresh: this run started the
     canary) or resumed from the state a previous run saved (its text, or null); with `readings`
-    (every canary host's first reading), the state starts from them."""
+    (every canary host's first reading), the state starts from them. `warm_up`: this run has just
+    started the fresh baseline beside a running canary, so its first window is not judged on
+    latency (as a canary's that the run starts)."""
     try:
         settings = settings_of(stack)
         now = time.time()
@@ -44,7 +46,7 @@ def auto_begin(live, stack, saved=None, fresh=False, readings=None):
                 previous = json.loads(saved) if saved else None
             except ValueError:
                 previous = None
-            state, note = resume(previous, settings, live, now)
+            state, note = resume(previous, settings, live, now, warm_up=warm_up)
         if readings:
             state = look(state, readings, settings, now)["state"]
     except (AutoError, AnalysisError, KeyError, TypeError, ValueError) as exc:

@@ -78,8 +78,8 @@ def settings_of(stack):
 
 
 def start(settings, live, now, step=0, warm_up=False):
-    """A fresh rollout of the live state's canary at `step`; `warm_up`: the canary has just
-    started, so its first window is not counted on latency (look())."""
+    """A fresh rollout of the live state's canary at `step`; `warm_up`: the canary (or its fresh
+    baseline) has just started, so the next measured window is not counted on latency (look())."""
     if not live.get("canary"):
         raise AutoError("the live state has no canary: start one before its rollout")
     return {
@@ -107,7 +107,7 @@ def baseline_of(state):
     return state.get("baseline") or "stable"
 
 
-def resume(saved, settings, live, now):
+def resume(saved, settings, live, now, warm_up=False):
     """The rollout to continue for the live canary: (state, note).
 
     `saved` is the state the last run wrote (None when there is none). It is resumed when it is
@@ -115,7 +115,8 @@ def resume(saved, settings, live, now):
     weight (a run killed after raising the weight but before saving resumes at the new step);
     its readings are dropped, so the next look takes fresh ones and the window never spans the
     interruption. Otherwise (a canary started by hand, a stale file) a new rollout starts at the
-    first step at or above the live weight.
+    first step at or above the live weight. `warm_up`: this run has just started a slot the
+    rollout reads (a fresh baseline the manifest now asks for), as start()'s.
     """
     canary = live.get("canary")
     if not canary:
@@ -125,7 +126,7 @@ def resume(saved, settings, live, now):
     step = next((index for index, value in enumerate(settings["steps"]) if value >= weight),
                 len(settings["steps"]) - 1)
     if _matches(saved, canary, version, settings):
-        state = dict(saved, readings={}, step_totals=_no_totals(), step_looks=0)
+        state = dict(saved, readings={}, step_totals=_no_totals(), step_looks=0, warm_up=bool(warm_up))
         if state["weight"] != weight or state["step"] != step:
             state.update(step=step, weight=settings["steps"][step], step_started_at=float(now))
         elapsed = now - state["started_at"]
@@ -133,7 +134,7 @@ def resume(saved, settings, live, now):
                        "started %.0f s ago, after %d looks."
                        % (version, canary, step + 1, len(settings["steps"]), settings["steps"][step], elapsed,
                           state["looks"]))
-    state = start(settings, live, now, step)
+    state = start(settings, live, now, step, warm_up=warm_up)
     return state, ("Taking over canary %s (slot %s, weight %d%%) for an automated rollout at step %d of %d "
                    "(weight %d%%): no rollout of it was recorded."
                    % (version, canary, weight, step + 1, len(settings["steps"]), settings["steps"][step]))
@@ -229,11 +230,14 @@ def look(state, readings, settings, now):
         return result
     merged = {side: _merge([per_host[host][side] for host in per_host]) for side in ("canary", "baseline")}
     counts = {side: _question_counts(merged[side], new["latency_bound"]) for side in merged}
-    # A canary this run has just started is read as soon as it takes traffic, so that its first
-    # window is judged: on errors (its users get them), not on latency (a process that has just
-    # started is slower, which is not what the comparison is about). Skipping a window decided
-    # before its data is seen leaves the e-process a test supermartingale (docs/analysis.md).
-    warm_up = bool(state.get("warm_up")) and state["looks"] == 0
+    # A canary (or fresh baseline) this run has just started is read as soon as it takes traffic,
+    # so that its first window is judged: on errors (its users get them), not on latency (a
+    # process that has just started is slower, which is not what the comparison is about).
+    # Skipping a window decided before its data is seen leaves the e-process a test
+    # supermartingale (docs/analysis.md). The step's latency figures for the policy leave that
+    # window out too; the policy sees its P99 only flagged as a warm-up (policy_input()).
+    warm_up = bool(state.get("warm_up"))
+    new["warm_up"] = False
     try:
         new["analysis"] = update_analysis(
             state["analysis"],
@@ -246,22 +250,31 @@ def look(state, readings, settings, now):
         raise AutoError("the canary's analysis cannot use this window: %s" % exc)
     new["looks"] = state["looks"] + 1
     new["step_looks"] = state["step_looks"] + 1
-    new["step_totals"] = {side: _add(state["step_totals"][side], merged[side]) for side in merged}
+    new["step_totals"] = {side: _add(state["step_totals"][side],
+                                     dict(merged[side], latency_buckets=[]) if warm_up else merged[side])
+                          for side in merged}
     result["windows"] = {"canary": _figures(merged["canary"]), "baseline": _figures(merged["baseline"]),
                          "hosts": {host: {side: _figures(per_host[host][side]) for side in ("canary", "baseline")}
                                    for host in per_host}}
     result["analysis"] = verdict
     result["latency_warm_up"] = warm_up
-    result["policy_input"] = policy_input(new, verdict, settings)
+    result["policy_input"] = policy_input(new, verdict, settings, warm_up=merged["canary"] if warm_up else None)
     return result
 
 
-def policy_input(state, verdict, settings):
+def policy_input(state, verdict, settings, warm_up=None):
     """The canary policy's input: the canary's figures at this step so far (the absolute
-    thresholds), and the comparison with the baseline (input.analysis, docs/policies.md)."""
+    thresholds), and the comparison with the baseline (input.analysis, docs/policies.md).
+
+    warm_up  the window of a canary that has just started (look()): the step's figures hold no
+             latency yet, so the P99 is this window's, and input.analysis.latency_warm_up tells
+             the policy that a P99 over its maximum holds the step rather than failing it."""
     totals = state["step_totals"]
+    metrics = _policy_figures(totals["canary"])
+    if warm_up is not None:
+        metrics["p99_latency_ms"] = _figures(warm_up)["p99_latency_ms"]
     return {
-        "metrics": _policy_figures(totals["canary"]),
+        "metrics": metrics,
         "source": settings["metrics"],
         "thresholds": settings["thresholds"],
         "analysis": {
@@ -273,6 +286,7 @@ def policy_input(state, verdict, settings):
             "errors": verdict["questions"]["errors"],
             "latency": verdict["questions"]["latency"],
             "baseline": _policy_figures(totals["baseline"]),
+            "latency_warm_up": warm_up is not None,
         },
         "rollout": {"step": state["step"] + 1, "steps": len(settings["steps"]), "weight": state["weight"]},
     }

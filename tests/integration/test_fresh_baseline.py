@@ -189,3 +189,30 @@ def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
     assert baseline_containers() == []
     failed = [status for _at, status, _canary in traffic.responses if status != 200]
     assert failed == [], failed[:10]
+
+
+def test_a_canary_started_by_hand_gets_its_fresh_baseline_warmed_up(stack):
+    """A canary started with mode=canary (no baseline), then rolled out with mode=auto and
+    analysis.baseline: fresh: the rerun starts the baseline beside it before the first look, and
+    that look leaves the baseline's first window out of the latency comparison (a process that has
+    just started is slower), as for a canary the run starts itself."""
+    before = len(stack.history())
+    image = stable_image(stack)
+    manifest = stack.manifest_for("1.4.0")
+    with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
+        started = stack.run("promote", "-e", "mode=canary", manifest=manifest)
+        assert started.rc == 0, started.describe()
+        assert "baseline" not in stack.state() and baseline_containers() == []
+        with Watcher(stack) as watcher:
+            run = stack.run("promote", "-e", "mode=auto", manifest=manifest)
+    assert run.rc == 0, run.describe()
+    assert "Taking over canary 1.4.0" in run.stdout, run.stdout
+    assert {seen[0] for seen in watcher.seen} == {image}, watcher.seen
+    looks = [entry["details"] for entry in judged(stack.history(), before) if entry["details"]["windows"]]
+    assert looks[0]["baseline"] == "fresh" and looks[0]["latency_warm_up"] is True, looks[0]
+    assert looks[0]["analysis"]["latency"]["canary_requests"] == 0, looks[0]["analysis"]
+    assert all(look["latency_warm_up"] is False for look in looks[1:]), looks
+    assert looks[-1]["verdict"] == "promote"
+    assert stack.state()["slots"][stack.state()["stable"]]["version"] == "1.4.0" and baseline_containers() == []
+    failed = [status for _at, status, _canary in traffic.responses if status != 200]
+    assert failed == [], failed[:10]

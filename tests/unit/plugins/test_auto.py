@@ -2,6 +2,7 @@
 
 import copy
 import json
+import pathlib
 
 import pytest
 
@@ -40,12 +41,12 @@ def edge(requests, errors, slow=0):
                        "latency_buckets": [[b, fast if b != "+Inf" else requests] for b in BOUNDS] if requests else []}}
 
 
-def rollout(*totals, host="h1", start_at=1000.0, state=None):
+def rollout(*totals, host="h1", start_at=1000.0, state=None, settings=SETTINGS):
     """The state after looks at the given cumulative (canary, baseline) readings, 3 s apart."""
-    state = state or _auto.start(SETTINGS, LIVE, start_at)
+    state = state or _auto.start(settings, LIVE, start_at)
     looked = None
     for index, (canary, baseline) in enumerate(totals):
-        looked = _auto.look(state, {host: reading(canary, baseline, start_at + 3 * index)}, SETTINGS,
+        looked = _auto.look(state, {host: reading(canary, baseline, start_at + 3 * index)}, settings,
                             start_at + 3 * index)
         state = looked["state"]
     return state, looked
@@ -300,3 +301,64 @@ def test_a_rollout_begun_with_first_readings_judges_at_its_first_look():
     assert looked["analysis"]["verdict"] == "rollback"
     # without readings (check mode) the first look only reads
     assert auto_begin(LIVE, STACK, fresh=True)["state"]["readings"] == {}
+
+
+@pytest.mark.parametrize("warm_up, first_p99, second_p99", [
+    # a canary this run started: the policy sees its first window's P99 flagged as a warm-up,
+    # and the step's P99 from then on leaves that window out
+    (True, 100.0, 4.95),
+    # otherwise the step's P99 covers every window of the step
+    (False, 100.0, 100.0),
+])
+def test_the_policy_judges_a_warm_up_window_apart(warm_up, first_p99, second_p99):
+    state = _auto.start(SETTINGS, LIVE, 1000.0, warm_up=warm_up)
+    state, looked = rollout((app(0, 0), app(0, 0)), (app(60, 0, slow=20), app(540, 0)), state=state)
+    assert looked["policy_input"]["metrics"]["p99_latency_ms"] == first_p99
+    assert looked["policy_input"]["analysis"]["latency_warm_up"] is warm_up
+    assert state["warm_up"] is False
+    _state, looked = rollout((app(160, 0, slow=20), app(1440, 0)), state=state, start_at=1006.0)
+    assert looked["policy_input"]["metrics"]["requests"] == 160
+    assert looked["policy_input"]["metrics"]["p99_latency_ms"] == second_p99
+    assert looked["policy_input"]["analysis"]["latency_warm_up"] is False
+
+
+@pytest.mark.parametrize("saved, warm_up", [
+    ("same", True),     # the rollout of this canary, resumed by a run that has just started its fresh baseline
+    ("same", False),    # resumed with nothing new started: a warm-up an older file still carries is dropped
+    (None, True),       # taken over while its fresh baseline starts
+])
+def test_a_resumed_rollout_warms_up_only_what_this_run_started(saved, warm_up):
+    state, _looked = rollout((app(0, 0), app(0, 0)), (app(60, 0), app(540, 0)))
+    saved = dict(state, warm_up=True) if saved else None
+    resumed, _note = _auto.resume(saved, SETTINGS, LIVE, 1010.0, warm_up=warm_up)
+    assert resumed["warm_up"] is warm_up
+
+
+@pytest.mark.parametrize("warm_up, verdict", [(True, "hold"), (False, "rollback")])
+def test_a_slow_first_window_holds_through_the_shipped_policy(warm_up, verdict):
+    """A canary slower than the policy's 500 ms P99 maximum in its first window only (a service
+    warming up), judged by the shipped canary.rego (regopy, as the embedded engine runs it): the
+    step holds for a canary this run started, and the next, fast window advances it."""
+    pytest.importorskip("regopy", reason="regopy evaluates the shipped policy")
+    from ansible_collections.swiftdeploy.stack.plugins.module_utils._policy import decide as policy
+
+    policies = str(pathlib.Path(__file__).resolve().parents[3] / "policies")
+    settings = dict(SETTINGS, thresholds=dict(SETTINGS["thresholds"], max_p99_latency_ms=50.0))
+    state = _auto.start(settings, LIVE, 1000.0, warm_up=warm_up)
+    state, looked = rollout((app(0, 0), app(0, 0)), (app(60, 0, slow=20), app(540, 0)), state=state,
+                            settings=settings)
+    decision = policy("embedded", "canary", looked["policy_input"], policy_dir=policies)
+    decided = _auto.decide(looked, decision, settings, 1003.0)
+    assert decided["verdict"] == verdict, decided["reasons"]
+    over = "p99 latency 100.00 ms exceeds the maximum 50.00 ms"
+    assert decision["allow"] is False and decision["hold"] is warm_up
+    # without the warm-up the comparison with the baseline rejects the slow window too
+    assert decision["reasons"][0] == (over + " in the first window after the canary started (its warm-up): held, "
+                                             "the windows after it decide" if warm_up else over)
+    assert len(decision["reasons"]) == 1 if warm_up else 2
+    if warm_up:
+        state = decided["state"]
+        _state, looked = rollout((app(160, 0, slow=20), app(1440, 0)), state=state, start_at=1006.0,
+                                 settings=settings)
+        decision = policy("embedded", "canary", looked["policy_input"], policy_dir=policies)
+        assert decision["allow"] is True, decision
