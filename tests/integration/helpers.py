@@ -14,7 +14,8 @@
   LocalStack(tmp_path, write_manifest, run_playbook, name, ports, overrides=None)
       a stack of its own on this machine's engine, its project directory under tmp_path: manifest
       (own_stack with `overrides`), manifest_with(label, changes) (another manifest of it), args,
-      run(playbook, *args, manifest=None), teardown(*args), state, history
+      run(playbook, *args, manifest=None), teardown(*args), deployed(*teardown_args) (a context:
+      deployed for the block, torn down after it), state, history
   Background()
       a context manager that runs the subclass's _run() in a daemon thread from `with` to its
       end; _run loops until self._stop is set
@@ -112,6 +113,17 @@ class LocalStack:
 
     def teardown(self, *args):
         return self._run("teardown", *self.args(), *args)
+
+    @contextlib.contextmanager
+    def deployed(self, *teardown_args):
+        """The stack deployed (deploy.yml must succeed) while the block runs, torn down after it
+        (teardown.yml with teardown_args), whatever happens."""
+        try:
+            run = self.run("deploy")
+            assert run.rc == 0, run.describe()
+            yield self
+        finally:
+            self.teardown(*teardown_args)
 
     def state(self):
         return json.loads((self.project / "state.json").read_text())

@@ -32,12 +32,8 @@ def stamp(text):
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
     stack = AutoStack(tmp_path_factory.mktemp("auto"), (write_manifest, run_playbook, ansible_env, repo_root),
                       NAME, (PORT, ADMIN_PORT), steps=[10, 50])
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with stack.deployed("-e", "clean=true"):
         yield stack
-    finally:
-        stack.run("teardown", "-e", "clean=true")
 
 
 def test_a_good_release_reaches_100_percent_without_a_failed_request(stack):

@@ -61,12 +61,8 @@ class Watcher(Background):
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
     stack = AutoStack(tmp_path_factory.mktemp("fresh"), (write_manifest, run_playbook, ansible_env, repo_root),
                       NAME, (PORT, ADMIN_PORT), steps=[20, 50], baseline="fresh")
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with stack.deployed("-e", "clean=true"):
         yield stack
-    finally:
-        stack.run("teardown", "-e", "clean=true")
     assert baseline_containers() == []
 
 
