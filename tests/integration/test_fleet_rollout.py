@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import http.client
 import json
 import re
 import subprocess
@@ -44,21 +43,10 @@ def docker(*args, timeout=300, **kwargs):
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
 
 
-class HostTraffic(Traffic):
-    """Traffic's keep-alive clients, sent to a fleet host's own address."""
-
-    def __init__(self, address, port, threads=2):
-        super().__init__(port, threads=threads)
-        self.address = address
-
-    def connection(self):
-        return http.client.HTTPConnection(self.address, self.port, timeout=10)
-
-
 @contextlib.contextmanager
 def traffic_on(hosts):
     """Continuous traffic to each host's own address while the block runs: the loads, in order."""
-    loads = [HostTraffic(host.address, PORT) for host in hosts]
+    loads = [Traffic(PORT, host=host.address) for host in hosts]
     with contextlib.ExitStack() as stack:
         for load in loads:
             stack.enter_context(load)
