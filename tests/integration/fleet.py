@@ -27,6 +27,14 @@ A `FleetHost` has `name`, `container`, `address` (its IP), `run(*argv)` (a comma
 argument passed as it is; a CompletedProcess with text), `docker(*args)` (the docker CLI on the host, over SSH),
 `image_id(image)` (the ID on that host, None when absent) and `inventory_vars()`.
 
+`FleetStack(name, hosts, root, run_playbook, app)` is a test stack on several fleet hosts, each
+with a manifest of its own (the third-party-style app's `app.manifest(...)`, written under
+`root`): `write_manifest(name, data)`, `inventory(name, {host name: manifest}, **{host: vars})`,
+`run(playbook, inventory, *args)` (the controller's image cache and anchors under `root`), and
+what each host holds in the role's default project directory: `state(host)`, `stable(host)`,
+`history(host)`; `traffic(port)` is one Traffic (tests/integration/traffic.py) per host, to its
+own address.
+
 The same fleet outside pytest (the Molecule scenario `fleet` runs it; docs/fleet-testing.md):
 
   python tests/integration/fleet.py up 3 --inventory PATH [--name NAME]
@@ -48,6 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import pathlib
 import shlex
@@ -60,6 +69,8 @@ import time
 
 import pytest
 import yaml
+
+from traffic import Traffic  # tests/integration/traffic.py
 
 BASE_IMAGE = "swiftdeploy/debian-base:bookworm"
 HOST_IMAGE_REPO = "swiftdeploy/fleet-host"
@@ -261,6 +272,50 @@ class Fleet:
         path.write_text(yaml.safe_dump(
             {group: {"hosts": {host.name: host.inventory_vars(**extra_vars) for host in hosts}}}, sort_keys=False))
         return path
+
+
+class FleetStack:
+    """A test stack on fleet hosts, a manifest per host (see the module's docstring)."""
+
+    def __init__(self, name, hosts, root: pathlib.Path, run_playbook, app=None):
+        self.name = name
+        self.hosts = hosts
+        self.root = root
+        self.app = app
+        self._run = run_playbook
+        self.project = f"/root/.swiftdeploy/{name}"  # the role's default (~/.swiftdeploy/<stack>) for root
+
+    def write_manifest(self, name, data) -> pathlib.Path:
+        path = self.root / f"manifest-{name}.yml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def inventory(self, name, manifests, **host_vars) -> pathlib.Path:
+        """An inventory of the hosts, each with its own manifest ({host name: path}, a host var),
+        and more variables per host ({host name: {var: value}})."""
+        path = self.root / f"inventory-{name}.yml"
+        hosts = {host.name: host.inventory_vars(swiftdeploy_manifest=str(manifests[host.name]),
+                                                **host_vars.get(host.name, {}))
+                 for host in self.hosts}
+        path.write_text(yaml.safe_dump({"swiftdeploy": {"hosts": hosts}}, sort_keys=False))
+        return path
+
+    def run(self, playbook, inventory, *args):
+        return self._run(playbook, "-e", f"swiftdeploy_image_cache_dir={self.root / 'cache'}",
+                         "-e", f"swiftdeploy_anchor_dir={self.root / 'anchors'}", *args, inventory=inventory)
+
+    def state(self, host) -> dict:
+        return json.loads(host.run("cat", f"{self.project}/state.json").stdout)
+
+    def stable(self, host) -> dict:
+        state = self.state(host)
+        return state["slots"][state["stable"]]
+
+    def history(self, host) -> list:
+        return [json.loads(line) for line in host.run("cat", f"{self.project}/history.jsonl").stdout.splitlines()]
+
+    def traffic(self, port, threads=1) -> dict:
+        return {host.name: Traffic(port, host=host.address, threads=threads) for host in self.hosts}
 
 
 def remove_session(session: str):

@@ -36,6 +36,7 @@ import ansible_runner
 import pytest
 import yaml
 
+from helpers import own_stack  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -129,12 +130,9 @@ class AWXSimulation:
         # The project checkout: the playbooks, the repository's ansible.cfg, the stack's manifest.
         (project / "playbooks").symlink_to(repo_root / "playbooks", target_is_directory=True)
         shutil.copy(repo_root / "ansible.cfg", project / "ansible.cfg")
-        self.manifest = write_manifest(project / "manifest.yml", {
-            "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
-            "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
-            "contact": "oncall@%s.example" % NAME,
+        self.manifest = write_manifest(project / "manifest.yml", own_stack(NAME, (PORT, ADMIN_PORT), {
             "canary": {"version": "1.1.0", "window_seconds": WINDOW_SECONDS},
-            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}})
+            "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}}))
         (self.private / "inventory").mkdir()
         host = {"ansible_connection": "local",
                 "ansible_python_interpreter": str(repo_root / ".venv" / "bin" / "python"),

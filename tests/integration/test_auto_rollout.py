@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import signal
-import subprocess
-import threading
 import time
 
 import pytest
@@ -36,12 +32,8 @@ def stamp(text):
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
     stack = AutoStack(tmp_path_factory.mktemp("auto"), (write_manifest, run_playbook, ansible_env, repo_root),
                       NAME, (PORT, ADMIN_PORT), steps=[10, 50])
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with stack.deployed("-e", "clean=true"):
         yield stack
-    finally:
-        stack.run("teardown", "-e", "clean=true")
 
 
 def test_a_good_release_reaches_100_percent_without_a_failed_request(stack):
@@ -117,12 +109,8 @@ def test_a_canary_failing_20_percent_is_rolled_back_within_15_s_of_its_step(stac
     before = len(stack.history())
     stable = stack.state()
     stable_version = stable["slots"][stable["stable"]]["version"]
-    injected = {}
-    watcher = threading.Thread(target=lambda: injected.update(at=stack.chaos_when_the_canary_starts(0.2)))
-    with Traffic(PORT, threads=2, warm_up=1.0):
-        watcher.start()
+    with Traffic(PORT, threads=2, warm_up=1.0), stack.chaos_in_the_background(0.2) as injected:
         run = stack.run("promote", "-e", "mode=auto", manifest=stack.manifest_for("1.2.0"))
-        watcher.join()
     assert injected.get("at"), "the canary never accepted the chaos"
     assert run.rc != 0, run.describe()
     assert "Canary rejected by the automated rollout and rolled back" in run.stdout, run.stdout
@@ -148,15 +136,10 @@ def test_a_slower_canary_is_rolled_back_on_latency_against_a_bound_chosen_from_t
     canary's data is seen, recorded with every judgement, and a canary 400 ms slower than the
     baseline (within the policy's 500 ms P99) is rolled back by the latency comparison."""
     before = len(stack.history())
-    injected = {}
     slow = {"mode": "slow", "duration": 0.4}
-    watcher = threading.Thread(target=lambda: injected.update(
-        at=stack.chaos_when_the_canary_starts(None, chaos=slow)))
-    with Traffic(PORT, threads=2, warm_up=1.0):
-        watcher.start()
+    with Traffic(PORT, threads=2, warm_up=1.0), stack.chaos_in_the_background(None, chaos=slow) as injected:
         run = stack.run("promote", "-e", "mode=auto",
                         manifest=stack.manifest_for("1.5.0", latency_bound_seconds=None))
-        watcher.join()
     assert injected.get("at"), "the canary never accepted the chaos"
     assert run.rc != 0 and "Canary rejected by the automated rollout and rolled back" in run.stdout, run.describe()
     looks = judged(stack.history(), before)
@@ -181,15 +164,7 @@ def test_a_killed_rollout_is_resumed_by_the_next_run(stack):
     # duration is not what this test is about.
     manifest = stack.manifest_for("1.3.0", max_duration=300, min_canary_requests=400)
     with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
-        killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(judged(stack.history(), before)) < 1:
-            time.sleep(0.1)
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait()
-        first = judged(stack.history(), before)
-        assert len(first) >= 1, killed.stdout.read().decode()
+        stack.killed_after_looks(manifest, before, 1)
         state = stack.state()
         assert state["canary"] and state["weight"] == 10, state
         saved = json.loads((stack.project / "auto.json").read_text())

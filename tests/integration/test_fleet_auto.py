@@ -12,14 +12,11 @@ traffic at its own address. One step (50 %), a 2 s interval:
 
 from __future__ import annotations
 
-import http.client
-import json
-
 import pytest
-import yaml
 
-from helpers import failing_image
-from traffic import AllTraffic, Traffic
+from fleet import FleetStack  # tests/integration/fleet.py
+from helpers import failing_image, judged, version_served  # tests/integration/helpers.py
+from traffic import AllTraffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
@@ -27,15 +24,8 @@ NAME, PORT, ADMIN_PORT = "fauto", 27880, 27882
 BAD_TAG = "thirdparty-app:2-fleetautobad"
 
 
-class FleetAuto:
-    """The stack on three fleet hosts: manifests, inventories, state and history per host."""
-
-    def __init__(self, hosts, root, run_playbook, app):
-        self.hosts = hosts
-        self.root = root
-        self.app = app
-        self._run = run_playbook
-        self.project = f"/root/.swiftdeploy/{NAME}"
+class FleetAuto(FleetStack):
+    """The stack on three fleet hosts, with one step (50 %) every 2 s; its images shipped from here."""
 
     def manifest(self, name, canary_image=None):
         data = self.app.manifest(NAME, PORT, ADMIN_PORT, tag="1", mode_switch="none")
@@ -45,29 +35,10 @@ class FleetAuto:
         # A fixed latency bound well above this shared machine's noise: the test is about the merge.
         data["analysis"] = {"min_canary_requests": 40, "latency_bound_seconds": 0.25}
         data["policy"] = {"thresholds": {"min_requests": 10, "max_cpu_load": 1000}}
-        path = self.root / f"manifest-{name}.yml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return path
-
-    def inventory(self, name, manifests):
-        path = self.root / f"inventory-{name}.yml"
-        hosts = {host.name: host.inventory_vars(swiftdeploy_manifest=str(manifests[host.name])) for host in self.hosts}
-        path.write_text(yaml.safe_dump({"swiftdeploy": {"hosts": hosts}}, sort_keys=False))
-        return path
+        return self.write_manifest(name, data)
 
     def run(self, playbook, inventory, *args):
-        return self._run(playbook, "-e", f"swiftdeploy_image_cache_dir={self.root / 'cache'}",
-                         "-e", f"swiftdeploy_anchor_dir={self.root / 'anchors'}",
-                         "-e", "swiftdeploy_image_source=controller", *args, inventory=inventory)
-
-    def state(self, host):
-        return json.loads(host.run("cat", f"{self.project}/state.json").stdout)
-
-    def history(self, host):
-        return [json.loads(line) for line in host.run("cat", f"{self.project}/history.jsonl").stdout.splitlines()]
-
-    def traffic(self):
-        return {host.name: Traffic(PORT, host=host.address, threads=1) for host in self.hosts}
+        return super().run(playbook, inventory, "-e", "swiftdeploy_image_source=controller", *args)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +50,7 @@ def bad_image(thirdparty_app):
 
 @pytest.fixture(scope="module")
 def stack(fleet, thirdparty_app, run_playbook, tmp_path_factory):
-    the_stack = FleetAuto(fleet.hosts(3), tmp_path_factory.mktemp("fleet-auto"), run_playbook, thirdparty_app)
+    the_stack = FleetAuto(NAME, fleet.hosts(3), tmp_path_factory.mktemp("fleet-auto"), run_playbook, thirdparty_app)
     base = the_stack.manifest("base")
     inventory = the_stack.inventory("base", {host.name: base for host in the_stack.hosts})
     try:
@@ -92,16 +63,12 @@ def stack(fleet, thirdparty_app, run_playbook, tmp_path_factory):
             host.docker("volume", "rm", "-f", f"{NAME}-logs")
 
 
-def judged(history, since):
-    return [event for event in history[since:] if event["event"] == "canary_judged"]
-
-
 def test_a_release_bad_on_one_host_is_rolled_back_on_every_host(stack, bad_image):
     good = stack.manifest("good", stack.app.images["2"])
     bad = stack.manifest("bad", bad_image)
     inventory = stack.inventory("bad", {"h1": good, "h2": bad, "h3": good})
     before = {host.name: len(stack.history(host)) for host in stack.hosts}
-    with AllTraffic(stack.traffic()) as traffic:
+    with AllTraffic(stack.traffic(PORT)) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=auto")
     assert run.rc != 0, run.describe()
     text = " ".join(run.stdout.split())
@@ -136,7 +103,7 @@ def test_a_good_release_reaches_100_percent_on_every_host_decided_on_the_merged_
     good = stack.manifest("good", stack.app.images["2"])
     inventory = stack.inventory("good", {host.name: good for host in stack.hosts})
     before = {host.name: len(stack.history(host)) for host in stack.hosts}
-    with AllTraffic(stack.traffic()) as traffic:
+    with AllTraffic(stack.traffic(PORT)) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=auto")
     assert run.rc == 0, run.describe()
     looks = {}
@@ -167,11 +134,5 @@ def test_a_good_release_reaches_100_percent_on_every_host_decided_on_the_merged_
         assert not host_traffic.failures(), (name, host_traffic.failures())
         assert host_traffic.successes > 20, name
     for host in stack.hosts:
-        answered = set()
-        for _probe in range(10):
-            conn = http.client.HTTPConnection(host.address, PORT, timeout=10)
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            answered.add((response.status, json.loads(response.read())["version"]))
-            conn.close()
+        answered = {version_served(PORT, host=host.address) for _probe in range(10)}
         assert answered == {(200, stack.app.versions["2"])}, (host.name, answered)

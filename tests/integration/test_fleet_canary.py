@@ -16,15 +16,13 @@ h1, h2 and h3 (tests/integration/fleet.py), its images shipped from here
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 
 import pytest
-import yaml
 
-from helpers import failing_image
-from traffic import AllTraffic, Traffic
+from fleet import FleetStack  # tests/integration/fleet.py
+from helpers import failing_image  # tests/integration/helpers.py
+from traffic import AllTraffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.ssh, pytest.mark.slow]
 
@@ -34,26 +32,8 @@ BAD_TAG = "thirdparty-app:2-fleetbad"
 MAX_ERROR_RATE = 5.0
 
 
-class HostTraffic(Traffic):
-    """Traffic to one fleet host's own address."""
-
-    def __init__(self, address, port, **kwargs):
-        super().__init__(port, **kwargs)
-        self.address = address
-
-    def connection(self):
-        return http.client.HTTPConnection(self.address, self.port, timeout=10)
-
-
-class Fleet3:
-    """The stack on three fleet hosts: manifests, inventories and what each host holds."""
-
-    def __init__(self, hosts, root, run_playbook, app):
-        self.hosts = hosts
-        self.root = root
-        self.app = app
-        self._run = run_playbook
-        self.project = f"/root/.swiftdeploy/{NAME}"
+class FleetCanary(FleetStack):
+    """The stack on three fleet hosts, its canary judged on WINDOW-second windows."""
 
     def manifest(self, name, canary_image=None, canary_version=None, **canary):
         data = self.app.manifest(NAME, PORT, ADMIN_PORT, tag="1", mode_switch="none")
@@ -61,36 +41,7 @@ class Fleet3:
         if canary_image:
             data["canary"].update(image=canary_image, version=canary_version)
         data["policy"] = {"thresholds": {"min_requests": 20, "max_error_rate_percent": MAX_ERROR_RATE}}
-        path = self.root / f"manifest-{name}.yml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return path
-
-    def inventory(self, name, manifests, **host_vars):
-        """An inventory of the three hosts, each with its own manifest (a host var), and more
-        variables per host ({host name: {var: value}})."""
-        path = self.root / f"inventory-{name}.yml"
-        hosts = {host.name: host.inventory_vars(swiftdeploy_manifest=str(manifests[host.name]),
-                                                **host_vars.get(host.name, {}))
-                 for host in self.hosts}
-        path.write_text(yaml.safe_dump({"swiftdeploy": {"hosts": hosts}}, sort_keys=False))
-        return path
-
-    def run(self, playbook, inventory, *args):
-        return self._run(playbook, "-e", f"swiftdeploy_image_cache_dir={self.root / 'cache'}",
-                         "-e", f"swiftdeploy_anchor_dir={self.root / 'anchors'}", *args, inventory=inventory)
-
-    def state(self, host):
-        return json.loads(host.run("cat", f"{self.project}/state.json").stdout)
-
-    def stable(self, host):
-        state = self.state(host)
-        return state["slots"][state["stable"]]
-
-    def history(self, host):
-        return [json.loads(line) for line in host.run("cat", f"{self.project}/history.jsonl").stdout.splitlines()]
-
-    def traffic(self):
-        return {host.name: HostTraffic(host.address, PORT, threads=1) for host in self.hosts}
+        return self.write_manifest(name, data)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +53,7 @@ def bad_image(thirdparty_app):
 
 @pytest.fixture(scope="module")
 def stack(fleet, thirdparty_app, bad_image, run_playbook, tmp_path_factory):
-    the_stack = Fleet3(fleet.hosts(3), tmp_path_factory.mktemp("fleet-canary"), run_playbook, thirdparty_app)
+    the_stack = FleetCanary(NAME, fleet.hosts(3), tmp_path_factory.mktemp("fleet-canary"), run_playbook, thirdparty_app)
     base = the_stack.manifest("base")
     inventory = the_stack.inventory("base", {host.name: base for host in the_stack.hosts})
     try:
@@ -129,7 +80,7 @@ def test_one_bad_host_denies_the_fleet_canary_and_it_is_rolled_back_on_every_hos
     bad = stack.manifest("bad", bad_image, stack.app.versions["2"])
     assert stack.hosts[1].image_id(bad_image) is None
     inventory = stack.inventory("bad", {"h1": good, "h2": bad, "h3": good})
-    with AllTraffic(stack.traffic()) as traffic:
+    with AllTraffic(stack.traffic(PORT)) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=canary", "-e", "swiftdeploy_image_source=controller")
         assert run.rc == 0, run.describe()
         for host in stack.hosts:
@@ -185,7 +136,7 @@ def test_one_bad_host_denies_the_fleet_canary_and_it_is_rolled_back_on_every_hos
 def test_a_healthy_fleet_canary_is_rolled_forward_on_every_host(stack, deployed):
     good = stack.manifest("good", stack.app.images["2"], stack.app.versions["2"])
     inventory = stack.inventory("good", {host.name: good for host in stack.hosts})
-    with AllTraffic(stack.traffic()) as traffic:
+    with AllTraffic(stack.traffic(PORT)) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=canary", "-e", "swiftdeploy_image_source=controller")
         assert run.rc == 0, run.describe()
         run = stack.run("promote", inventory, "-e", "mode=stable")
@@ -211,7 +162,7 @@ def test_canary_hosts_1_starts_the_canary_on_the_first_host_only(stack, deployed
     inventory = stack.inventory("one", {host.name: one for host in stack.hosts})
     h1, h2, h3 = stack.hosts
     before = {host.name: (stack.state(host), len(stack.history(host))) for host in (h2, h3)}
-    with AllTraffic(stack.traffic()) as traffic:
+    with AllTraffic(stack.traffic(PORT)) as traffic:
         run = stack.run("promote", inventory, "-e", "mode=canary")
         assert run.rc == 0, run.describe()
         text = " ".join(run.stdout.split())

@@ -9,15 +9,12 @@ promotion or the rollback, with no failed request but the canary's own.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from helpers import AutoStack, judged  # tests/integration/helpers.py
+from helpers import AutoStack, Background, judged  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 # timing: the rollouts are judged on 2 s windows (scripts/test.sh runs the timing stage alone)
@@ -36,17 +33,16 @@ def baseline_containers():
     return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
 
 
-class Watcher:
+class Watcher(Background):
     """Polls the baseline container and state.json while a rollout runs."""
 
     def __init__(self, stack):
+        super().__init__()
         self.stack = stack
         self.seen = []  # (image, state.json's weight)
         self.states = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def _watch(self):
+    def _run(self):
         while not self._stop.is_set():
             containers = baseline_containers()
             try:
@@ -60,25 +56,13 @@ class Watcher:
                     self.seen.append((image, state.get("weight")))
             self._stop.wait(0.3)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, write_manifest, run_playbook, ansible_env, repo_root, app_image):
     stack = AutoStack(tmp_path_factory.mktemp("fresh"), (write_manifest, run_playbook, ansible_env, repo_root),
                       NAME, (PORT, ADMIN_PORT), steps=[20, 50], baseline="fresh")
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
+    with stack.deployed("-e", "clean=true"):
         yield stack
-    finally:
-        stack.run("teardown", "-e", "clean=true")
     assert baseline_containers() == []
 
 
@@ -124,12 +108,9 @@ def test_a_bad_release_is_rolled_back_against_the_fresh_baseline_and_the_baselin
     before = len(stack.history())
     stable = stack.state()
     version = stable["slots"][stable["stable"]]["version"]
-    injected = {}
-    watcher_thread = threading.Thread(target=lambda: injected.update(at=stack.chaos_when_the_canary_starts(0.2)))
-    with Watcher(stack) as watcher, Traffic(PORT, threads=2, warm_up=1.0) as traffic:
-        watcher_thread.start()
+    with Watcher(stack) as watcher, Traffic(PORT, threads=2, warm_up=1.0) as traffic, \
+            stack.chaos_in_the_background(0.2) as injected:
         run = stack.run("promote", "-e", "mode=auto", manifest=stack.manifest_for("1.2.0"))
-        watcher_thread.join()
         time.sleep(0.5)
     assert injected.get("at"), "the canary never accepted the chaos"
     assert run.rc != 0, run.describe()
@@ -158,14 +139,7 @@ def test_a_killed_rollout_finds_its_baseline_and_status_shows_it(stack):
     # load is 100-300 canary requests a look here), and time for the status and the rerun.
     manifest = stack.manifest_for("1.3.0", max_duration=120, min_canary_requests=1500)
     with Traffic(PORT, threads=2, warm_up=1.0) as traffic:
-        killed = subprocess.Popen(stack.command(manifest), cwd=stack.repo_root, env=stack.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(judged(stack.history(), before)) < 2:
-            time.sleep(0.1)
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait()
-        assert len(judged(stack.history(), before)) >= 2, killed.stdout.read().decode()
+        stack.killed_after_looks(manifest, before, 2)
         state = stack.state()
         assert state["canary"] and state["baseline"] == "baseline" and state["weight"] in (20, 50), state
         running = baseline_containers()

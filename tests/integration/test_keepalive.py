@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+from helpers import Background, LocalStack  # tests/integration/helpers.py
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 NAME, PORT, ADMIN_PORT = "sdkeep", 27780, 27782
@@ -115,31 +117,22 @@ def edge_log_lines(project):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
-    work = tmp_path_factory.mktemp("keepalive")
-    project = work / "project"
-    overrides = {
-        "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
+    local = LocalStack(tmp_path_factory.mktemp("keepalive"), write_manifest, run_playbook, NAME, (PORT, ADMIN_PORT), {
         "nginx.edge": True, "nginx.keepalive_timeout": 60,
-        "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
-        "contact": "oncall@%s.example" % NAME,
         "canary": {"weight": 20, "version": "1.1.0", "window_seconds": 5},
-        "policy": {"thresholds": {"min_requests": 20}}}
-    manifest = write_manifest(work / "manifest.yml", overrides)
-    args = ("-e", "swiftdeploy_manifest=%s" % manifest, "-e", "swiftdeploy_project_dir=%s" % project)
+        "policy": {"thresholds": {"min_requests": 20}}})
 
     def deploy_with(edge):
         """deploy.yml on the running stack with nginx.edge set to `edge` (keepalive_timeout its default)."""
-        variant = write_manifest(work / ("manifest-edge-%s.yml" % edge),
-                                 dict(overrides, **{"nginx.edge": edge, "nginx.keepalive_timeout": write_manifest.DELETE}))
-        return run_playbook("deploy", "-e", "swiftdeploy_manifest=%s" % variant,
-                            "-e", "swiftdeploy_project_dir=%s" % project)
+        return local.run("deploy", manifest=local.manifest_with("edge-%s" % edge, {
+            "nginx.edge": edge, "nginx.keepalive_timeout": write_manifest.DELETE}))
 
     try:
-        run = run_playbook("deploy", *args)
+        run = local.run("deploy")
         assert run.rc == 0, run.describe()
-        yield lambda playbook, *extra: run_playbook(playbook, *args, *extra), project, deploy_with
+        yield local.run, local.project, deploy_with
     finally:
-        down = run_playbook("teardown", *args)
+        down = local.teardown()
         assert down.rc == 0, down.describe()
 
 
@@ -177,14 +170,13 @@ def test_keepalive_clients_survive_every_switch(stack):
     assert len(set(line.split("\t")[-1] for line in lines)) == clients.sent
 
 
-class NewConnectionProbe:
+class NewConnectionProbe(Background):
     """One client that opens a new connection for each GET (as a client would after the public
     port closed its connection): (monotonic time, outcome) of every request."""
 
     def __init__(self):
+        super().__init__()
         self.outcomes = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         number = 0
@@ -202,14 +194,6 @@ class NewConnectionProbe:
                 conn.close()
             self.outcomes.append((time.monotonic(), outcome))
             time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def gaps(self, start, end):
         """Runs of failed requests between two times: [(seconds from the first failure to the next

@@ -10,7 +10,6 @@ no signal; its canary is rolled forward by routing alone, in the same container.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import re
@@ -18,7 +17,7 @@ import subprocess
 
 import pytest
 
-from helpers import version_served  # tests/integration/helpers.py
+from helpers import LocalStack, version_served  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -32,27 +31,11 @@ def docker(*args, timeout=60):
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-class Stack:
+class Stack(LocalStack):
     def __init__(self, name, port, tmp_path, write_manifest, run_playbook, **overrides):
-        self.name, self.port = name, port
-        self.project = tmp_path / "project"
-        self.manifest = write_manifest(tmp_path / "manifest.yml", dict({
-            "stack": name, "nginx.port": port, "nginx.admin_port": port + 2,
-            "network.name": "%s-net" % name, "services.log_volume": "%s-logs" % name,
-            "contact": "oncall@%s.example" % name,
+        super().__init__(tmp_path, write_manifest, run_playbook, name, (port, port + 2), dict({
             "canary": {"weight": WEIGHT, "version": "1.1.0", "window_seconds": WINDOW_SECONDS},
             "policy": {"thresholds": {"min_requests": MIN_REQUESTS}}}, **overrides))
-        self._run = run_playbook
-
-    def run(self, playbook, *args):
-        return self._run(playbook, "-e", "swiftdeploy_manifest=%s" % self.manifest,
-                         "-e", "swiftdeploy_project_dir=%s" % self.project, *args)
-
-    def state(self):
-        return json.loads((self.project / "state.json").read_text())
-
-    def history(self):
-        return [json.loads(line) for line in (self.project / "history.jsonl").read_text().splitlines()]
 
     def container(self, slot):
         return "%s-app-%s-1" % (self.name, slot)
@@ -74,15 +57,9 @@ class Stack:
         return run, traffic
 
 
-@contextlib.contextmanager
 def deployed(stack):
     """The stack deployed for the block; torn down after it, its files and history with it."""
-    try:
-        run = stack.run("deploy")
-        assert run.rc == 0, run.describe()
-        yield stack
-    finally:
-        stack.run("teardown", "-e", "clean=true", "-e", "purge_history=true")
+    return stack.deployed("-e", "clean=true", "-e", "purge_history=true")
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -24,6 +23,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import
     nginx_exec_test_argv, nginx_test_argv,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._lock import acquire  # noqa: E402
+
+from helpers import Background  # noqa: E402  (tests/integration/helpers.py)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -80,16 +81,15 @@ def snapshot(project):
     return files
 
 
-class Traffic:
+class Traffic(Background):
     """Requests to the public port, one connection each, from a background thread."""
 
     def __init__(self, port):
+        super().__init__()
         self.port = port
         self.statuses = {}
         self.failures = []
         self.versions = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
@@ -103,14 +103,6 @@ class Traffic:
                 self.failures.append("HTTP %d: %s" % (status, body[:200]))
             else:
                 self.versions.add(json.loads(body).get("version"))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     @property
     def total(self):

@@ -15,11 +15,11 @@ import json
 import math
 import re
 import socket
-import threading
 import time
 
 import pytest
 
+from helpers import Background, LocalStack  # tests/integration/helpers.py
 from traffic import Traffic  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -95,17 +95,16 @@ def binomial_bounds(total, share, sigmas=4.0):
     return total * share - spread, total * share + spread
 
 
-class Cohort:
+class Cohort(Background):
     """Clients that keep the cookie they were given, each visiting in turn from a background
     thread until stopped; every answer is kept as (phase, client, version, release set)."""
 
     def __init__(self, cookies):
+        super().__init__()
         self.cookies = list(cookies)
         self.phase = "start"
         self.answers = []
         self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
@@ -121,14 +120,6 @@ class Cohort:
                     continue
                 self.answers.append((phase, client, version, released(set_cookies)))
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=30)
-
     def versions(self, client, phases):
         return {answer[2] for answer in self.answers if answer[1] == client and answer[0] in phases}
 
@@ -138,33 +129,21 @@ class Cohort:
 # --------------------------------------------------------------------------------------------
 
 
-class Stack:
+class Stack(LocalStack):
     def __init__(self, tmp_path, write_manifest, run_playbook):
-        self.project = tmp_path / "project"
-        overrides = {
-            "stack": NAME, "nginx.port": PORT, "nginx.admin_port": ADMIN_PORT,
-            "network.name": "%s-net" % NAME, "services.log_volume": "%s-logs" % NAME,
-            "contact": "oncall@%s.example" % NAME,
-            "canary": {"weight": 10, "version": "1.1.0", "window_seconds": WINDOW_SECONDS, "sticky": True,
-                       "sticky_max_age": 900},
-            "policy": {"thresholds": {"min_requests": 20}}}
-        self.manifest = write_manifest(tmp_path / "manifest.yml", overrides)
-        overrides["canary"] = dict(overrides["canary"], version="1.2.0")
-        self.next_manifest = write_manifest(tmp_path / "manifest-next.yml", overrides)
+        canary = {"weight": 10, "version": "1.1.0", "window_seconds": WINDOW_SECONDS, "sticky": True,
+                  "sticky_max_age": 900}
+        super().__init__(tmp_path, write_manifest, run_playbook, NAME, (PORT, ADMIN_PORT),
+                         {"canary": canary, "policy": {"thresholds": {"min_requests": 20}}})
+        self.next_manifest = self.manifest_with("next", {"canary": dict(canary, version="1.2.0")})
         # The stack is first deployed without sticky sessions, which the first promote turns on.
-        overrides["canary"] = {key: value for key, value in overrides["canary"].items()
-                               if key not in ("sticky", "sticky_max_age")}
-        self.plain_manifest = write_manifest(tmp_path / "manifest-plain.yml", overrides)
-        self._run = run_playbook
+        self.plain_manifest = self.manifest_with("plain", {"canary": {
+            key: value for key, value in canary.items() if key not in ("sticky", "sticky_max_age")}})
 
     def run(self, playbook, *args, manifest=None):
-        run = self._run(playbook, "-e", "swiftdeploy_manifest=%s" % (manifest or self.manifest),
-                        "-e", "swiftdeploy_project_dir=%s" % self.project, *args)
+        run = super().run(playbook, *args, manifest=manifest)
         assert run.rc == 0, run.describe()
         return run
-
-    def state(self):
-        return json.loads((self.project / "state.json").read_text())
 
     def release(self, role):
         """(cookie value, version) of the stable or canary slot now."""
@@ -180,8 +159,7 @@ def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
         stack.run("deploy", manifest=stack.plain_manifest)
         yield stack
     finally:
-        run_playbook("teardown", "-e", "swiftdeploy_manifest=%s" % stack.manifest,
-                     "-e", "swiftdeploy_project_dir=%s" % stack.project, "-e", "clean=true")
+        stack.teardown("-e", "clean=true")
 
 
 # --------------------------------------------------------------------------------------------

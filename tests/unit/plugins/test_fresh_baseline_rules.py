@@ -1,17 +1,13 @@
 """Table tests of the fresh baseline (analysis.baseline: fresh, docs/auto-rollout.md): the manifest's
-rules, the state's transitions and validation, the nginx split, and the look that compares the
-canary with the baseline slot (per host, merged for a fleet)."""
+rules, the state's transitions and validation, and the look that compares the canary with the
+baseline slot (per host, merged for a fleet). Its nginx split: tests/unit/roles/test_fresh_baseline_templates.py."""
 
 import copy
-import pathlib
 
-import jinja2
 import pytest
-import yaml
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils import _auto
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import ManifestError, validate_manifest
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     BASELINE_SLOT,
     StateError,
@@ -24,7 +20,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     with_generations,
 )
 
-ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
+from manifest_seed import errors_of, with_changes  # tests/unit/plugins/manifest_seed.py
+
 MINIMAL = {"stack": "shop", "services": {"image": "app:1", "port": 3000},
            "nginx": {"image": "nginx:1.27", "port": 8080}, "contact": "ops@example.com"}
 BLUE = {"image": "app:1.0.0", "version": "1.0.0", "mode": "stable",
@@ -36,59 +33,45 @@ CANARY = {"generation": 4, "mode": "canary", "weight": 10, "stable": "blue", "ca
 FRESH = dict(CANARY, baseline=BASELINE_SLOT, slots={"blue": BLUE, "green": GREEN, BASELINE_SLOT: dict(BLUE)})
 
 
-def manifest(**changes):
-    data = copy.deepcopy(MINIMAL)
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data.setdefault(section, {})[key] = value
-    return data
-
-
-def errors_of(data):
-    with pytest.raises(ManifestError) as caught:
-        validate_manifest(data)
-    return caught.value.errors
-
-
 # --------------------------------------------------------------------------------------------
 # The manifest
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("changes", [
-    {"analysis__baseline": "fresh", "canary__steps": [5, 25, 50]},
-    {"analysis__baseline": "fresh"},  # one step at canary.weight (10)
-    {"analysis__baseline": "fresh", "canary__steps": [50]},
-    {"analysis__baseline": "stable", "canary__steps": [5, 25, 75]},
+    {"analysis.baseline": "fresh", "canary.steps": [5, 25, 50]},
+    {"analysis.baseline": "fresh"},  # one step at canary.weight (10)
+    {"analysis.baseline": "fresh", "canary.steps": [50]},
+    {"analysis.baseline": "stable", "canary.steps": [5, 25, 75]},
 ])
 def test_fresh_baselines_with_weights_of_at_most_50_are_accepted(changes):
-    result = validate_manifest(manifest(**changes))
-    assert result["analysis"]["baseline"] == changes["analysis__baseline"]
+    result = validate_manifest(with_changes(MINIMAL, changes))
+    assert result["analysis"]["baseline"] == changes["analysis.baseline"]
 
 
 @pytest.mark.parametrize("changes, messages", [
-    ({"analysis__baseline": "fresh", "canary__steps": [5, 25, 75]},
+    ({"analysis.baseline": "fresh", "canary.steps": [5, 25, 75]},
      ["manifest field 'canary.steps[2]': 75 is more than 50, but with analysis.baseline: fresh the canary and the "
       "baseline get 75% each, leaving the stable slot -50%; use steps of at most 50 (the rollout then goes to 100), "
       "or analysis.baseline: stable."]),
-    ({"analysis__baseline": "fresh", "canary__steps": [51, 60]},
+    ({"analysis.baseline": "fresh", "canary.steps": [51, 60]},
      ["manifest field 'canary.steps[0]': 51 is more than 50, but with analysis.baseline: fresh the canary and the "
       "baseline get 51% each, leaving the stable slot -2%; use steps of at most 50 (the rollout then goes to 100), "
       "or analysis.baseline: stable.",
       "manifest field 'canary.steps[1]': 60 is more than 50, but with analysis.baseline: fresh the canary and the "
       "baseline get 60% each, leaving the stable slot -20%; use steps of at most 50 (the rollout then goes to 100), "
       "or analysis.baseline: stable."]),
-    ({"analysis__baseline": "fresh", "canary__weight": 60},
+    ({"analysis.baseline": "fresh", "canary.weight": 60},
      ["manifest field 'canary.weight': 60 is more than 50, but with analysis.baseline: fresh and no canary.steps the "
       "rollout's one step is this weight, for the canary and the baseline each; set canary.steps (e.g. [5, 25, 50]) "
       "or a weight of at most 50, or use analysis.baseline: stable."]),
-    ({"analysis__baseline": "fresh", "canary__sticky": True},
+    ({"analysis.baseline": "fresh", "canary.sticky": True},
      ["manifest field 'analysis.baseline': 'fresh' cannot be used with canary.sticky: true (a sticky cookie names "
       "the stable or the canary release, and the fresh baseline is neither); set analysis.baseline: stable, or "
       "canary.sticky: false."]),
 ])
 def test_fresh_baseline_rules_name_the_field_the_value_and_the_fix(changes, messages):
-    assert errors_of(manifest(**changes)) == messages
+    assert errors_of(with_changes(MINIMAL, changes)) == messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,45 +175,6 @@ def test_a_forged_baseline_is_refused_naming_the_field(state, message):
 
 
 # --------------------------------------------------------------------------------------------
-# nginx.conf
-# --------------------------------------------------------------------------------------------
-
-
-def render(live):
-    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=validate_manifest(manifest(analysis__baseline="fresh")),
-                     ansible_managed="managed by test", _swiftdeploy_tls={"stem": "0"}, swiftdeploy_live=live)
-    environment = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
-    environment.filters.update({"comment": lambda text: "# " + text, "swiftdeploy.stack.nginx_string": nginx_string,
-                                "swiftdeploy.stack.nginx_json": nginx_json})
-    return environment.from_string((ROLE / "templates" / "nginx.conf.j2").read_text(encoding="utf-8")).render(variables)
-
-
-def split_lines(conf):
-    start = conf.index('split_clients "${request_id}" $swiftdeploy_slot {')
-    body = conf[start:conf.index("\n    }", start)].splitlines()[1:]
-    return [line.strip() for line in body if line.strip() and not line.strip().startswith("#")]
-
-
-@pytest.mark.parametrize("weight, lines", [
-    (5, ["5% green;", "5% baseline;", "* blue;"]),
-    (25, ["25% green;", "25% baseline;", "* blue;"]),
-    # The stable slot gets nothing at 50: no '*' line, which would have no share left.
-    (50, ["50% green;", "50% baseline;"]),
-])
-def test_nginx_gives_the_baseline_the_canarys_weight_taken_from_stable(weight, lines):
-    conf = render(variant(FRESH, weight=weight))
-    assert split_lines(conf) == lines
-    assert "upstream swiftdeploy_slot_baseline {" in conf and "server app-baseline:3000;" in conf
-    assert "location = /slots/baseline/metrics {" in conf and "location = /slots/baseline/healthz {" in conf
-
-
-def test_without_a_baseline_the_split_is_as_before():
-    assert split_lines(render(CANARY)) == ["10% green;", "* blue;"]
-    assert "baseline" not in render(CANARY)
-
-
-# --------------------------------------------------------------------------------------------
 # The look
 # --------------------------------------------------------------------------------------------
 
@@ -255,13 +199,19 @@ def reading(taken_at, green, blue, baseline=None):
     return {"taken_at": taken_at, "slots": slots}
 
 
+def first_look(settings, live, hosts=("h1",)):
+    """The state after a rollout's start and first look at 1000.0, before any request on `hosts`
+    (with the baseline slot's reading when live has one)."""
+    fresh = live.get("baseline") is not None
+    readings = {host: reading(1000.0, edge(0, 0), edge(0, 0), edge(0, 0) if fresh else None) for host in hosts}
+    return _auto.look(_auto.start(settings, live, 1000.0), readings, settings, 1000.0)["state"]
+
+
 def test_a_fresh_rollout_compares_the_canary_with_the_baseline_slot_not_stable():
-    state = _auto.start(SETTINGS, FRESH, 1000.0)
-    assert state["baseline"] == "fresh"
-    first = _auto.look(state, {"h1": reading(1000.0, edge(0, 0), edge(0, 0), edge(0, 0))}, SETTINGS, 1000.0)
+    assert _auto.start(SETTINGS, FRESH, 1000.0)["baseline"] == "fresh"
     # Stable served 800 requests without an error; the baseline 100 with 10 errors, as many as the canary.
-    looked = _auto.look(first["state"], {"h1": reading(1003.0, edge(100, 10), edge(800, 0), edge(100, 10))},
-                        SETTINGS, 1003.0)
+    looked = _auto.look(first_look(SETTINGS, FRESH),
+                        {"h1": reading(1003.0, edge(100, 10), edge(800, 0), edge(100, 10))}, SETTINGS, 1003.0)
     assert looked["windows"]["baseline"]["requests"] == 100 and looked["windows"]["baseline"]["errors"] == 10
     assert looked["policy_input"]["analysis"]["baseline"]["requests"] == 100
     decided = _auto.decide(looked, {"allow": True, "reasons": [], "hold": False}, SETTINGS, 1003.0)
@@ -270,21 +220,17 @@ def test_a_fresh_rollout_compares_the_canary_with_the_baseline_slot_not_stable()
 
 
 def test_a_stable_rollout_still_compares_with_the_stable_slot():
-    state = _auto.start(STABLE_SETTINGS, CANARY, 1000.0)
-    first = _auto.look(state, {"h1": reading(1000.0, edge(0, 0), edge(0, 0))}, STABLE_SETTINGS, 1000.0)
-    looked = _auto.look(first["state"], {"h1": reading(1003.0, edge(100, 10), edge(800, 0))}, STABLE_SETTINGS, 1003.0)
+    looked = _auto.look(first_look(STABLE_SETTINGS, CANARY), {"h1": reading(1003.0, edge(100, 10), edge(800, 0))},
+                        STABLE_SETTINGS, 1003.0)
     assert looked["windows"]["baseline"]["requests"] == 800
     decided = _auto.decide(looked, {"allow": True, "reasons": [], "hold": False}, STABLE_SETTINGS, 1003.0)
     assert decided["event"]["baseline"] == "stable" and "| baseline 800 req" in decided["line"]
 
 
 def test_a_fleet_merges_each_hosts_own_baseline():
-    state = _auto.start(SETTINGS, FRESH, 1000.0)
-    hosts = ("h1", "h2")
-    first = _auto.look(state, dict((host, reading(1000.0, edge(0, 0), edge(0, 0), edge(0, 0))) for host in hosts),
-                       SETTINGS, 1000.0)
-    looked = _auto.look(first["state"], {"h1": reading(1003.0, edge(60, 1), edge(500, 0), edge(50, 2)),
-                                         "h2": reading(1003.5, edge(40, 0), edge(300, 9), edge(70, 1))},
+    looked = _auto.look(first_look(SETTINGS, FRESH, ("h1", "h2")),
+                        {"h1": reading(1003.0, edge(60, 1), edge(500, 0), edge(50, 2)),
+                         "h2": reading(1003.5, edge(40, 0), edge(300, 9), edge(70, 1))},
                         SETTINGS, 1003.5)
     assert looked["windows"]["baseline"]["requests"] == 120 and looked["windows"]["baseline"]["errors"] == 3
     assert looked["windows"]["canary"]["requests"] == 100 and looked["windows"]["canary"]["errors"] == 1

@@ -11,13 +11,12 @@ import yaml
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import (
     APP_HISTORY_SECONDS,
     DEFAULT_OPA_IMAGE,
-    ManifestError,
     required_paths,
     validate_manifest,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json
 
-from manifest_seed import SEED_TEXT  # tests/unit/plugins/manifest_seed.py
+from manifest_seed import SEED_TEXT, errors_of, with_changes  # tests/unit/plugins/manifest_seed.py
 
 APP_SOURCE = pathlib.Path(__file__).resolve().parents[3] / "app" / "swiftdeploy_app.py"
 
@@ -33,22 +32,7 @@ SERVICE_DEFAULTS = {"env": {}, "secrets": [], "command": None, "user": "10001:10
 
 def with_change(path, value):
     """The seed manifest with one field set (or removed when value is ...)."""
-    data = copy.deepcopy(SEED)
-    *parents, leaf = path.split(".")
-    node = data
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is ...:
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return data
-
-
-def errors_of(data):
-    with pytest.raises(ManifestError) as caught:
-        validate_manifest(data)
-    return caught.value.errors
+    return with_changes(SEED, {path: value})
 
 
 @pytest.mark.parametrize("nginx, edge, keepalive", [

@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 from ansible.errors import AnsibleActionFail
@@ -327,6 +328,70 @@ def test_without_activation_nothing_is_written(tmp_path, monkeypatch):
         host_progress.note("y")
         host_progress.clear()
     assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("text, age, now, expected", [
+    ('{"what": "the stack lock", "limit": 120.0, "started": 1000.0}', 10, 1100.0, False),
+    ('{"what": "the stack lock", "limit": 120.0, "started": 1000.0}', 10, 1000.0 + 120 + 300, False),
+    ('{"what": "the stack lock", "limit": 120.0, "started": 1000.0}', 10, 1000.0 + 120 + 301, True),
+    ('{"what": "slots to be healthy", "limit": 60, "started": 1000}', 3000, 5000.0, True),
+    ('{"what": "containers to stop", "limit": null, "started": 1000.0}', 3600, 9000.0, False),
+    ('{"what": "containers to stop", "limit": null, "started": 1000.0}', 3601, 9000.0, True),
+    ('{"what": "a clock set back", "limit": 5, "started": 9000.0}', 60, 1000.0, False),
+    ('{"what": "half', 60, 9000.0, False),
+    ('{"what": "half', 3601, 9000.0, True),
+    ('["what"]', 60, 9000.0, False),
+    ('{"what": "x", "limit": "soon", "started": 1}', 60, 9000.0, False),
+    ('{"what": "x", "limit": 5, "started": NaN}', 60, 9000.0, False),
+    ("", 60, 9000.0, False),
+    (None, 60, 9000.0, False),
+    (None, 3601, 9000.0, True),
+], ids=["a wait under way", "at its limit and grace", "past its limit and grace", "a wait long over",
+        "no limit, an hour old", "no limit, older than an hour", "started after now", "cut short",
+        "cut short, older than an hour", "not an object", "limit not a number", "NaN", "empty",
+        "temporary file", "temporary file, older than an hour"])
+def test_stale(text, age, now, expected):
+    assert host_progress.stale(text, age, now) is expected
+
+
+def _left(directory, name, content, age, now):
+    path = directory / name
+    path.write_text(content)
+    os.utime(str(path), (now - age, now - age))
+    return path
+
+
+def test_the_first_write_of_a_call_prunes_what_killed_calls_left(tmp_path):
+    """A killed call's file goes when a later call notes its first wait; the files of calls
+    that still wait, other names and a link's target stay."""
+    now = time.time()
+    old_wait = json.dumps({"what": "the stack lock", "limit": 120.0, "started": now - 1000})
+    live_wait = json.dumps({"what": "the stack lock", "limit": 120.0, "started": now - 5})
+    no_limit = json.dumps({"what": "containers to stop", "limit": None, "started": now - 7200})
+    killed = _left(tmp_path, ".swiftdeploy-progress-00000000000000aa.json", old_wait, 1000, now)
+    killed_new = _left(tmp_path, ".swiftdeploy-progress-00000000000000bb.json.new", "{", 7200, now)
+    killed_no_limit = _left(tmp_path, ".swiftdeploy-progress-00000000000000cc.json", no_limit, 7200, now)
+    live = _left(tmp_path, ".swiftdeploy-progress-00000000000000dd.json", live_wait, 5, now)
+    other = _left(tmp_path, "shop.lock", old_wait, 7200, now)
+    not_ours = _left(tmp_path, ".swiftdeploy-progress-XYZ.json", old_wait, 7200, now)
+    target = _left(tmp_path, "target", old_wait, 7200, now)
+    link = tmp_path / ".swiftdeploy-progress-00000000000000ee.json"
+    os.symlink(str(target), str(link))
+    own = str(tmp_path / ".swiftdeploy-progress-00000000000000ff.json")
+    with host_progress.activate(own):
+        assert killed.exists(), "nothing is pruned before the call writes"
+        with host_progress.waiting("slots to be healthy", 60):
+            assert not killed.exists() and not killed_new.exists() and not killed_no_limit.exists()
+            assert live.exists() and other.exists() and not_ours.exists() and os.path.exists(own)
+            assert target.read_text() == old_wait and os.path.islink(str(link))
+            os.utime(str(live), (now - 7200, now - 7200))
+        with host_progress.waiting("nginx to serve generation 2", 10):
+            assert live.exists(), "one prune a call"
+    assert not os.path.exists(own)
+
+
+def test_pruning_a_missing_directory_removes_nothing(tmp_path):
+    assert host_progress.prune(str(tmp_path / "gone"), None) == []
 
 
 class FakeTime:

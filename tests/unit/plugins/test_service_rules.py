@@ -14,7 +14,7 @@ import stat
 import pytest
 import yaml
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import ManifestError, validate_manifest
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._secrets import (
     ENV_FILE,
     SecretsDir,
@@ -35,6 +35,8 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     validate_state,
 )
 
+from manifest_seed import errors_of  # tests/unit/plugins/manifest_seed.py
+
 SEED = yaml.safe_load("""
 services: {image: team/api:2.3.1, port: 8000, version: "2.3.1"}
 nginx: {image: nginx:latest, port: 8080}
@@ -46,12 +48,6 @@ def services(**keys):
     data = copy.deepcopy(SEED)
     data["services"].update(keys)
     return data
-
-
-def errors_of(data):
-    with pytest.raises(ManifestError) as caught:
-        validate_manifest(data)
-    return caught.value.errors
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ except ImportError:  # ansible-core before 2.19 templates any string it is given
     def trust_as_template(text):
         return text
 
+from ansible_collections.swiftdeploy.stack.plugins.filter.nginx import sticky_routing
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
@@ -37,6 +38,7 @@ def render_template(name, variables):
         # it (trim_blocks); a Templar outside a play does not find collection filters.
         environment = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
         environment.filters.update({"comment": lambda text: "# " + text, "swiftdeploy.stack.nginx_string": nginx_string,
-                                    "swiftdeploy.stack.nginx_json": nginx_json})
+                                    "swiftdeploy.stack.nginx_json": nginx_json,
+                                    "swiftdeploy.stack.sticky_routing": sticky_routing})
         return environment.from_string(template).render(variables)
     return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template))

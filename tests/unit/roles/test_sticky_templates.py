@@ -2,23 +2,19 @@
 runs it in the stack's nginx with real clients)."""
 
 import copy
-import pathlib
 import re
 
-import jinja2
 import pytest
-import yaml
 
-from ansible_collections.swiftdeploy.stack.plugins.filter.nginx import sticky_routing
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._manifest import validate_manifest
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._nginx import nginx_json, nginx_string
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import (
     canary_target,
     initial_state,
     with_generations,
 )
 
-ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "swiftdeploy"
+from role_templates import render_template, role_variables  # tests/unit/roles/role_templates.py
+
 MINIMAL = {"stack": "shop-eu", "services": {"image": "app:1", "port": 3000},
            "nginx": {"image": "nginx:1.27", "port": 8443}, "contact": "ops@example.com"}
 FIRST = initial_state("app:1", "1.0.0")
@@ -33,14 +29,8 @@ def render(live, canary=None, tls=None):
         data["canary"] = canary
     if tls is not None:
         data["nginx"]["tls"] = tls
-    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))
-    variables.update(swiftdeploy_stack=validate_manifest(data), ansible_managed="managed by test",
-                     _swiftdeploy_tls={"stem": "0123456789abcdef"}, swiftdeploy_live=live)
-    environment = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
-    environment.filters.update({"comment": lambda text: "# " + text, "swiftdeploy.stack.nginx_string": nginx_string,
-                                "swiftdeploy.stack.nginx_json": nginx_json,
-                                "swiftdeploy.stack.sticky_routing": sticky_routing})
-    return environment.from_string((ROLE / "templates" / "nginx.conf.j2").read_text(encoding="utf-8")).render(variables)
+    return render_template("nginx.conf.j2", role_variables(validate_manifest(data), live,
+                                                           _swiftdeploy_tls={"stem": "0123456789abcdef"}))
 
 
 def block(conf, head):
