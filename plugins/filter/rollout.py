@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import jinja2
+from jinja2.filters import do_truncate
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import (
@@ -42,10 +45,21 @@ def _true(value):
     return value is True or str(value).strip().lower() in ("true", "yes", "1")
 
 
+def unreachable_part(rollout_id, batch, reach):
+    """The failure of a host that did not answer when its batch started (`reach`: the result of
+    rollout.yml's check), which halts the rollout."""
+    message = do_truncate(jinja2.Environment(), str(dict(reach).get("msg", "no answer")), 300)
+    return {"id": rollout_id, "batch": int(batch), "result": "failed",
+            "failure": "unreachable when its batch started (%s); nothing was changed there: check the host and run the "
+                       "rollout again" % message,
+            "task": "Check that this host answers before its batch starts", "unreachable": True}
+
+
 def rollout_parts(hostvars, hosts, active, rollout_id, batch_of):
     """Each host's part in the rollout, {host: part} in the order of `hosts`, worked out once for
     deploy.yml's finishing play: the part the rolling play kept (failed), `not_reached` for a host
-    whose batch started after an earlier one had failed, else the one
+    whose batch started after an earlier one had failed, a failure for one that did not answer when
+    its batch started, else the one
     the host's finished deploy left (deployed or unchanged, from the state it read under the lock,
     the one its converge started from and the one it ended in); None for a host out of the play
     (not in `active`) or one without a finished deploy, which rollout_result counts as lost."""
@@ -57,6 +71,8 @@ def rollout_parts(hostvars, hosts, active, rollout_id, batch_of):
         if part is None and name in active and _true(found.get("_swiftdeploy_rollout_halted_before")):
             # Its batch started after an earlier one had failed: the rolling play ended it untouched.
             part = {"id": rollout_id, "batch": int(batch_of[name]), "result": "not_reached"}
+        elif part is None and name in active and _true((found.get("_swiftdeploy_rollout_reach") or {}).get("unreachable")):
+            part = unreachable_part(rollout_id, batch_of[name], found["_swiftdeploy_rollout_reach"])
         elif part is None and name in active:
             try:
                 files = (found.get("swiftdeploy_lock") or {}).get("files") or [{}]

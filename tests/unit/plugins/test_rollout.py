@@ -269,6 +269,8 @@ def test_every_hosts_part_is_worked_out_once_from_what_the_rolling_play_left():
         "h6": {"_swiftdeploy_rollout_halted_before": "True"},
         "h7": {"swiftdeploy_lock": {"files": [{"content": "{}"}]}},          # no finished deploy
         "h8": _deployed("{}", OLD, NEW),                     # Ansible took it out of the play
+        "h9": {"_swiftdeploy_rollout_reach": {"unreachable": True, "msg": "Failed to connect: " + "x" * 400}},
+        "ha": {"_swiftdeploy_rollout_reach": {"unreachable": True}},
     }
     batch_of = dict((name, number) for number, name in enumerate(sorted(hostvars), 1))
     parts = rollout_parts(hostvars, sorted(hostvars), [name for name in hostvars if name != "h8"], "r1", batch_of)
@@ -280,7 +282,13 @@ def test_every_hosts_part_is_worked_out_once_from_what_the_rolling_play_left():
     assert parts["h4"] == failed
     assert parts["h5"] == {"id": "r1", "batch": 5, "result": "not_reached"} and parts["h6"]["result"] == "not_reached"
     assert parts["h7"] is None and parts["h8"] is None
-    assert rollout_result(parts, "r1", [1])["failed"] == ["h4", "h7", "h8"]
+    assert parts["h9"]["result"] == "failed" and parts["h9"]["unreachable"] is True and parts["h9"]["batch"] == 9
+    # Cut to 300 characters as Jinja's truncate cuts (at a word's end), as the task that kept it did.
+    assert parts["h9"]["failure"] == ("unreachable when its batch started (Failed to connect:...); nothing was changed "
+                                      "there: check the host and run the rollout again")
+    assert parts["ha"]["failure"].startswith("unreachable when its batch started (no answer);")
+    assert parts["ha"]["task"] == "Check that this host answers before its batch starts"
+    assert rollout_result(parts, "r1", [1])["failed"] == ["h4", "h7", "h8", "h9", "ha"]
 
 
 def test_the_lookup_prefers_the_extra_variable_then_the_manifest(tmp_path):
