@@ -154,6 +154,20 @@ def with_lost_hosts(hosts, batches):
     return found
 
 
+def deployed_part(rollout_id, batch, had_release, before, after):
+    """The part of a host whose deploy in the rollout finished: `deployed` when its stable release
+    (image, version or image ID) changed or it had none before (`had_release` false), otherwise
+    `unchanged`; `from` is the release it had (None without one), `version` and `image` the one it
+    serves now. `before` is read only when the host had a release."""
+    before = dict(before or {}) if had_release else {}
+    after = dict(after or {})
+    changed = not had_release or any(before.get(key) != after.get(key) for key in ("image", "version")) or (
+        before.get("image_id", "") != after.get("image_id", ""))
+    return {"id": rollout_id, "batch": int(batch), "result": "deployed" if changed else "unchanged",
+            "had_release": bool(had_release), "from": before if had_release else None,
+            "version": after.get("version"), "image": after.get("image")}
+
+
 def rollout_summary(hosts, rollout_id, batches):
     """The rollout's outcome from each host's part: {host: {result, batch, version, image, ...}}.
 

@@ -10,6 +10,7 @@ from ansible.utils.helpers import pct_to_int
 
 from ansible_collections.swiftdeploy.stack.plugins.filter.rollout import (
     rollout_batch_number,
+    rollout_parts,
     rollout_play_hosts,
     rollout_result,
 )
@@ -18,6 +19,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._rollout import 
     BatchError,
     NOT_REACHED,
     batch_number,
+    deployed_part,
     halt_message,
     parse_batch,
     rollout_summary,
@@ -228,6 +230,65 @@ def test_a_halt_message_names_the_batch_the_failure_the_revert_and_the_untouched
     assert rollout_result(PARTS_HALTED, "r1", [1])["message"] == halt_message(summary, PARTS_HALTED)
     assert rollout_result(PARTS_COMPLETED, "r1", [1])["message"] == (
         "Rollout r1 completed: 2 hosts in [1]; hosts by release: 2.0.0: h1, h2.")
+
+
+OLD = {"image": "app:1", "image_id": "sha256:1", "mode": "stable", "version": "1.0.0"}
+NEW = {"image": "app:2", "image_id": "sha256:2", "mode": "stable", "version": "2.0.0"}
+
+
+@pytest.mark.parametrize("had_release, before, after, result", [
+    (True, OLD, NEW, "deployed"),
+    (True, OLD, dict(OLD), "unchanged"),
+    (True, OLD, dict(OLD, image_id="sha256:9"), "deployed"),       # the same tag, another image
+    (True, OLD, dict(OLD, version="1.0.1"), "deployed"),
+    (True, {"image": "app:1", "version": "1.0.0"}, {"image": "app:1", "version": "1.0.0"}, "unchanged"),
+    (True, {"image": "app:1", "version": "1.0.0"}, dict(OLD), "deployed"),  # an image ID now recorded
+    (False, None, NEW, "deployed"),                                      # no release before
+    (False, {"placeholder": True}, dict(NEW), "deployed"),              # before unread without one
+])
+def test_a_finished_deploys_part_says_whether_it_changed_the_release(had_release, before, after, result):
+    part = deployed_part("r1", "2", had_release, before, after)
+    assert part == {"id": "r1", "batch": 2, "result": result, "had_release": had_release,
+                    "from": before if had_release else None, "version": after["version"], "image": after["image"]}
+
+
+def _deployed(content, before, after):
+    return {"swiftdeploy_lock": {"files": [{"content": content}]},
+            "_swiftdeploy_previous_live": {"stable": "blue", "slots": {"blue": before}} if before else {"slots": {}},
+            "swiftdeploy_live": {"stable": "green", "slots": {"green": after}}}
+
+
+def test_every_hosts_part_is_worked_out_once_from_what_the_rolling_play_left():
+    failed = {"id": "r1", "batch": 2, "result": "failed", "failure": "slot blue is unhealthy"}
+    hostvars = {
+        "h1": _deployed("{}", OLD, NEW),                     # moved to the new release
+        "h2": _deployed("{}", OLD, OLD),                     # already on it
+        "h3": _deployed(None, None, NEW),                    # no stack before
+        "h4": dict(_deployed("{}", OLD, OLD), _swiftdeploy_rollout=failed),   # its rescue kept the failure
+        "h5": {"_swiftdeploy_rollout_halted_before": True},  # ended untouched after a failed batch
+        "h6": {"_swiftdeploy_rollout_halted_before": "True"},
+        "h7": {"swiftdeploy_lock": {"files": [{"content": "{}"}]}},          # no finished deploy
+        "h8": _deployed("{}", OLD, NEW),                     # Ansible took it out of the play
+        "h9": {"_swiftdeploy_rollout_reach": {"unreachable": True, "msg": "Failed to connect: " + "x" * 400}},
+        "ha": {"_swiftdeploy_rollout_reach": {"unreachable": True}},
+    }
+    batch_of = dict((name, number) for number, name in enumerate(sorted(hostvars), 1))
+    parts = rollout_parts(hostvars, sorted(hostvars), [name for name in hostvars if name != "h8"], "r1", batch_of)
+    assert list(parts) == sorted(hostvars)
+    assert parts["h1"] == deployed_part("r1", 1, True, OLD, NEW) and parts["h1"]["result"] == "deployed"
+    assert parts["h2"]["result"] == "unchanged" and parts["h2"]["from"] == OLD
+    assert parts["h3"] == {"id": "r1", "batch": 3, "result": "deployed", "had_release": False, "from": None,
+                           "version": "2.0.0", "image": "app:2"}
+    assert parts["h4"] == failed
+    assert parts["h5"] == {"id": "r1", "batch": 5, "result": "not_reached"} and parts["h6"]["result"] == "not_reached"
+    assert parts["h7"] is None and parts["h8"] is None
+    assert parts["h9"]["result"] == "failed" and parts["h9"]["unreachable"] is True and parts["h9"]["batch"] == 9
+    # Cut to 300 characters as Jinja's truncate cuts (at a word's end), as the task that kept it did.
+    assert parts["h9"]["failure"] == ("unreachable when its batch started (Failed to connect:...); nothing was changed "
+                                      "there: check the host and run the rollout again")
+    assert parts["ha"]["failure"].startswith("unreachable when its batch started (no answer);")
+    assert parts["ha"]["task"] == "Check that this host answers before its batch starts"
+    assert rollout_result(parts, "r1", [1])["failed"] == ["h4", "h7", "h8", "h9", "ha"]
 
 
 def test_the_lookup_prefers_the_extra_variable_then_the_manifest(tmp_path):
