@@ -216,7 +216,7 @@ def test_the_same_call_again_does_nothing_and_is_fast(stack):
     assert actions(result) == ["plan", "compose ps", "check generation", "wait health"]
     assert result["seconds"] < 2, result["actions"]
     assert result["steps"] == [{"step": 1, "changed": False, "files_changed": [], "slots_started": [],
-                                "slots_switched": [], "slots_removed": [], "nginx": "unchanged"}]
+                                "slots_switched": [], "slots_removed": [], "nginx": "unchanged", "edge": "unchanged"}]
 
 
 def test_check_mode_reports_the_canary_and_writes_nothing(stack):
@@ -342,7 +342,7 @@ def test_a_canary_that_only_changes_mode_becomes_stable_in_place(stack):
     assert traffic.failures == [], traffic.statuses
     assert traffic.versions == {blue["version"], GREEN["version"]}
     assert result["steps"] == [{"step": 1, "changed": True, "slots_started": [], "slots_switched": ["green"],
-                                "slots_removed": ["app-blue"], "nginx": "reloaded",
+                                "slots_removed": ["app-blue"], "nginx": "reloaded", "edge": "unchanged",
                                 "files_changed": ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode",
                                                   "state.json"]}]
     order = actions(result)
