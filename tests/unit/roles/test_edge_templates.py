@@ -32,13 +32,14 @@ def test_the_edge_keeps_client_connections_a_minute_unless_told_otherwise():
     assert "keepalive_timeout 0s;" in render("nginx.conf.j2", {"edge": True})
 
 
-def test_edge_is_off_by_default_and_nothing_changes():
-    assert validate_manifest(copy.deepcopy(MINIMAL))["nginx"]["edge"] is False
-    compose = render("docker-compose.yml.j2")
+def test_edge_is_on_by_default_and_off_leaves_one_nginx_as_before():
+    assert validate_manifest(copy.deepcopy(MINIMAL))["nginx"]["edge"] is True
+    assert "edge" in render("docker-compose.yml.j2")["services"]
+    compose = render("docker-compose.yml.j2", {"edge": False})
     assert "edge" not in compose["services"]
     assert compose["services"]["nginx"]["ports"] == ["0.0.0.0:8443:8080", "127.0.0.1:8082:8081"]
     assert "rm -f" not in compose["services"]["nginx"]["command"][2]
-    conf = render("nginx.conf.j2")
+    conf = render("nginx.conf.j2", {"edge": False})
     assert "listen 8080;" in conf and "unix:" not in conf and "keepalive_timeout 0s;" in conf
 
 
