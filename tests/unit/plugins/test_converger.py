@@ -391,8 +391,8 @@ def with_edge(state, listener):
 
 def converge_steps(engine, project, *steps, check=False, options=None):
     options = dict(OPTIONS, **(options or {}))
-    host = (DryRunStackHost if check else StackHost)(DryRunEngine(engine) if check else engine, project, options,
-                                                    ActionLog(), http_get=engine.http)
+    host_class, host_engine = (DryRunStackHost, DryRunEngine(engine)) if check else (StackHost, engine)
+    host = host_class(host_engine, project, options, ActionLog(), http_get=engine.http)
     return Converger(host, list(steps), options).converge()
 
 
