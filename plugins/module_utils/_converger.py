@@ -254,11 +254,14 @@ class Converger(object):
             self.note_change(report)
 
         # The edge's listener changed (a new TLS pair, a timeout): loaded in place, never by a new
-        # container, so its port never closes (docs/keepalive.md). Before the routing switches: a
-        # refusal leaves the step's routing unswitched.
+        # container, so its port never closes (docs/keepalive.md). Before the routing switches: an
+        # edge that does not load the file undoes the step (files put back, its new slots removed),
+        # so the next run finds the change again instead of an edge on its old listener.
         edge_conf = os.path.join(os.path.dirname(self.options["nginx_conf"]), EDGE_CONF)
         if edge_before is not None and plan.content_changed(edge_conf):
+            self.undo = (plan.changes, [service for service in started if service not in running])
             host.reload_edge(number, edge_before, "%s changed" % edge_conf)
+            self.undo = None
             report["edge"] = "reloaded"
             self.note_change(report)
 

@@ -588,7 +588,7 @@ class StackHost(object):
         if rc == 3 and test_conf:
             raise ConvergeError(
                 "step %d: %s is refused by nginx -t in the running edge %s, so the edge was not reloaded and "
-                "serves its previous listener, and nginx was not switched: %s"
+                "serves its previous listener: %s"
                 % (number, self.edge_relpath(), name, (err or out).strip() or "no output"))
         if rc != 0:
             raise ConvergeError("step %d: cannot read the edge's nginx processes: %s"

@@ -447,6 +447,11 @@ def test_an_edge_that_does_not_load_its_file_fails_the_step_before_nginx_switche
                               "(last log lines: 2026-12-07T10:00:00Z listening | "), message
     assert "logs edge`" in message
     assert ("kill", "nginx", "HUP") not in engine.calls and engine.served == 1
+    # Undone, so that the next run finds the change again: the canary removed, the files put back.
+    assert "so the step was undone (removed app-green; put back " in message, message
+    assert "app-green" not in engine.containers
+    assert open(os.path.join(project, "nginx", "edge.conf")).read() == "edge listener one\n"
+    assert json.load(open(os.path.join(project, "state.json")))["generation"] == 1
 
 
 def test_an_edge_conf_refused_inside_the_edge_is_named_and_nothing_is_signalled(project):
@@ -458,8 +463,9 @@ def test_an_edge_conf_refused_inside_the_edge_is_named_and_nothing_is_signalled(
         converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"), options={"validate_nginx": False})
     assert str(failed.value) == (
         "step 1: nginx/edge.conf is refused by nginx -t in the running edge demo-edge-1, so the edge was not reloaded "
-        "and serves its previous listener, and nginx was not switched: nginx: [emerg] unknown directive in "
-        "/etc/nginx/swiftdeploy/edge.conf:3")
+        "and serves its previous listener: nginx: [emerg] unknown directive in /etc/nginx/swiftdeploy/edge.conf:3\n"
+        "Nothing was routed to this step's slots, so the step was undone (put back nginx/edge.conf): the stack serves "
+        "what it served before.")
     assert [call for call in engine.calls if call[0] == "kill"] == []
 
 
