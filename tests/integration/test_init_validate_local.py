@@ -114,15 +114,19 @@ def test_check_diff_shows_a_manifest_change_without_applying_it(rendered_copy, r
                        "-e", f"swiftdeploy_project_dir={project}", check=True)
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
-    assert recap[HOST]["changed"] == 1 and recap[HOST]["failed"] == 0, run.describe()
+    # nginx.conf and the edge's edge.conf (nginx.edge, on by default: it waits 5 s longer).
+    assert recap[HOST]["changed"] == 2 and recap[HOST]["failed"] == 0, run.describe()
     assert init_report_line("nginx/nginx.conf", project, "changed").search(run.stdout), run.describe()
     assert init_report_line("docker-compose.yml", project, "unchanged").search(run.stdout), run.describe()
     assert f"--- before: {project}/nginx/nginx.conf\n" in run.stdout, run.describe()
+    assert f"--- before: {project}/nginx/edge.conf\n" in run.stdout, run.describe()
     for directive in ("proxy_send_timeout", "proxy_read_timeout"):
         assert f"\n-    {directive} 30s;\n" in run.stdout, run.describe()
         assert f"\n+    {directive} 45s;\n" in run.stdout, run.describe()
-    # Exactly those two lines differ: connecting stays capped at 5 s.
-    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 4, run.describe()
+        assert f"\n-    {directive} 35s;\n" in run.stdout, run.describe()
+        assert f"\n+    {directive} 50s;\n" in run.stdout, run.describe()
+    # Exactly those two lines of each file differ: connecting stays capped at 5 s.
+    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 8, run.describe()
     for name in FILES:
         assert ((project / name).read_bytes(), (project / name).stat().st_mtime_ns) == before[name], name
     assert b"proxy_read_timeout 30s;" in (project / "nginx" / "nginx.conf").read_bytes()
