@@ -3,9 +3,9 @@
 Two stacks, one after the other, in the same run (the throw-away stack `sdbench`, ports
 18980/18982, as bench-app and bench-promote use):
 
-1. Today's default: nginx.edge false, nginx.keepalive_timeout 0 (nginx closes every connection
+1. The old default: nginx.edge false, nginx.keepalive_timeout 0 (nginx closes every connection
    after its response). GET / at 64 connections for THROUGHPUT_SECONDS (wrk).
-2. The edge: nginx.edge true, nginx.keepalive_timeout 60. The same wrk run, then
+2. The edge (the default now): nginx.edge true, nginx.keepalive_timeout 60. The same wrk run, then
    bench-promote's whole sequence under its load (8 keep-alive clients, 50 requests a second
    each): a canary start, a rollback by the canary policy, a second canary start and a roll
    forward; every failed request and every connection the clients had to open again counted.
@@ -65,7 +65,7 @@ def run_stack(edge, rate):
         for manifest in (base, newer):
             set_listener(manifest, edge)
         deploy_stable(base, project_dir, app)
-        figures["wrk"] = throughput("keep-alive through the edge" if edge else "close per request (today's default)")
+        figures["wrk"] = throughput("keep-alive through the edge" if edge else "close per request (nginx.edge false, the old default)")
         if edge:
             load = Load(CLIENTS, rate, app)
             seq = Sequence(load, base, newer, project_dir)
@@ -90,7 +90,7 @@ def main():
             signal.signal(signum, _interrupt)
     restore = reuse_time_wait(False)
     try:
-        print("== 1. Today's default: no edge, nginx.keepalive_timeout 0 ==")
+        print("== 1. The old default: no edge, nginx.keepalive_timeout 0 ==")
         close = run_stack(False, args.rate)
         print(f"\n== 2. nginx.edge true, nginx.keepalive_timeout {KEEPALIVE_TIMEOUT} ==")
         keep = run_stack(True, args.rate)

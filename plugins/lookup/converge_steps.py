@@ -44,8 +44,7 @@ options:
     default: signal
   edge:
     description:
-      - Also render C(nginx/edge.conf) (the edge nginx of the manifest's C(nginx.edge), docs/keepalive.md),
-        before the compose file, which gets its SHA-256 as C(_swiftdeploy_edge_conf_sha256).
+      - Also render C(nginx/edge.conf) (the edge nginx of the manifest's C(nginx.edge), docs/keepalive.md).
     type: bool
     default: false
   cache_dir:
@@ -87,9 +86,8 @@ from ansible.plugins.lookup import LookupBase
 
 TEMPLATES = (("nginx/nginx.conf", "nginx.conf.j2", "nginx_conf_mode"),
              ("docker-compose.yml", "docker-compose.yml.j2", "compose_mode"))
-# With edge: the edge nginx's file, rendered first; the compose file names its digest.
+# With edge: the edge nginx's file (loaded in place by stack_converge when it changes).
 EDGE_TEMPLATE = ("nginx/edge.conf", "edge.conf.j2", "nginx_conf_mode")
-EDGE_DIGEST = "_swiftdeploy_edge_conf_sha256"
 # Names whose value changes between two renders of the same inputs: such a template is never cached.
 UNCACHEABLE = frozenset(("lookup", "query", "q", "now", "template_run_date"))
 # What ansible_managed (a template itself) may name, from the template lookup's own variables.
@@ -199,17 +197,14 @@ class LookupModule(LookupBase):
         templates = ((EDGE_TEMPLATE,) if self.get_option("edge") else ()) + TEMPLATES
         for live in lives:
             files = {}
-            extra = {}
             for relpath, name, mode_option in templates:
                 key = None
                 if cache.directory:
                     code = code or code_digest()
-                    key = self.key(name, live, variables, code, extra)
+                    key = self.key(name, live, variables, code)
                 content = cache.get_or_render(key, lambda: template.run(
-                    [name], variables, template_vars=dict(extra, swiftdeploy_live=live))[0])
+                    [name], variables, template_vars=dict(swiftdeploy_live=live))[0])
                 files[relpath] = {"content": content, "mode": self.get_option(mode_option)}
-                if name == EDGE_TEMPLATE[1]:
-                    extra[EDGE_DIGEST] = hashlib.sha256(content.encode("utf-8")).hexdigest()
             if self.get_option("mode_switch") == "signal":
                 for slot, spec in sorted(live["slots"].items()):
                     files["slots/%s/mode" % slot] = {"content": "%s\n" % spec["mode"], "mode": "0644"}
@@ -226,7 +221,7 @@ class LookupModule(LookupBase):
             self.cache.put(key, json.dumps(names))
             return names
 
-    def key(self, name, live, variables, code, extra=None):
+    def key(self, name, live, variables, code):
         """The SHA-256 of everything the template renders from, or None when it cannot be cached."""
         path = self.find_file_in_search_path(variables, "templates", name, ignore_missing=True)
         if not path:
@@ -236,7 +231,7 @@ class LookupModule(LookupBase):
         names = self.names(source)
         if names is None or UNCACHEABLE.intersection(names):
             return None
-        values = dict(extra or {}, swiftdeploy_live=live)
+        values = dict(swiftdeploy_live=live)
         for var in names:
             if var in values:
                 continue

@@ -415,5 +415,49 @@ def nginx_exec_test_argv(docker, container, slot_prefix, slots, conf_texts):
     return [docker, "exec", container, "sh", "-c", _TEST_SCRIPT_EXEC, "sh"] + texts
 
 
+# The edge nginx (nginx.edge, docs/keepalive.md): its file beside nginx.conf, its compose service,
+# and where its master writes its PID (edge.conf.j2's `pid`).
+EDGE_CONF = "edge.conf"
+EDGE_SERVICE = "edge"
+EDGE_PID_FILE = "/tmp/nginx.pid"
+
+_EDGE_WORKERS_SCRIPT = (
+    'm=$(cat "$1") || exit 4; echo "$m"; '
+    'for f in /proc/[0-9]*/stat; do read -r p c s pp r 2>/dev/null < "$f" && [ "$pp" = "$m" ] && echo "$p"; done; '
+    'exit 0')
+
+
+def edge_workers_argv(docker, container, test_conf=None, pid_file=EDGE_PID_FILE):
+    """`docker exec` in the edge's container: its nginx master's PID, then the PIDs of the
+    master's children (its workers, old ones still shutting down included), one a line. With
+    test_conf, `nginx -t` on that file first, as the edge would load it: a refusal exits 3 with
+    nginx's message on stderr and lists nothing."""
+    script = _EDGE_WORKERS_SCRIPT
+    if test_conf is not None:
+        script = 'nginx -t -q -c "$2" || exit 3; ' + script
+    return [docker, "exec", container, "sh", "-c", script, "sh", pid_file] + ([test_conf] if test_conf else [])
+
+
+def parse_edge_workers(out):
+    """(master PID, frozenset of its children's PIDs) from what edge_workers_argv printed;
+    ValueError when that is not a PID a line."""
+    pids = [int(line) for line in out.split() if line.strip()]
+    if not pids or any(pid <= 0 for pid in pids):
+        raise ValueError("expected the nginx master's PID and its workers', one a line: %r" % out[:200])
+    return pids[0], frozenset(pids[1:])
+
+
+def new_workers(before, after):
+    """The edge's workers that were not there before its reload: nginx forks new ones only once
+    it has loaded the new configuration, so any at all confirm the reload; none means the master
+    refused the file (and logged why) or has not finished loading it. Another master (the
+    container restarted) read the file when it started: all its workers count."""
+    master_before, workers_before = before
+    master_after, workers_after = after
+    if master_after != master_before:
+        return workers_after
+    return workers_after - workers_before
+
+
 def slot_services(slot_prefix, slots):
     return [slot_prefix + slot for slot in sorted(slots)]

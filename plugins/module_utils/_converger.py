@@ -22,6 +22,8 @@ import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (
     DEFAULT_FILE_MODE,
+    EDGE_CONF,
+    EDGE_SERVICE,
     STATE_FILE,
     PlanError,
     check_files,
@@ -37,10 +39,6 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._stack_host impo
 
 COMPOSE_FILE = "docker-compose.yml"
 NGINX_SERVICE = "nginx"
-# The edge nginx's file (nginx.edge, docs/keepalive.md), beside nginx.conf: tested with it.
-EDGE_CONF = "edge.conf"
-# Its container (compose service); it holds the public port(s) while it runs.
-EDGE_SERVICE = "edge"
 
 
 class DiffTracker(object):
@@ -179,7 +177,8 @@ class Converger(object):
     def apply(self, number, step, files, plan, compose_text):
         host = self.host
         report = {"step": number, "changed": False, "files_changed": plan.files_changed,
-                  "slots_started": [], "slots_switched": [], "slots_removed": [], "nginx": "unchanged"}
+                  "slots_started": [], "slots_switched": [], "slots_removed": [], "nginx": "unchanged",
+                  "edge": "unchanged"}
         self.step_reports.append(report)
         state = step["state"]
         if plan.changes:
@@ -243,12 +242,27 @@ class Converger(object):
             entries = [entry for entry in entries if entry.get("Service") != EDGE_SERVICE]
             report["slots_removed"] = [EDGE_SERVICE]
             self.note_change(report)
+        edge_before = running.get(EDGE_SERVICE) if not edge_leaving else None
         if others_down or compose_up:
             out = host.compose_up(number, "not running: %s" % ", ".join(others_down) if others_down
                                   else "compose file changed")
             if nginx_before is not None and nginx_before.get("Name") in containers_started(out):
                 nginx_fresh = True
+            if edge_before is not None and edge_before.get("Name") in containers_started(out):
+                edge_before = None  # recreated or restarted: it read the new edge.conf as it started
             after = None
+            self.note_change(report)
+
+        # The edge's listener changed (a new TLS pair, a timeout): loaded in place, never by a new
+        # container, so its port never closes (docs/keepalive.md). Before the routing switches: an
+        # edge that does not load the file undoes the step (files put back, its new slots removed),
+        # so the next run finds the change again instead of an edge on its old listener.
+        edge_conf = os.path.join(os.path.dirname(self.options["nginx_conf"]), EDGE_CONF)
+        if edge_before is not None and plan.content_changed(edge_conf):
+            self.undo = (plan.changes, [service for service in started if service not in running])
+            host.reload_edge(number, edge_before, "%s changed" % edge_conf)
+            self.undo = None
+            report["edge"] = "reloaded"
             self.note_change(report)
 
         if self.options["nginx_conf"] in files and NGINX_SERVICE in expected:

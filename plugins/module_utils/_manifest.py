@@ -290,7 +290,7 @@ SCHEMA = {
                                    fix="use a whole number of seconds from 0 (no client keep-alive) to 300"),
         # An nginx in front of the routing one that owns the public port(s) and is never reloaded by
         # a switch, so client keep-alive survives weight changes and promotions (docs/keepalive.md).
-        "edge": Field("bool", default=False),
+        "edge": Field("bool", default=True),
         # worker_processes is auto: one worker a host CPU, so the PID limit leaves room for
         # hosts with many CPUs; one CPU proxies far more than the one-CPU app behind it can serve.
         "resources": _resources("256m", 1.0, 256),

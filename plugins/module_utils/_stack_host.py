@@ -19,15 +19,21 @@ import contextlib
 import errno
 import json
 import os
+import posixpath
 import tempfile
 import time
 
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (
+    EDGE_CONF,
+    EDGE_SERVICE,
     PlanError,
     compose_services,
+    edge_workers_argv,
     generation_matches,
+    new_workers,
     nginx_exec_test_argv,
     nginx_test_argv,
+    parse_edge_workers,
     running_services,
 )
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._edge import ensure_directory as ensure_edge_directory
@@ -49,6 +55,9 @@ MODE_TIMEOUT = 10.0
 MODES = ("stable", "canary")
 GENERATION_TIMEOUT = 10.0
 GENERATION_POLL = 0.05
+# How long the edge's nginx may take to load a changed edge.conf (its reload starts new workers).
+EDGE_RELOAD_TIMEOUT = 10.0
+EDGE_POLL = 0.1
 # After a reload nginx's master starts the new workers, sleeps 100 ms and only then tells the old
 # ones to stop accepting; until then an old worker can still route a new request to a slot that
 # left. The new generation answering says nothing of that, so a slot that left is stopped no
@@ -280,20 +289,32 @@ class StackHost(object):
             self.test_nginx(confs, slots, entries)
 
     def test_nginx(self, confs, slots, entries):
-        steps = ", ".join(sorted(set(str(number) for number, _content, _path in confs), key=int))
-        nginx = running_services(entries).get("nginx")
-        container = nginx and (nginx.get("ID") or nginx.get("Name"))
-        if container:
-            argv = nginx_exec_test_argv(self.engine.docker, container, self.prefix, slots,
-                                        [content for _n, content, _path in confs])
-            ((rc, out, err, seconds),) = self.engine.side_by_side([argv])
-            outcome = "passed" if rc == 0 else "refused, so tested again in a fresh container" if "refused:" in err \
-                else "could not run (rc=%d), so tested in a fresh container" % rc
-            self.log.add(confs[0][0], "validate nginx.conf", seconds, "nginx -t in the running nginx %s (step %s): %s"
-                         % (nginx.get("Name") or container, steps, outcome))
-            if rc == 0:
+        running = running_services(entries)
+        # Each file in the running container that loads it: edge.conf in the edge when it runs
+        # (docs/keepalive.md), the rest in the routing nginx; both side by side.
+        groups = {}
+        for conf in confs:
+            edge = posixpath.basename(conf[2]) == EDGE_CONF and EDGE_SERVICE in running
+            groups.setdefault(EDGE_SERVICE if edge else "nginx", []).append(conf)
+        containers = dict((service, running[service].get("ID") or running[service].get("Name"))
+                          for service in groups if service in running)
+        if len(containers) == len(groups) and all(containers.values()):
+            order = sorted(groups)
+            results = self.engine.side_by_side([nginx_exec_test_argv(
+                self.engine.docker, containers[service], self.prefix, slots,
+                [content for _n, content, _path in groups[service]]) for service in order])
+            passed = True
+            for service, (rc, out, err, seconds) in zip(order, results):
+                outcome = "passed" if rc == 0 else "refused, so tested again in a fresh container" if "refused:" in err \
+                    else "could not run (rc=%d), so tested in a fresh container" % rc
+                self.log.add(groups[service][0][0], "validate nginx.conf", seconds, "nginx -t in the running %s %s "
+                             "(step %s): %s" % (service, running[service].get("Name") or containers[service],
+                                                step_numbers(groups[service]), outcome))
+                passed = passed and rc == 0
+            if passed:
                 return
         image = self.options["nginx_image"]
+        steps = step_numbers(confs)
         with contextlib.ExitStack() as stack:
             paths = [stack.enter_context(self.scratch_file(content)) for _number, content, _path in confs]
             argv = nginx_test_argv(self.engine.docker, image, self.options["nginx_conf_dir"], self.prefix, slots, paths,
@@ -553,6 +574,62 @@ class StackHost(object):
                         % (number, generation, GENERATION_TIMEOUT, when, seen, self.project))
                 time.sleep(GENERATION_POLL)
 
+    # -- the edge (nginx.edge, docs/keepalive.md) ----------------------------------------------------
+
+    def edge_relpath(self):
+        return posixpath.join(posixpath.dirname(self.options["nginx_conf"]), EDGE_CONF)
+
+    def edge_workers(self, number, edge, test_conf=None):
+        """(master PID, its workers' PIDs) of the edge's nginx, read inside its container; with
+        test_conf, `nginx -t` on that file there first (ConvergeError naming it when refused)."""
+        name = edge.get("Name") or edge.get("ID")
+        argv = edge_workers_argv(self.engine.docker, edge.get("ID") or name, test_conf)
+        ((rc, out, err, _seconds),) = self.engine.side_by_side([argv])
+        if rc == 3 and test_conf:
+            raise ConvergeError(
+                "step %d: %s is refused by nginx -t in the running edge %s, so the edge was not reloaded and "
+                "serves its previous listener: %s"
+                % (number, self.edge_relpath(), name, (err or out).strip() or "no output"))
+        if rc != 0:
+            raise ConvergeError("step %d: cannot read the edge's nginx processes: %s"
+                                % (number, command_failure(argv, "docker exec", rc, out, err)))
+        try:
+            return parse_edge_workers(out)
+        except ValueError as exc:
+            raise ConvergeError("step %d: cannot read the edge's nginx processes in %s: %s" % (number, name, exc))
+
+    def reload_edge(self, number, edge, why):
+        """Load a changed edge.conf in the running edge, in place: nginx -t on the written file
+        inside it, SIGHUP to it (as the routing nginx is reloaded), then wait until its master runs
+        workers it did not run before, which it forks only once the file is loaded. The edge keeps
+        its listening sockets, so no connection is refused; its old workers finish their requests."""
+        target = edge.get("ID") or edge.get("Name")
+        name = edge.get("Name") or target
+        relpath = self.edge_relpath()
+        conf = posixpath.join(self.options["nginx_conf_dir"], EDGE_CONF)
+        with self.log.action(number, "test edge.conf", "nginx -t on %s in the running edge %s" % (conf, name)):
+            before = self.edge_workers(number, edge, conf)
+        with self.log.action(number, "reload edge", "%s: SIGHUP to %s" % (why, name)):
+            self.engine.kill(target, "HUP")
+        with self.log.action(number, "wait edge") as record, \
+                progress.waiting("the edge to load %s" % relpath, EDGE_RELOAD_TIMEOUT):
+            deadline = time.monotonic() + EDGE_RELOAD_TIMEOUT
+            while True:
+                fresh = new_workers(before, self.edge_workers(number, edge))
+                if fresh:
+                    record["detail"] = "the edge runs %s new worker(s): %s loaded" % (len(fresh), relpath)
+                    return
+                if time.monotonic() >= deadline:
+                    _rc, out, err = self.engine.logs([target], FAILED_LOG_LINES).get(target, (0, "", ""))
+                    lines = [line[:200] for line in (out + err).splitlines() if line.strip()][-5:]
+                    raise ConvergeError(
+                        "step %d: the edge %s did not load the new %s within %g s: its nginx started no new "
+                        "worker after SIGHUP, so it still serves its previous listener (last log lines: %s); "
+                        "look at `docker compose --project-directory %s logs %s`"
+                        % (number, name, relpath, EDGE_RELOAD_TIMEOUT, " | ".join(lines) or "none", self.project,
+                           EDGE_SERVICE))
+                time.sleep(EDGE_POLL)
+
     # -- leaving slots and the end ----------------------------------------------------------------
 
     def drain(self, number, seconds, detail):
@@ -658,6 +735,10 @@ class DryRunStackHost(StackHost):
         self.reload_planned = True
         self.log.not_run(number, "reload nginx", why)
 
+    def reload_edge(self, number, edge, why):
+        self.log.not_run(number, "reload edge", "%s: SIGHUP to %s after nginx -t, confirmed by its new workers"
+                         % (why, edge.get("Name") or edge.get("ID")))
+
     def wait_generation(self, number, generation, when):
         self.log.not_run(number, "wait generation", "nginx serves generation %s %s" % (generation, when))
 
@@ -669,6 +750,11 @@ class DryRunStackHost(StackHost):
 
     def wait_health(self, url, timeout):
         self.log.not_run(None, "wait health", url)
+
+
+def step_numbers(confs):
+    """"1, 2": the steps of [(step number, content, path)], in order."""
+    return ", ".join(sorted(set(str(number) for number, _content, _path in confs), key=int))
 
 
 def describe_ps(entries):

@@ -27,6 +27,11 @@ description:
     nginx gracefully (C(SIGHUP)) when its configuration changed and wait until its admin listener
     serves the state's C(generation); and only then, after O(drain_seconds), remove the
     containers of slots that left the state."
+  - "With an edge nginx (compose service C(edge), C(nginx.edge)): a changed C(edge.conf) beside
+    O(nginx_conf) is tested in the running edge before anything is written, and loaded in place
+    before the routing nginx switches - C(nginx -t) on the written file inside the edge, C(SIGHUP),
+    then the edge's nginx master must run worker processes it did not run before (10 s at most).
+    The edge's container is never recreated for it, so its public port never closes."
   - Every changed nginx.conf and compose file of every step is checked before anything is
     written (C(docker compose config); C(nginx -t) with O(nginx_image), by C(docker exec) in the
     stack's running nginx container when there is one, otherwise, and to confirm a refusal, in a
@@ -390,6 +395,13 @@ steps:
       description: V(reloaded), V(started) (nginx was created or started with this state's configuration) or V(unchanged).
       type: str
       sample: reloaded
+    edge:
+      description:
+        - V(reloaded) when the edge nginx (C(nginx.edge)) loaded a changed C(edge.conf) in place
+          (C(nginx -t) inside it, C(SIGHUP), confirmed by its new worker processes), else V(unchanged)
+          (also when compose created or recreated it, which loads the file as it starts).
+      type: str
+      sample: unchanged
   sample:
     - step: 1
       changed: true
@@ -398,6 +410,7 @@ steps:
       slots_switched: []
       slots_removed: []
       nginx: reloaded
+      edge: unchanged
 actions:
   description:
     - Everything the module did that takes time, in order, with how long it took. Reads
@@ -416,6 +429,7 @@ actions:
         - One of V(plan), V(validate nginx.conf), V(validate compose file), V(write), V(compose ps),
           V(compose services) (only for a compose file that is not block YAML), V(start slots),
           V(compose up), V(reload nginx), V(wait generation), V(check generation), V(switch mode),
+          V(test edge.conf), V(reload edge), V(wait edge) (the edge nginx loading a changed C(edge.conf) in place),
           V(drain), V(retire old workers) (a slot that left is stopped no sooner than 0.5 s after
           the reload, for nginx's old workers to stop accepting), V(remove slots), V(wait health).
       type: str

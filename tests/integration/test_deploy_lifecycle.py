@@ -117,13 +117,14 @@ def test_internal_endpoints_only_on_the_admin_port(deployed):
     status, headers, body = get(deployed.admin_port, "/metrics")
     assert status == 200
     assert b"http_requests_total" in body
+    # The routing nginx publishes the admin port only; the edge (nginx.edge, on by default) the public one.
     published = docker("port", "%s-nginx-1" % deployed.name).stdout
-    assert "8081/tcp -> 127.0.0.1:%d" % deployed.admin_port in published
-    assert "8080/tcp -> 0.0.0.0:%d" % deployed.port in published
+    assert "8081/tcp -> 127.0.0.1:%d" % deployed.admin_port in published and "0.0.0.0" not in published
+    assert "8080/tcp -> 0.0.0.0:%d" % deployed.port in docker("port", "%s-edge-1" % deployed.name).stdout
 
 
 def test_containers_are_hardened(deployed):
-    for service, user in (("app-blue", "10001:10001"), ("nginx", "101:101")):
+    for service, user in (("app-blue", "10001:10001"), ("nginx", "101:101"), ("edge", "101:101")):
         info = json.loads(docker("inspect", "%s-%s-1" % (deployed.name, service)).stdout)[0]
         assert info["Config"]["User"] == user
         assert info["HostConfig"]["ReadonlyRootfs"] is True
@@ -236,7 +237,7 @@ def test_two_deploys_at_once_one_fails_naming_the_holder(tmp_path, write_manifes
             assert "stack is locked by" in loser and "deploy" in loser
         assert get(stack.port, "/")[0] == 200
         containers, has_network, _has_volume = stack_objects(stack.name, stack.network, stack.volume)
-        assert len(containers) == 2 and has_network
+        assert len(containers) == 3 and has_network  # app-blue, edge, nginx
     finally:
         stack.teardown()
 
@@ -285,7 +286,8 @@ def test_logs_shows_each_containers_last_lines(deployed):
     assert run.rc == 0, run.describe()
     out = run.stdout
     assert "app-blue (running, slot blue): " in out and "nginx (running): " in out, out
-    assert out.index('"app-blue (running') < out.index('"nginx (running): '), out  # docs/logs.md's order
+    # docs/logs.md's order: the slots, the edge (on by default), the routing nginx.
+    assert out.index('"app-blue (running') < out.index('"edge (running): ') < out.index('"nginx (running): '), out
     shown = re.findall(r'"app-blue \(running, slot blue\): (\d+) lines"', out)
     assert shown and 1 <= int(shown[0]) <= 3, out
     assert re.search(r'"\d{4}-\d{2}-\d{2}T[0-9:.]+Z (stdout|stderr) ', out), out

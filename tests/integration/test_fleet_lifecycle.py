@@ -155,7 +155,7 @@ def test_deploy_over_ssh_serves_at_the_hosts_own_address(life, parse_recap):
         get(host.address, ADMIN_PORT, "/healthz")
 
     # Containers, files, state and history on the host; on the controller, none of them.
-    assert life.containers_on_host() == {"app-blue": "running", "nginx": "running"}
+    assert life.containers_on_host() == {"app-blue": "running", "edge": "running", "nginx": "running"}
     assert host.docker("network", "inspect", f"{STACK}-net").returncode == 0
     assert host.docker("volume", "inspect", f"{STACK}-logs").returncode == 0
     for name in ("docker-compose.yml", "nginx/nginx.conf", "state.json", "history.jsonl", "edge"):
@@ -200,7 +200,7 @@ def test_a_canary_then_rollback_with_no_failed_request(life):
         state = life.state()
         assert state["mode"] == "canary" and state["weight"] == 50, state
         assert state["slots"][state["canary"]]["version"] == "1.1.0", state
-        assert sorted(life.containers_on_host()) == ["app-blue", "app-green", "nginx"]
+        assert sorted(life.containers_on_host()) == ["app-blue", "app-green", "edge", "nginx"]
         with Traffic(PORT, host=host.address, threads=1) as during_canary:
             while during_canary.canary < 5:  # the split is live at the host's address
                 assert len(during_canary.responses) < 500, during_canary.responses[-5:]
@@ -213,7 +213,7 @@ def test_a_canary_then_rollback_with_no_failed_request(life):
 
     state = life.state()
     assert state["mode"] == "stable" and state["canary"] is None and list(state["slots"]) == ["blue"], state
-    assert life.containers_on_host() == {"app-blue": "running", "nginx": "running"}
+    assert life.containers_on_host() == {"app-blue": "running", "edge": "running", "nginx": "running"}
     assert [event["event"] for event in life.history()][-2:] == ["promote", "rollback"]
     assert life.history()[-1]["details"]["reason"] == "fleet test"
     assert served(host.address) == (200, "1.0.0")
@@ -239,7 +239,7 @@ def test_a_canary_rolled_forward_with_no_failed_request(life):
     assert state["mode"] == "stable" and state["canary"] is None, state
     assert state["slots"][state["stable"]]["version"] == "1.1.0", state
     assert [release["version"] for release in state["releases"]] == ["1.0.0", "1.1.0"]
-    assert sorted(life.containers_on_host()) == [f"app-{state['stable']}", "nginx"]
+    assert sorted(life.containers_on_host()) == [f"app-{state['stable']}", "edge", "nginx"]
     assert served(host.address) == (200, "1.1.0")
     life.assert_nothing_on_the_controller()
 

@@ -185,5 +185,5 @@ def test_installed_init_renders_the_example(installed):
     compose = yaml.safe_load((installed.project / "docker-compose.yml").read_text())
     assert "listen 8080" in conf  # the container port; the host port is published by compose
     assert compose["name"] == STACK
-    published = json.dumps(compose["services"]["nginx"]["ports"])
+    published = json.dumps(compose["services"]["nginx"]["ports"] + compose["services"]["edge"]["ports"])
     assert str(PORT) in published and "127.0.0.1" in published and str(ADMIN_PORT) in published

@@ -64,8 +64,9 @@ def test_init_renders_both_files(local_init, parse_recap, init_report_line):
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
     assert list(recap) == [HOST], run.describe()
-    # The project and nginx directories, both files, the blue slot's mode directory and file.
-    assert recap[HOST]["changed"] == 6 and recap[HOST]["failed"] == 0, run.describe()
+    # The project and nginx directories, both files, the edge's edge.conf (nginx.edge, on by
+    # default), the blue slot's mode directory and file.
+    assert recap[HOST]["changed"] == 7 and recap[HOST]["failed"] == 0, run.describe()
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
     assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx", "slots"]
@@ -77,14 +78,16 @@ def test_init_renders_both_files(local_init, parse_recap, init_report_line):
     nginx_conf = (project / "nginx" / "nginx.conf").read_text()
     assert nginx_conf.startswith("#\n# Ansible managed\n#\n")
     for directive in ("proxy_connect_timeout 5s;", "proxy_send_timeout 30s;", "proxy_read_timeout 30s;",
-                      "server app-blue:3000;", "listen 8080;", "listen 8081;"):
+                      "server app-blue:3000;", "listen 8081;"):
         assert f"    {directive}\n" in nginx_conf, directive
+    # The public port is the edge's; the routing nginx listens for it on a Unix socket.
+    assert "listen 8080;" in (project / "nginx" / "edge.conf").read_text() and "listen 8080;" not in nginx_conf
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
     assert compose["name"] == "swiftdeploy"
-    assert sorted(compose["services"]) == ["app-blue", "nginx"]
+    assert sorted(compose["services"]) == ["app-blue", "edge", "nginx"]
     assert compose["services"]["app-blue"]["image"] == "swift-deploy-1-node:latest"
-    assert compose["services"]["nginx"]["image"] == "nginx:latest"
-    assert compose["services"]["nginx"]["ports"][0] == "0.0.0.0:8080:8080"
+    assert compose["services"]["nginx"]["image"] == compose["services"]["edge"]["image"] == "nginx:latest"
+    assert compose["services"]["edge"]["ports"] == ["0.0.0.0:8080:8080"]
 
 
 def test_second_init_changes_nothing(local_init, run_playbook, parse_recap, example_manifest,
@@ -111,15 +114,19 @@ def test_check_diff_shows_a_manifest_change_without_applying_it(rendered_copy, r
                        "-e", f"swiftdeploy_project_dir={project}", check=True)
     assert run.rc == 0, run.describe()
     recap = parse_recap(run.stdout)
-    assert recap[HOST]["changed"] == 1 and recap[HOST]["failed"] == 0, run.describe()
+    # nginx.conf and the edge's edge.conf (nginx.edge, on by default: it waits 5 s longer).
+    assert recap[HOST]["changed"] == 2 and recap[HOST]["failed"] == 0, run.describe()
     assert init_report_line("nginx/nginx.conf", project, "changed").search(run.stdout), run.describe()
     assert init_report_line("docker-compose.yml", project, "unchanged").search(run.stdout), run.describe()
     assert f"--- before: {project}/nginx/nginx.conf\n" in run.stdout, run.describe()
+    assert f"--- before: {project}/nginx/edge.conf\n" in run.stdout, run.describe()
     for directive in ("proxy_send_timeout", "proxy_read_timeout"):
         assert f"\n-    {directive} 30s;\n" in run.stdout, run.describe()
         assert f"\n+    {directive} 45s;\n" in run.stdout, run.describe()
-    # Exactly those two lines differ: connecting stays capped at 5 s.
-    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 4, run.describe()
+        assert f"\n-    {directive} 35s;\n" in run.stdout, run.describe()
+        assert f"\n+    {directive} 50s;\n" in run.stdout, run.describe()
+    # Exactly those two lines of each file differ: connecting stays capped at 5 s.
+    assert len(re.findall(r"^[-+] ", run.stdout, re.M)) == 8, run.describe()
     for name in FILES:
         assert ((project / name).read_bytes(), (project / name).stat().st_mtime_ns) == before[name], name
     assert b"proxy_read_timeout 30s;" in (project / "nginx" / "nginx.conf").read_bytes()

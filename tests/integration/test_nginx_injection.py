@@ -46,7 +46,8 @@ def _stack(contact):
     schema = _load_schema()
     stack = schema.validate_manifest({
         "services": {"image": "swift-deploy-1-node:latest", "port": 3000},
-        "nginx": {"image": NGINX_IMAGE, "port": 8080},
+        # One nginx on the public port (nginx.edge false): the file served here is nginx.conf alone.
+        "nginx": {"image": NGINX_IMAGE, "port": 8080, "edge": False},
         "contact": "ops@swiftdeploy.local",
     })
     stack = copy.deepcopy(stack)

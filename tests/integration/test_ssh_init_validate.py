@@ -40,7 +40,7 @@ def test_init_over_ssh_renders_both_files(ssh_init, parse_recap, init_report_lin
     assert list(recap) == [HOST], run.describe()
     assert recap[HOST]["failed"] == 0 and recap[HOST]["unreachable"] == 0, run.describe()
     # The project and nginx directories, both files, the blue slot's mode directory and file are new.
-    assert recap[HOST]["changed"] == 6, run.describe()
+    assert recap[HOST]["changed"] == 7, run.describe()  # edge.conf too (nginx.edge)
     assert (project / "slots" / "blue" / "mode").read_text() == "stable\n"
     for name in FILES:
         assert init_report_line(name, project, "changed").search(run.stdout), run.describe()
@@ -50,8 +50,8 @@ def test_init_over_ssh_renders_both_files(ssh_init, parse_recap, init_report_lin
     assert nginx_conf.startswith("#\n# Ansible managed\n#\n")
     assert "    proxy_read_timeout 30s;\n" in nginx_conf
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
-    assert sorted(compose["services"]) == ["app-blue", "nginx"]
-    assert compose["services"]["nginx"]["ports"][0] == "0.0.0.0:8080:8080"
+    assert sorted(compose["services"]) == ["app-blue", "edge", "nginx"]  # nginx.edge, on by default
+    assert compose["services"]["edge"]["ports"] == ["0.0.0.0:8080:8080"]
 
 
 def test_second_init_over_ssh_changes_nothing(ssh_init, ssh_host, run_playbook, parse_recap,

@@ -168,7 +168,9 @@ def stack(tmp_path_factory, write_manifest, run_playbook, app_image):
     tmp_path = tmp_path_factory.mktemp("converge")
     manifest = write_manifest(tmp_path / "manifest.yml", {
         "stack": STACK, "services.log_volume": "%s-logs" % STACK, "nginx.port": PORT,
-        "nginx.admin_port": ADMIN_PORT, "network.name": "%s-net" % STACK})
+        # The routing nginx alone: the edge's converge (edge.conf loaded in place) is test_tls's and
+        # test_keepalive's, through the role.
+        "nginx.admin_port": ADMIN_PORT, "network.name": "%s-net" % STACK, "nginx.edge": False})
     converge_stack = ConvergeStack(tmp_path, manifest, run_playbook)
     try:
         converge_stack.first = ok(converge_stack.converge(live(1, {"blue": BLUE})))
@@ -208,7 +210,7 @@ def test_the_same_call_again_does_nothing_and_is_fast(stack):
     assert actions(result) == ["plan", "compose ps", "check generation", "wait health"]
     assert result["seconds"] < 2, result["actions"]
     assert result["steps"] == [{"step": 1, "changed": False, "files_changed": [], "slots_started": [],
-                                "slots_switched": [], "slots_removed": [], "nginx": "unchanged"}]
+                                "slots_switched": [], "slots_removed": [], "nginx": "unchanged", "edge": "unchanged"}]
 
 
 def test_check_mode_reports_the_canary_and_writes_nothing(stack):
@@ -334,7 +336,7 @@ def test_a_canary_that_only_changes_mode_becomes_stable_in_place(stack):
     assert traffic.failures == [], traffic.statuses
     assert traffic.versions == {blue["version"], GREEN["version"]}
     assert result["steps"] == [{"step": 1, "changed": True, "slots_started": [], "slots_switched": ["green"],
-                                "slots_removed": ["app-blue"], "nginx": "reloaded",
+                                "slots_removed": ["app-blue"], "nginx": "reloaded", "edge": "unchanged",
                                 "files_changed": ["docker-compose.yml", "nginx/nginx.conf", "slots/green/mode",
                                                   "state.json"]}]
     order = actions(result)

@@ -107,3 +107,114 @@ class AllTraffic:
     def __exit__(self, *exc_info):
         for traffic in self.per_host.values():
             traffic.__exit__(*exc_info)
+
+
+class ClientMix:
+    """Clients of several kinds on the public port, in background threads, until the `with` ends;
+    what each kind saw, to count the failed requests a reload costs each (docs/keepalive.md).
+
+    Kinds ({kind: (threads, pause between two requests in seconds)}):
+    - `close`: a new connection for every request (http.client, no retry);
+    - `keepalive`, `keepalive-idle`: one persistent connection each (http.client, no retry): a
+      request on a connection the server closed at that instant fails;
+    - `urllib3`, `urllib3-idle`: one pooled connection each through urllib3 (requests' HTTP
+      library) with its default retries: it opens a new connection when the pooled one was
+      closed before the request, and sends an idempotent request again when the server closed
+      the connection under it (`retried` counts those).
+    An `-idle` kind pauses long enough that its connection is idle when a reload comes.
+    outcomes[kind]: Counter of HTTP status or exception name; failures(kind): all but 200."""
+
+    KINDS = {"close": (2, 0.02), "keepalive": (2, 0.01), "keepalive-idle": (4, 0.4),
+             "urllib3": (2, 0.01), "urllib3-idle": (4, 0.4)}
+
+    def __init__(self, port, ca_file=None, host="127.0.0.1", kinds=None):
+        self.port, self.ca_file, self.host = port, ca_file, host
+        self.kinds = dict(kinds or self.KINDS)
+        self.outcomes = collections.defaultdict(collections.Counter)
+        self.retried = collections.Counter()
+        self.opened = collections.Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+        for kind, (threads, pause) in sorted(self.kinds.items()):
+            for index in range(threads):
+                # The idle clients' requests spread over their pause, so some are idle at any instant.
+                offset = pause * index / threads
+                target = self._urllib3 if kind.startswith("urllib3") else self._http_client
+                self._threads.append(threading.Thread(target=target, args=(kind, pause, offset), daemon=True))
+
+    def _note(self, kind, outcome, retried=0, opened=0):
+        with self._lock:
+            self.outcomes[kind][outcome] += 1
+            self.retried[kind] += retried
+            self.opened[kind] += opened
+
+    def _http_client(self, kind, pause, offset):
+        self._stop.wait(offset)
+        conn = None
+        while not self._stop.is_set():
+            opened = 0
+            if conn is None:
+                conn, opened = Traffic.connection(self), 1  # the same connection as Traffic's (host, port, CA)
+            try:
+                conn.request("GET", "/?client=%s" % kind)
+                response = conn.getresponse()
+                response.read()
+                outcome = response.status
+                if kind == "close" or response.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+                conn.close()
+                conn = None
+            self._note(kind, outcome, opened=opened)
+            self._stop.wait(pause)
+        if conn is not None:
+            conn.close()
+
+    def _urllib3(self, kind, pause, offset):
+        import urllib3  # requests' HTTP library, in the project's requirements
+
+        self._stop.wait(offset)
+        if self.ca_file is None:
+            pool = urllib3.HTTPConnectionPool(self.host, self.port, maxsize=1, timeout=10)
+        else:
+            pool = urllib3.HTTPSConnectionPool(self.host, self.port, maxsize=1, timeout=10,
+                                               cert_reqs="CERT_REQUIRED", ca_certs=str(self.ca_file))
+        with pool:
+            while not self._stop.is_set():
+                before = pool.num_connections
+                retried = 0
+                try:
+                    response = pool.request("GET", "/?client=%s" % kind, retries=urllib3.Retry(3, redirect=False))
+                    outcome = response.status
+                    retried = len(response.retries.history) if response.retries else 0
+                except urllib3.exceptions.HTTPError as exc:
+                    outcome = type(exc).__name__
+                self._note(kind, outcome, retried=retried, opened=pool.num_connections - before)
+                self._stop.wait(pause)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while any(not self.outcomes[kind] for kind in self.kinds):
+            assert time.monotonic() < deadline, "no answer on %s:%d within 30 s: %s" % (
+                self.host, self.port, dict(self.outcomes))
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def failures(self, kind):
+        return {outcome: count for outcome, count in self.outcomes[kind].items() if outcome != 200}
+
+    def summary(self):
+        """One line a kind: requests, failures, connections opened, requests urllib3 sent again."""
+        return "\n".join("%s: %d requests, failed %s, %d connections, %d sent again" % (
+            kind, sum(self.outcomes[kind].values()), self.failures(kind) or 0, self.opened[kind], self.retried[kind])
+            for kind in sorted(self.kinds))

@@ -15,7 +15,13 @@ import os
 
 import pytest
 
-from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import state_text
+from ansible_collections.swiftdeploy.stack.plugins.module_utils import _stack_host as stack_host
+from ansible_collections.swiftdeploy.stack.plugins.module_utils._converge import (
+    edge_workers_argv,
+    new_workers,
+    parse_edge_workers,
+    state_text,
+)
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._converger import Converger
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._engine import DryRunEngine, EngineError
 from ansible_collections.swiftdeploy.stack.plugins.module_utils._http import HttpError
@@ -72,6 +78,9 @@ class FakeEngine(object):
         self.refuse_conf_with = None  # nginx -t refuses a file holding this text, naming it by its place
         self.nginx_tests = []  # the argv of every nginx -t
         self.unhealthy = set()  # services whose containers Docker marks unhealthy
+        # The edge's nginx: its master's PID and workers'; a SIGHUP forks new workers unless it
+        # cannot load the file (edge_loads False), as nginx keeps the old ones then.
+        self.edge_master, self.edge_workers, self.edge_loads = 7, {8, 9}, True
 
     def name(self, service):
         return "demo-%s-1" % service
@@ -103,6 +112,8 @@ class FakeEngine(object):
                 results.append((0, "\n".join(json.dumps(entry) for entry in self.ps(self.project)), "", 0.01))
             elif argv[0] == "config":
                 results.append((0, "", "", 0.01))
+            elif "/tmp/nginx.pid" in argv:  # the edge's processes, after nginx -t on its file when asked
+                results.append(self.edge_processes(argv))
             else:  # nginx -t, in the running nginx or a fresh container
                 self.calls.append(("nginx -t",))
                 self.nginx_tests.append(argv)
@@ -122,6 +133,15 @@ class FakeEngine(object):
                 return (1, "", "nginx: [emerg] unknown directive in /etc/nginx/swiftdeploy/test-%d.conf:3\n"
                         "refused: test-%d.conf" % (index, index), 0.01)
         return (0, "", "", 0.01)
+
+    def edge_processes(self, argv):
+        self.service_of(argv[2])
+        if "nginx -t" in argv[5]:
+            self.calls.append(("nginx -t in the edge", argv[-1]))
+            with open(os.path.join(self.project, "nginx", "edge.conf")) as handle:
+                if self.refuse_conf_with is not None and self.refuse_conf_with in handle.read():
+                    return (3, "", "nginx: [emerg] unknown directive in %s:3" % argv[-1], 0.01)
+        return (0, "\n".join(str(pid) for pid in [self.edge_master] + sorted(self.edge_workers)) + "\n", "", 0.01)
 
     def compose_services(self, project, path):
         raise AssertionError("the fake's compose files are block YAML")
@@ -151,6 +171,9 @@ class FakeEngine(object):
         self.calls.append(("kill", service, signal_name))
         if service == "nginx":
             self.served = self.state_generation()
+        elif service == "edge":
+            if self.edge_loads:
+                self.edge_workers = {pid + 10 for pid in self.edge_workers}
         else:
             self.containers[service]["mode"] = self.mode_file(service)
 
@@ -355,6 +378,146 @@ def test_turning_the_edge_off_removes_it_before_nginx_takes_the_public_port_back
     # nginx's service changed (its command and ports), so compose brings the project up.
     assert engine.calls[:3] == [("stop", "edge"), ("rm", "edge"), ("up", "app-blue", "nginx")], engine.calls
     assert result["steps"][0]["slots_removed"] == ["edge"] and sorted(engine.containers) == ["app-blue", "nginx"]
+
+
+def with_edge(state, listener):
+    """step(state) of a stack with an edge nginx (nginx.edge) whose edge.conf says `listener`."""
+    wanted = step(state)
+    wanted["files"]["docker-compose.yml"]["content"] = compose(state["slots"]).replace(
+        "  nginx:\n", "  edge:\n    image: nginx:latest\n  nginx:\n")
+    wanted["files"]["nginx/edge.conf"] = {"content": "edge listener %s\n" % listener, "mode": "0644"}
+    return wanted
+
+
+def converge_steps(engine, project, *steps, check=False, options=None):
+    options = dict(OPTIONS, **(options or {}))
+    host_class, host_engine = (DryRunStackHost, DryRunEngine(engine)) if check else (StackHost, engine)
+    host = host_class(host_engine, project, options, ActionLog(), http_get=engine.http)
+    return Converger(host, list(steps), options).converge()
+
+
+def deployed_with_edge(project):
+    engine = FakeEngine(project)
+    converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "one"))
+    assert sorted(engine.containers) == ["app-blue", "edge", "nginx"]
+    engine.calls, engine.nginx_tests = [], []
+    return engine
+
+
+def test_a_changed_edge_conf_is_loaded_in_place_by_the_running_edge(project):
+    """A new listener (a renewed TLS pair): tested in the running edge before it is written, then
+    nginx -t on the written file there, SIGHUP, confirmed by new workers; never a new container."""
+    engine = deployed_with_edge(project)
+    result = converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"))
+    assert engine.calls == [("nginx -t",), ("nginx -t in the edge", "/etc/nginx/swiftdeploy/edge.conf"),
+                            ("kill", "edge", "HUP")], engine.calls
+    assert engine.nginx_tests[0][:3] == ["docker", "exec", "id-edge"], engine.nginx_tests
+    assert engine.edge_workers == {18, 19}
+    assert result["files_changed"] == ["nginx/edge.conf"]
+    assert {key: result["steps"][0][key] for key in ("edge", "nginx", "slots_started")} == \
+        {"edge": "reloaded", "nginx": "unchanged", "slots_started": []}
+    order = actions(result)
+    assert order.index("write") < order.index("test edge.conf") < order.index("reload edge") < order.index("wait edge")
+    assert "compose up" not in order
+    assert [action["detail"] for action in result["actions"] if action["action"] == "wait edge"] == \
+        ["the edge runs 2 new worker(s): nginx/edge.conf loaded"]
+    # The same files again: nothing to load.
+    engine.calls = []
+    again = converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"))
+    assert engine.calls == [] and again["steps"][0]["edge"] == "unchanged"
+
+
+def test_the_edge_loads_its_new_listener_before_the_routing_nginx_switches(project):
+    engine = deployed_with_edge(project)
+    converge_steps(engine, project, with_edge(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10), "two"))
+    assert engine.calls.index(("kill", "edge", "HUP")) < engine.calls.index(("kill", "nginx", "HUP")), engine.calls
+    assert engine.served == 2
+
+
+def test_an_edge_that_does_not_load_its_file_fails_the_step_before_nginx_switches(project, monkeypatch):
+    monkeypatch.setattr(stack_host, "EDGE_RELOAD_TIMEOUT", 0.3)
+    engine = deployed_with_edge(project)
+    engine.edge_loads = False
+    with pytest.raises(ConvergeError) as failed:
+        converge_steps(engine, project, with_edge(live(2, {"blue": BLUE, "green": GREEN}, canary="green", weight=10),
+                                                  "two"))
+    message = str(failed.value)
+    assert message.startswith("step 1: the edge demo-edge-1 did not load the new nginx/edge.conf within 0.3 s: its "
+                              "nginx started no new worker after SIGHUP, so it still serves its previous listener "
+                              "(last log lines: 2026-12-07T10:00:00Z listening | "), message
+    assert "logs edge`" in message
+    assert ("kill", "nginx", "HUP") not in engine.calls and engine.served == 1
+    # Undone, so that the next run finds the change again: the canary removed, the files put back.
+    assert "so the step was undone (removed app-green; put back " in message, message
+    assert "app-green" not in engine.containers
+    assert open(os.path.join(project, "nginx", "edge.conf")).read() == "edge listener one\n"
+    assert json.load(open(os.path.join(project, "state.json")))["generation"] == 1
+
+
+def test_an_edge_conf_refused_inside_the_edge_is_named_and_nothing_is_signalled(project):
+    """Without the test before writing (validate_nginx false), the edge's own nginx -t still
+    stands between the file and the reload."""
+    engine = deployed_with_edge(project)
+    engine.refuse_conf_with = "listener two"
+    with pytest.raises(ConvergeError) as failed:
+        converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"), options={"validate_nginx": False})
+    assert str(failed.value) == (
+        "step 1: nginx/edge.conf is refused by nginx -t in the running edge demo-edge-1, so the edge was not reloaded "
+        "and serves its previous listener: nginx: [emerg] unknown directive in /etc/nginx/swiftdeploy/edge.conf:3\n"
+        "Nothing was routed to this step's slots, so the step was undone (put back nginx/edge.conf): the stack serves "
+        "what it served before.")
+    assert [call for call in engine.calls if call[0] == "kill"] == []
+
+
+def test_an_edge_that_is_not_running_is_started_with_its_new_file_not_reloaded(project):
+    engine = deployed_with_edge(project)
+    del engine.containers["edge"]
+    result = converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"))
+    assert ("kill", "edge", "HUP") not in engine.calls and "edge" in engine.containers
+    assert result["steps"][0]["edge"] == "unchanged" and "compose up" in actions(result)
+
+
+def test_check_mode_says_the_edge_would_be_reloaded_and_signals_nothing(project):
+    engine = deployed_with_edge(project)
+    result = converge_steps(engine, project, with_edge(live(1, {"blue": BLUE}), "two"), check=True)
+    assert [call for call in engine.calls if call[0] != "nginx -t"] == []
+    reload = [action for action in result["actions"] if action["action"] == "reload edge"]
+    assert len(reload) == 1 and reload[0]["detail"].endswith(ActionLog.NOT_RUN), result["actions"]
+    assert open(os.path.join(project, "nginx", "edge.conf")).read() == "edge listener one\n"
+
+
+@pytest.mark.parametrize("out, parsed", [
+    ("7\n8\n9\n", (7, frozenset((8, 9)))),
+    ("7\n", (7, frozenset())),
+    (" 12 \n 30\n\n", (12, frozenset((30,)))),
+])
+def test_the_edge_processes_are_read_as_its_master_then_its_workers(out, parsed):
+    assert parse_edge_workers(out) == parsed
+
+
+@pytest.mark.parametrize("out", ["", "nginx: [emerg] open() failed\n", "0\n", "7\nworker\n"])
+def test_anything_but_pids_is_not_taken_for_the_edge_processes(out):
+    with pytest.raises(ValueError):
+        parse_edge_workers(out)
+
+
+@pytest.mark.parametrize("before, after, fresh", [
+    ((7, {8, 9}), (7, {8, 9}), set()),              # HUP not handled yet, or the file refused
+    ((7, {8, 9}), (7, {8, 9, 18, 19}), {18, 19}),   # new workers, the old ones still finishing
+    ((7, {8, 9}), (7, {18, 19}), {18, 19}),         # the old ones gone
+    ((7, {8, 9}), (7, {8}), set()),                 # a worker ended, none started
+    ((7, {8, 9}), (3, {4, 5}), {4, 5}),             # another master: it read the file as it started
+])
+def test_only_workers_the_master_did_not_run_before_confirm_a_reload(before, after, fresh):
+    assert new_workers((before[0], frozenset(before[1])), (after[0], frozenset(after[1]))) == fresh
+
+
+def test_the_edge_command_tests_the_file_first_only_when_asked():
+    plain = edge_workers_argv("docker", "c1")
+    tested = edge_workers_argv("docker", "c1", "/etc/nginx/swiftdeploy/edge.conf")
+    assert plain[:6] == ["docker", "exec", "c1", "sh", "-c", plain[5]] and plain[6:] == ["sh", "/tmp/nginx.pid"]
+    assert "nginx -t" not in plain[5]
+    assert tested[5].startswith('nginx -t -q -c "$2" || exit 3; ') and tested[-1] == "/etc/nginx/swiftdeploy/edge.conf"
 
 
 def test_a_slot_that_never_gets_healthy_is_removed_and_the_files_put_back(project):

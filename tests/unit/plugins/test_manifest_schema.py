@@ -36,9 +36,9 @@ def with_change(path, value):
 
 
 @pytest.mark.parametrize("nginx, edge, keepalive", [
-    ({}, False, 0),  # no edge: a reload would close idle connections, so none
-    ({"edge": True}, True, 60),  # the edge holds them through every switch (docs/keepalive.md)
-    ({"edge": False}, False, 0),
+    ({}, True, 60),  # the edge by default: it holds them through every switch (docs/keepalive.md)
+    ({"edge": True}, True, 60),
+    ({"edge": False}, False, 0),  # no edge: a reload would close idle connections, so none
     ({"edge": False, "keepalive_timeout": 30}, False, 30),
     ({"edge": True, "keepalive_timeout": 0}, True, 0),
     ({"edge": True, "keepalive_timeout": 300}, True, 300),
@@ -55,7 +55,7 @@ def test_seed_manifest_is_accepted_unchanged_and_defaults_filled():
     assert result["services"] == dict(SEED["services"], mode_switch="signal",
                                       resources={"memory": "256m", "cpus": 1.0, "pids": 64}, **SERVICE_DEFAULTS)
     assert result["nginx"] == {"image": "nginx:latest", "port": 8080, "proxy_timeout": 30,
-                               "admin_port": 8082, "keepalive_timeout": 0, "edge": False,
+                               "admin_port": 8082, "keepalive_timeout": 60, "edge": True,
                                "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
                                "tls": {"enabled": False, "cert_file": None, "key_file": None, "redirect_port": None,
                                        "hsts_max_age": 0, "expiry_warn_days": 30}}

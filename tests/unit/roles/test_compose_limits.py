@@ -32,10 +32,11 @@ def limits(service):
 
 def test_every_container_gets_the_default_limits():
     compose = render(validate_manifest(copy.deepcopy(MINIMAL)), TWO_SLOTS)
-    assert sorted(compose["services"]) == ["app-blue", "app-green", "nginx", "opa"]
+    assert sorted(compose["services"]) == ["app-blue", "app-green", "edge", "nginx", "opa"]
     app = {"mem_limit": "256m", "cpus": 1.0, "pids_limit": 64}
     assert limits(compose["services"]["app-blue"]) == limits(compose["services"]["app-green"]) == app
     assert limits(compose["services"]["nginx"]) == {"mem_limit": "256m", "cpus": 1.0, "pids_limit": 256}
+    assert limits(compose["services"]["edge"]) == limits(compose["services"]["nginx"])  # nginx.edge, on by default
     assert limits(compose["services"]["opa"]) == {"mem_limit": "256m", "cpus": 0.5, "pids_limit": 128}
 
 

@@ -17,12 +17,12 @@ MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "ngi
 SOCKET = "unix:/var/cache/nginx/swiftdeploy-public.sock"
 
 
-def render(name, nginx=None, live=None):
+def render(name, nginx=None, live=None, stem="0123abcd"):
     data = copy.deepcopy(MINIMAL)
     data["nginx"].update(nginx or {})
     manifest = validate_manifest(data)
     variables = role_variables(manifest, live or initial_state("app:1", "1.0.0", "stable"),
-                               _swiftdeploy_tls={"stem": "0123abcd"}, _swiftdeploy_edge_conf_sha256="f" * 64)
+                               _swiftdeploy_tls={"stem": stem})
     text = render_template(name, variables)
     return text if name.endswith(".conf.j2") else yaml.safe_load(text)
 
@@ -32,13 +32,14 @@ def test_the_edge_keeps_client_connections_a_minute_unless_told_otherwise():
     assert "keepalive_timeout 0s;" in render("nginx.conf.j2", {"edge": True})
 
 
-def test_edge_is_off_by_default_and_nothing_changes():
-    assert validate_manifest(copy.deepcopy(MINIMAL))["nginx"]["edge"] is False
-    compose = render("docker-compose.yml.j2")
+def test_edge_is_on_by_default_and_off_leaves_one_nginx_as_before():
+    assert validate_manifest(copy.deepcopy(MINIMAL))["nginx"]["edge"] is True
+    assert "edge" in render("docker-compose.yml.j2")["services"]
+    compose = render("docker-compose.yml.j2", {"edge": False})
     assert "edge" not in compose["services"]
     assert compose["services"]["nginx"]["ports"] == ["0.0.0.0:8443:8080", "127.0.0.1:8082:8081"]
     assert "rm -f" not in compose["services"]["nginx"]["command"][2]
-    conf = render("nginx.conf.j2")
+    conf = render("nginx.conf.j2", {"edge": False})
     assert "listen 8080;" in conf and "unix:" not in conf and "keepalive_timeout 0s;" in conf
 
 
@@ -57,9 +58,27 @@ def test_the_edge_owns_the_public_ports_and_the_routing_nginx_only_the_admin_por
         assert edge[key] == nginx[key], key
     assert edge["read_only"] is True and edge["cap_drop"] == ["ALL"]
     assert all(volume["read_only"] for volume in edge["volumes"])
-    assert edge["labels"]["org.swiftdeploy.edge-conf"] == "f" * 64
+    assert edge["labels"] == {"org.swiftdeploy.stack": "swiftdeploy", "org.swiftdeploy.role": "edge"}
     assert edge["depends_on"] == ["nginx"]
     assert nginx["command"][2].startswith("rm -f /var/cache/nginx/swiftdeploy-public.sock; ")
+
+
+@pytest.mark.parametrize("before, after", [
+    ({"keepalive_timeout": 60}, {"keepalive_timeout": 30}),
+    ({"proxy_timeout": 30}, {"proxy_timeout": 40}),
+    ({"tls": {"enabled": True}}, {"tls": {"enabled": True}, "stem": "4567cdef"}),
+])
+def test_a_changed_listener_changes_edge_conf_but_not_the_edges_compose_service(before, after):
+    """Compose must not recreate the edge for its listener (its port would close): stack_converge
+    loads the new edge.conf in place (docs/keepalive.md)."""
+    def both(nginx):
+        nginx = dict(nginx, edge=True)
+        stem = nginx.pop("stem", "0123abcd")
+        return [render(name, nginx, stem=stem) for name in ("edge.conf.j2", "docker-compose.yml.j2")]
+    conf_before, compose_before = both(before)
+    conf_after, compose_after = both(after)
+    assert conf_before != conf_after
+    assert compose_before["services"]["edge"] == compose_after["services"]["edge"]
 
 
 def test_the_routing_nginx_listens_on_the_socket_and_trusts_only_it_for_the_client_address():

@@ -1,5 +1,6 @@
-"""nginx.conf.j2 and docker-compose.yml.j2 with HTTPS, rendered without Docker (the integration
-test runs the result through nginx -t and real clients)."""
+"""nginx.conf.j2 and docker-compose.yml.j2 with HTTPS on the routing nginx itself (nginx.edge
+false), rendered without Docker (the integration test runs the result through nginx -t and real
+clients). With the edge, on by default, the edge terminates TLS: test_edge_templates.py."""
 
 import copy
 import re
@@ -11,7 +12,7 @@ from ansible_collections.swiftdeploy.stack.plugins.module_utils._state import in
 
 from role_templates import render_template, role_variables  # tests/unit/roles/role_templates.py
 
-MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443},
+MINIMAL = {"services": {"image": "app:1", "port": 3000}, "nginx": {"image": "nginx:1.27", "port": 8443, "edge": False},
            "contact": "ops@example.com"}
 STEM = "0123456789abcdef"
 
