@@ -155,7 +155,9 @@ def find_sidecar(engine, project_dir, stack, network):
                            "to it" % (stack, ", ".join(sorted(networks)) or "(none)", network))
     address = (networks[network] or {}).get("IPAddress")
     if not address:
-        raise SidecarError("the OPA sidecar of stack %s has no address on the network %s" % (stack, network))
+        raise SidecarError("the OPA sidecar of stack %s has no address on the network %s: it is stopping or "
+                           "restarting (see its log: docker logs %s)" % (stack, network,
+                                                                         details.get("Name", "?").lstrip("/")))
     return {"id": details.get("Id"), "address": address, "url": "http://%s:%d" % (address, OPA_PORT)}
 
 
