@@ -182,8 +182,12 @@ def test_installed_init_renders_the_example(installed):
     assert run.returncode == 0, run.stdout + run.stderr
     assert_ran_from_the_installed_copy(run, installed)
     conf = (installed.project / "nginx" / "nginx.conf").read_text()
+    edge = (installed.project / "nginx" / "edge.conf").read_text()
     compose = yaml.safe_load((installed.project / "docker-compose.yml").read_text())
-    assert "listen 8080" in conf  # the container port; the host port is published by compose
+    # The edge (on by default) holds the container port, the host port published by compose; the
+    # routing nginx behind it listens on the Unix socket they share.
+    assert "listen 8080" in edge and "listen 8080" not in conf
+    assert re.search(r"listen ['\"]?unix:", conf), conf
     assert compose["name"] == STACK
     published = json.dumps(compose["services"]["nginx"]["ports"] + compose["services"]["edge"]["ports"])
     assert str(PORT) in published and "127.0.0.1" in published and str(ADMIN_PORT) in published

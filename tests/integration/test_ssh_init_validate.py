@@ -97,7 +97,9 @@ def test_check_diff_over_ssh_reports_a_missing_file_and_leaves_it_missing(
     assert not (project / "nginx" / "nginx.conf").exists(), "--check wrote nginx.conf"
     assert (project / "docker-compose.yml").read_bytes() == compose_before
     assert sorted(p.name for p in project.iterdir()) == ["docker-compose.yml", "nginx", "slots"]
-    assert list((project / "nginx").iterdir()) == []
+    # the edge's file (on by default) was there and stays as it was
+    assert [path.name for path in (project / "nginx").iterdir()] == ["edge.conf"]
+    assert (project / "nginx" / "edge.conf").read_bytes() == (rendered / "nginx" / "edge.conf").read_bytes()
 
 
 def test_files_rendered_over_ssh_equal_the_local_ones(ssh_init, run_playbook, parse_recap,
