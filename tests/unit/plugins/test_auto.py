@@ -41,8 +41,9 @@ def edge(requests, errors, slow=0):
                        "latency_buckets": [[b, fast if b != "+Inf" else requests] for b in BOUNDS] if requests else []}}
 
 
-def rollout(*totals, host="h1", start_at=1000.0, state=None, settings=SETTINGS):
+def rollout(*totals, host="h1", start_at=1000.0, state=None, settings=None):
     """The state after looks at the given cumulative (canary, baseline) readings, 3 s apart."""
+    settings = settings or SETTINGS
     state = state or _auto.start(settings, LIVE, start_at)
     looked = None
     for index, (canary, baseline) in enumerate(totals):
