@@ -23,6 +23,7 @@ import time
 import pytest
 
 from helpers import Background, LocalStack  # tests/integration/helpers.py
+from traffic import ClientThreads, exchange  # tests/integration/traffic.py
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -35,7 +36,7 @@ def docker(*args, timeout=60):
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-class KeepAliveClients:
+class KeepAliveClients(ClientThreads):
     """CLIENTS threads, each on one persistent connection, alternating GET /?ka=N and POST /?ka=N
     (the app answers 405 to a POST on /: an answer from the app through both nginx). Anything
     else (an exception, a 5xx, a 4xx other than the POST's 405) is a failure; a connection closed
@@ -60,21 +61,11 @@ class KeepAliveClients:
             method = "POST" if number % 2 else "GET"
             number += 1
             target = "/?ka=%d-%d" % (index, number)
-            try:
-                if method == "POST":
-                    conn.request("POST", target, body=b'{"order": 1}', headers={"Content-Type": "application/json"})
-                else:
-                    conn.request("GET", target)
-                response = conn.getresponse()
-                response.read()
-                outcome = response.status
-                if response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-                conn.close()
-                conn = None
+            if method == "POST":
+                outcome, conn = exchange(conn, "POST", target, body=b'{"order": 1}',
+                                         headers={"Content-Type": "application/json"})
+            else:
+                outcome, conn = exchange(conn, "GET", target)
             ok = outcome == (405 if method == "POST" else 200)
             with self._lock:
                 self.sent += 1
@@ -85,19 +76,11 @@ class KeepAliveClients:
         if conn is not None:
             conn.close()
 
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while self.sent < CLIENTS * 20:
-            assert time.monotonic() < deadline, "no answers on port %d within 30 s: %s" % (PORT, self.results)
-            time.sleep(0.05)
-        return self
+    def ready(self):
+        return self.sent >= CLIENTS * 20
 
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+    def waiting_for(self):
+        return "port %d: %s" % (PORT, self.results)
 
 
 def container_id(service):

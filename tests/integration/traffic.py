@@ -109,7 +109,49 @@ class AllTraffic:
             traffic.__exit__(*exc_info)
 
 
-class ClientMix:
+def exchange(conn, method, target, body=None, headers=None, close=False):
+    """One request on a kept-alive http.client connection: (the status, or the name of the
+    exception, and the connection to reuse, None once closed: on `close`, when the server said it
+    closes, or after an error)."""
+    try:
+        conn.request(method, target, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        if close or response.will_close:
+            conn.close()
+            conn = None
+        return response.status, conn
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        return type(exc).__name__, None
+
+
+class ClientThreads:
+    """Client threads (self._threads, stopped by self._stop) that the `with` block runs: entering
+    returns once ready() is true, at most 30 s after the start; leaving stops and joins them."""
+
+    def ready(self):
+        raise NotImplementedError
+
+    def waiting_for(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while not self.ready():
+            assert time.monotonic() < deadline, "no answer within 30 s on %s" % self.waiting_for()
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+class ClientMix(ClientThreads):
     """Clients of several kinds on the public port, in background threads, until the `with` ends;
     what each kind saw, to count the failed requests a reload costs each (docs/keepalive.md).
 
@@ -156,18 +198,7 @@ class ClientMix:
             opened = 0
             if conn is None:
                 conn, opened = Traffic.connection(self), 1  # the same connection as Traffic's (host, port, CA)
-            try:
-                conn.request("GET", "/?client=%s" % kind)
-                response = conn.getresponse()
-                response.read()
-                outcome = response.status
-                if kind == "close" or response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-                conn.close()
-                conn = None
+            outcome, conn = exchange(conn, "GET", "/?client=%s" % kind, close=kind == "close")
             self._note(kind, outcome, opened=opened)
             self._stop.wait(pause)
         if conn is not None:
@@ -195,20 +226,11 @@ class ClientMix:
                 self._note(kind, outcome, retried=retried, opened=pool.num_connections - before)
                 self._stop.wait(pause)
 
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while any(not self.outcomes[kind] for kind in self.kinds):
-            assert time.monotonic() < deadline, "no answer on %s:%d within 30 s: %s" % (
-                self.host, self.port, dict(self.outcomes))
-            time.sleep(0.05)
-        return self
+    def ready(self):
+        return all(self.outcomes[kind] for kind in self.kinds)
 
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+    def waiting_for(self):
+        return "%s:%d: %s" % (self.host, self.port, dict(self.outcomes))
 
     def failures(self, kind):
         return {outcome: count for outcome, count in self.outcomes[kind].items() if outcome != 200}
